@@ -1,0 +1,20 @@
+//! An online feature store on Redis.
+//!
+//! Each entity is one hash at `<prefix><id>`. Batch features are written by
+//! the `write_batch_row` script under a key-level TTL; streaming features by
+//! `write_streaming` with a per-field TTL; reads are plain `HMGET` (pipelined
+//! for batches) or the `read_fresh` script when TTLs are wanted too.
+
+pub mod error;
+pub mod managed_redis;
+pub mod pool;
+pub mod scripts;
+pub mod store;
+pub mod synth;
+pub mod validate;
+pub mod value;
+
+pub use error::StoreError;
+pub use managed_redis::ManagedRedis;
+pub use store::{FeatureStore, StoreConfig};
+pub use value::{FeatureMap, FeatureValue};

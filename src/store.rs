@@ -1,0 +1,722 @@
+//! `FeatureStore`: the synchronous client the server, the loader and model
+//! servers use.
+//!
+//! Writes go through the Lua scripts (one `EVALSHA` per entity, pipelined in
+//! chunks for bulk work); the hot reads are plain `HMGET`s. Two private
+//! functions are the only places that talk to more than one key at a time,
+//! `run_pipeline` and `scan_keys`: a cluster backend replaces those two.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use redis::{Cmd, Pipeline, ServerErrorKind, Value};
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::pool::{self, Conn, Pool, PoolConfig};
+use crate::scripts::{self, LuaScript, READ_FRESH, WRITE_BATCH_ROW, WRITE_STREAMING};
+use crate::validate;
+use crate::value::FeatureMap;
+
+/// The longest TTL the store accepts (ten years); longer is almost surely a
+/// unit mistake (milliseconds for seconds).
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// The most rows one pipeline carries.
+pub const MAX_CHUNK_SIZE: usize = 100_000;
+/// How many keys one SCAN call asks for.
+const SCAN_COUNT: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub key_prefix: String,
+    /// Key-level TTL of batch rows, and the one a streaming write pins on a
+    /// key that has none.
+    pub batch_ttl_seconds: u64,
+    /// Default per-field TTL of streaming features.
+    pub streaming_ttl_seconds: u64,
+    /// Rows per pipeline in bulk writes.
+    pub chunk_size: usize,
+    pub pool: PoolConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            key_prefix: "fs:user:".into(),
+            batch_ttl_seconds: 24 * 3600,
+            streaming_ttl_seconds: 300,
+            chunk_size: 1000,
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// Cumulative counters since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Batch rows written.
+    pub batch_writes_total: u64,
+    /// Streaming writes (one per entity update).
+    pub streaming_writes_total: u64,
+    /// Entity reads (one per entity in a batch read).
+    pub reads_total: u64,
+    /// Feature values returned by reads.
+    pub read_fields_total: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batch_writes: AtomicU64,
+    streaming_writes: AtomicU64,
+    reads: AtomicU64,
+    read_fields: AtomicU64,
+}
+
+/// One batch row: features to set and features to retract (delete), written
+/// in one script call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchRow {
+    pub id: String,
+    pub set: Vec<(String, String)>,
+    pub retract: Vec<String>,
+}
+
+impl BatchRow {
+    pub fn from_features(id: &str, features: &FeatureMap) -> BatchRow {
+        BatchRow {
+            id: id.to_owned(),
+            set: features
+                .iter()
+                .map(|(k, v)| (k.clone(), v.encode()))
+                .collect(),
+            retract: Vec::new(),
+        }
+    }
+}
+
+/// A row (or event) that was not written, and why.
+#[derive(Debug)]
+pub struct RowFailure {
+    /// Its position in the slice passed to the write call.
+    pub index: usize,
+    pub id: String,
+    pub error: StoreError,
+}
+
+/// The outcome of a bulk write: every input row is either counted in
+/// `written` or listed in `failed`, never both.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    pub written: usize,
+    pub failed: Vec<RowFailure>,
+}
+
+impl WriteReport {
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// One feature as `read_fresh` sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldState {
+    pub name: String,
+    /// `None` when the field is missing (never written, expired, retracted).
+    pub value: Option<String>,
+    /// Seconds left; -1 no field TTL (batch field); -2 missing.
+    pub ttl_seconds: i64,
+}
+
+/// Values and freshness of one entity, read in one round trip.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FreshRead {
+    /// Seconds left on the key; -1 no TTL; -2 no such entity.
+    pub key_ttl_seconds: i64,
+    pub fields: Vec<FieldState>,
+}
+
+impl FreshRead {
+    pub fn exists(&self) -> bool {
+        self.key_ttl_seconds != -2
+    }
+}
+
+pub struct FeatureStore {
+    pool: Pool,
+    config: StoreConfig,
+    counters: Counters,
+}
+
+impl FeatureStore {
+    /// Validates the configuration and builds the pool. It does not connect:
+    /// the first operation does, so this succeeds while Redis is down.
+    pub fn open(redis_url: &str, config: StoreConfig) -> Result<Self, StoreError> {
+        validate::key_prefix(&config.key_prefix)?;
+        check_ttl("batch ttl", config.batch_ttl_seconds)?;
+        check_ttl("streaming ttl", config.streaming_ttl_seconds)?;
+        if config.chunk_size == 0 || config.chunk_size > MAX_CHUNK_SIZE {
+            return Err(StoreError::invalid(format!(
+                "chunk size must be 1 to {MAX_CHUNK_SIZE}, got {}",
+                config.chunk_size
+            )));
+        }
+        Ok(FeatureStore {
+            pool: pool::build(redis_url, &config.pool)?,
+            config,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+    pub fn batch_ttl_seconds(&self) -> u64 {
+        self.config.batch_ttl_seconds
+    }
+    pub fn streaming_ttl_seconds(&self) -> u64 {
+        self.config.streaming_ttl_seconds
+    }
+    pub fn chunk_size(&self) -> usize {
+        self.config.chunk_size
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            batch_writes_total: self.counters.batch_writes.load(Relaxed),
+            streaming_writes_total: self.counters.streaming_writes.load(Relaxed),
+            reads_total: self.counters.reads.load(Relaxed),
+            read_fields_total: self.counters.read_fields.load(Relaxed),
+        }
+    }
+
+    /// `<prefix><id>`, after checking the id.
+    pub fn key_for(&self, id: &str) -> Result<String, StoreError> {
+        validate::entity_id(id)?;
+        let mut key = String::with_capacity(self.config.key_prefix.len() + id.len());
+        key.push_str(&self.config.key_prefix);
+        key.push_str(id);
+        Ok(key)
+    }
+
+    /// Answers when Redis does.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| c.run(|c| redis::cmd("PING").query::<()>(c)))
+    }
+
+    // ---- batch path -------------------------------------------------------
+
+    /// Writes each row with `write_batch_row` (its fields, then the key TTL),
+    /// `chunk_size` rows per round trip. Rows with a bad id, feature name or
+    /// value are reported failed and not sent.
+    pub fn bulk_load(
+        &self,
+        rows: &[(String, FeatureMap)],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let report = self.write_scripted(
+            &WRITE_BATCH_ROW,
+            rows,
+            |(id, _)| id,
+            |(id, features)| {
+                let key = self.key_for(id)?;
+                check_features(features)?;
+                let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
+                let encoded: Vec<(&str, String)> =
+                    features.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+                scripts::batch_row_args(
+                    &mut cmd,
+                    ttl_seconds,
+                    std::iter::empty(),
+                    encoded.iter().map(|(k, v)| (*k, v.as_str())),
+                );
+                Ok(cmd)
+            },
+        );
+        self.counters.batch_writes.fetch_add(report.written as u64, Relaxed);
+        Ok(report)
+    }
+
+    /// Like `bulk_load`, for rows that also retract features (the loader's
+    /// input: a null or empty cell deletes that feature in the same call).
+    pub fn write_batch_rows(
+        &self,
+        rows: &[BatchRow],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let report = self.write_scripted(
+            &WRITE_BATCH_ROW,
+            rows,
+            |row| &row.id,
+            |row| {
+                let key = self.key_for(&row.id)?;
+                if row.set.is_empty() && row.retract.is_empty() {
+                    return Err(StoreError::invalid("row has no features"));
+                }
+                for (name, _) in &row.set {
+                    validate::feature_name(name)?;
+                }
+                for name in &row.retract {
+                    validate::feature_name(name)?;
+                }
+                let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
+                scripts::batch_row_args(
+                    &mut cmd,
+                    ttl_seconds,
+                    row.retract.iter().map(String::as_str),
+                    row.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                Ok(cmd)
+            },
+        );
+        self.counters.batch_writes.fetch_add(report.written as u64, Relaxed);
+        Ok(report)
+    }
+
+    // ---- streaming path ---------------------------------------------------
+
+    /// Writes `fields` for one entity, each with a field TTL of `ttl_seconds`,
+    /// atomically (`write_streaming`). A key with no TTL gets the batch TTL.
+    pub fn update_streaming(
+        &self,
+        id: &str,
+        fields: &FeatureMap,
+        ttl_seconds: u64,
+    ) -> Result<(), StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let key = self.key_for(id)?;
+        check_features(fields)?;
+        if fields.is_empty() {
+            return Err(StoreError::invalid("a streaming write needs at least one feature"));
+        }
+        let encoded: Vec<(&str, String)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+        let mut invocation = WRITE_STREAMING.script().key(&key);
+        invocation.arg(ttl_seconds).arg(self.config.batch_ttl_seconds);
+        for (k, v) in &encoded {
+            invocation.arg(*k).arg(v.as_str());
+        }
+        self.with_conn(|c| c.run(|c| invocation.invoke::<Value>(c)))?;
+        self.counters.streaming_writes.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Many streaming writes, pipelined `chunk_size` per round trip; each
+    /// entity's write is still one atomic script call.
+    pub fn update_streaming_many(
+        &self,
+        events: &[(String, FeatureMap)],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let batch_ttl = self.config.batch_ttl_seconds;
+        let report = self.write_scripted(
+            &WRITE_STREAMING,
+            events,
+            |(id, _)| id,
+            |(id, fields)| {
+                let key = self.key_for(id)?;
+                check_features(fields)?;
+                if fields.is_empty() {
+                    return Err(StoreError::invalid("a streaming write needs at least one feature"));
+                }
+                let mut cmd = WRITE_STREAMING.evalsha(&key);
+                let encoded: Vec<(&str, String)> =
+                    fields.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+                scripts::streaming_args(
+                    &mut cmd,
+                    ttl_seconds,
+                    batch_ttl,
+                    encoded.iter().map(|(k, v)| (*k, v.as_str())),
+                );
+                Ok(cmd)
+            },
+        );
+        self.counters.streaming_writes.fetch_add(report.written as u64, Relaxed);
+        Ok(report)
+    }
+
+    // ---- read path --------------------------------------------------------
+
+    /// One `HMGET`: the named features that exist; missing ones are left out.
+    pub fn get_features<N: AsRef<str>>(
+        &self,
+        id: &str,
+        names: &[N],
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let key = self.key_for(id)?;
+        check_names(names)?;
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let values: Vec<Option<String>> =
+            self.with_conn(|c| c.run(|c| hmget(&key, names).query(c)))?;
+        Ok(self.count_read(zip_present(names, values)))
+    }
+
+    /// Pipelined `HMGET` for many entities in one round trip; the result is
+    /// in the order of `ids` (an empty map for a missing entity).
+    pub fn batch_get_features<I: AsRef<str>, N: AsRef<str>>(
+        &self,
+        ids: &[I],
+        names: &[N],
+    ) -> Result<Vec<BTreeMap<String, String>>, StoreError> {
+        check_names(names)?;
+        let keys = ids
+            .iter()
+            .map(|id| self.key_for(id.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.is_empty() || keys.is_empty() {
+            return Ok(vec![BTreeMap::new(); keys.len()]);
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.add_command(hmget(key, names));
+        }
+        let rows: Vec<Vec<Option<String>>> = self.run_pipeline(&pipe)?;
+        Ok(rows
+            .into_iter()
+            .map(|values| self.count_read(zip_present(names, values)))
+            .collect())
+    }
+
+    /// Values, per-field TTLs and the key TTL in one round trip (`read_fresh`).
+    pub fn read_fresh<N: AsRef<str>>(&self, id: &str, names: &[N]) -> Result<FreshRead, StoreError> {
+        check_names(names)?;
+        if names.is_empty() {
+            return Err(StoreError::invalid("read_fresh needs at least one feature name"));
+        }
+        let read = self.fresh_read_script(id, names)?;
+        self.counters.reads.fetch_add(1, Relaxed);
+        let present = read.fields.iter().filter(|f| f.value.is_some()).count();
+        self.counters.read_fields.fetch_add(present as u64, Relaxed);
+        Ok(read)
+    }
+
+    /// The whole hash with field TTLs and the key TTL (debugging; `HGETALL`
+    /// cost). Fields are sorted by name.
+    pub fn inspect(&self, id: &str) -> Result<FreshRead, StoreError> {
+        let mut read = self.fresh_read_script::<&str>(id, &[])?;
+        read.fields.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(read)
+    }
+
+    /// `HTTL` for the named fields: seconds left, -1 no field TTL, -2 missing.
+    pub fn field_ttls<N: AsRef<str>>(&self, id: &str, names: &[N]) -> Result<Vec<i64>, StoreError> {
+        let key = self.key_for(id)?;
+        check_names(names)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HTTL");
+        cmd.arg(&key).arg("FIELDS").arg(names.len());
+        for n in names {
+            cmd.arg(n.as_ref());
+        }
+        self.with_conn(|c| c.run(|c| cmd.query(c)))
+    }
+
+    /// `TTL` of the entity's key: seconds left, -1 none, -2 no such entity.
+    pub fn key_ttl(&self, id: &str) -> Result<i64, StoreError> {
+        let key = self.key_for(id)?;
+        self.with_conn(|c| c.run(|c| redis::cmd("TTL").arg(&key).query(c)))
+    }
+
+    // ---- keyspace ---------------------------------------------------------
+
+    /// Entities under the prefix (a full SCAN: keep it off request paths).
+    pub fn count_entities(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        self.scan_keys(|keys| {
+            n += keys.len() as u64;
+            ControlFlow::Continue(())
+        })?;
+        Ok(n)
+    }
+
+    /// Up to `limit` entity ids, sorted. SCAN stops once `limit` are found.
+    pub fn list_entity_ids(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let prefix = self.config.key_prefix.as_str();
+        let mut ids = Vec::new();
+        if limit > 0 {
+            self.scan_keys(|keys| {
+                for key in keys {
+                    if let Some(id) = key.strip_prefix(prefix) {
+                        ids.push(id.to_owned());
+                    }
+                }
+                if ids.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        }
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// Deletes every entity under the prefix (SCAN + UNLINK, one batch of
+    /// keys at a time) and nothing else. Returns how many keys went.
+    pub fn delete_all(&self) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        let mut failure = None;
+        self.scan_keys(|keys| {
+            if keys.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(&keys);
+            match self.with_conn(|c| c.run(|c| cmd.query::<u64>(c))) {
+                Ok(n) => {
+                    deleted += n;
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    // ---- the few places that talk to Redis in bulk ------------------------
+
+    /// Runs a pipeline on one connection: one round trip. A cluster backend
+    /// splits it by slot here.
+    fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.with_conn(|c| c.run(|c| pipe.query(c)))
+    }
+
+    /// Calls `each` with batches of keys under the prefix until it breaks or
+    /// the SCAN cursor returns to 0. Keys that do not start with the prefix
+    /// (impossible with an escaped pattern, checked anyway) are dropped.
+    fn scan_keys(
+        &self,
+        mut each: impl FnMut(Vec<String>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let pattern = validate::scan_pattern(&self.config.key_prefix);
+        let prefix = self.config.key_prefix.as_str();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.with_conn(|c| {
+                c.run(|c| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .query(c)
+                })
+            })?;
+            let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
+            if each(keys).is_break() || next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Runs `op` on a pooled connection; when the connection fails under it
+    /// (a Redis restart leaves every pooled connection stale), runs it once
+    /// more on a fresh one. Every operation of the store is idempotent.
+    fn with_conn<T>(&self, mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        match op(&mut conn) {
+            Err(e) if e.is_unavailable() => {
+                drop(conn);
+                let mut fresh = self.pool.get()?;
+                op(&mut fresh)
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `items` as pipelined script calls, `chunk_size` per round trip.
+    /// `build` makes one item's command or refuses it; refused items and
+    /// items whose call failed land in `failed`.
+    fn write_scripted<T>(
+        &self,
+        script: &LuaScript,
+        items: &[T],
+        id_of: impl Fn(&T) -> &str,
+        build: impl Fn(&T) -> Result<Cmd, StoreError>,
+    ) -> WriteReport {
+        let mut report = WriteReport::default();
+        for (chunk_no, chunk) in items.chunks(self.config.chunk_size).enumerate() {
+            let base = chunk_no * self.config.chunk_size;
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let mut sent = Vec::with_capacity(chunk.len());
+            for (i, item) in chunk.iter().enumerate() {
+                match build(item) {
+                    Ok(cmd) => {
+                        pipe.add_command(cmd);
+                        sent.push(base + i);
+                    }
+                    Err(error) => report.failed.push(RowFailure {
+                        index: base + i,
+                        id: id_of(item).to_owned(),
+                        error,
+                    }),
+                }
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            let outcomes = self.run_script_pipeline(script, &pipe, sent.len());
+            for (index, outcome) in sent.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => report.written += 1,
+                    Err(error) => report.failed.push(RowFailure {
+                        index,
+                        id: id_of(&items[index]).to_owned(),
+                        error,
+                    }),
+                }
+            }
+        }
+        report.failed.sort_by_key(|f| f.index);
+        report
+    }
+
+    /// One pipeline of `EVALSHA`s, one outcome per command. Entries that
+    /// failed with NOSCRIPT (after `SCRIPT FLUSH` or a restart, nothing ran
+    /// for them) are re-sent once after loading the script; entries that ran
+    /// are not sent again.
+    fn run_script_pipeline(
+        &self,
+        script: &LuaScript,
+        pipe: &Pipeline,
+        len: usize,
+    ) -> Vec<Result<(), StoreError>> {
+        let replies: Vec<Value> = match self.run_pipeline(pipe) {
+            Ok(replies) => replies,
+            Err(e) => return (0..len).map(|_| Err(e.clone())).collect(),
+        };
+        let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(len);
+        let mut retry = Vec::new();
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
+                    retry.push(i);
+                    outcomes.push(Err(StoreError::Redis("NOSCRIPT".into())));
+                }
+                Value::ServerError(e) => outcomes.push(Err(StoreError::Redis(e.to_string()))),
+                _ => outcomes.push(Ok(())),
+            }
+        }
+        if retry.is_empty() {
+            return outcomes;
+        }
+        let mut again = redis::pipe();
+        again.ignore_errors();
+        let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
+        for &i in &retry {
+            again.add_command(cmds[i].clone());
+        }
+        let result: Result<Vec<Value>, StoreError> = self.with_conn(|c| {
+            c.run(|c| script.load(c))?;
+            c.run(|c| again.query(c))
+        });
+        match result {
+            Ok(replies) => {
+                for (&i, reply) in retry.iter().zip(replies) {
+                    outcomes[i] = match reply {
+                        Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            Err(e) => {
+                for &i in &retry {
+                    outcomes[i] = Err(e.clone());
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn fresh_read_script<N: AsRef<str>>(&self, id: &str, names: &[N]) -> Result<FreshRead, StoreError> {
+        let key = self.key_for(id)?;
+        let mut invocation = READ_FRESH.script().key(&key);
+        for n in names {
+            invocation.arg(n.as_ref());
+        }
+        let (key_ttl_seconds, names, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
+            self.with_conn(|c| c.run(|c| invocation.invoke(c)))?;
+        if names.len() != values.len() || names.len() != ttls.len() {
+            return Err(StoreError::Redis("read_fresh: reply arrays differ in length".into()));
+        }
+        let fields = names
+            .into_iter()
+            .zip(values)
+            .zip(ttls)
+            .map(|((name, value), ttl_seconds)| FieldState {
+                name,
+                value,
+                ttl_seconds,
+            })
+            .collect();
+        Ok(FreshRead {
+            key_ttl_seconds,
+            fields,
+        })
+    }
+
+    fn count_read(&self, row: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        self.counters.reads.fetch_add(1, Relaxed);
+        self.counters.read_fields.fetch_add(row.len() as u64, Relaxed);
+        row
+    }
+}
+
+fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key);
+    for n in names {
+        cmd.arg(n.as_ref());
+    }
+    cmd
+}
+
+fn zip_present<N: AsRef<str>>(names: &[N], values: Vec<Option<String>>) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .zip(values)
+        .filter_map(|(n, v)| v.map(|v| (n.as_ref().to_owned(), v)))
+        .collect()
+}
+
+fn check_ttl(what: &str, ttl: u64) -> Result<(), StoreError> {
+    if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        return Err(StoreError::invalid(format!(
+            "{what} must be 1 to {MAX_TTL_SECONDS} seconds, got {ttl}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_names<N: AsRef<str>>(names: &[N]) -> Result<(), StoreError> {
+    names.iter().try_for_each(|n| validate::feature_name(n.as_ref()))
+}
+
+fn check_features(features: &FeatureMap) -> Result<(), StoreError> {
+    for (name, value) in features {
+        validate::feature_name(name)?;
+        if !value.is_encodable() {
+            return Err(StoreError::invalid(format!(
+                "feature {name:?} has a value with no text form ({value:?})"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! (tests land with their issue)
