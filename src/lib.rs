@@ -18,3 +18,7 @@ pub use error::StoreError;
 pub use managed_redis::ManagedRedis;
 pub use store::{FeatureStore, StoreConfig};
 pub use value::{FeatureMap, FeatureValue};
+
+pub mod loader;
+pub mod server;
+pub mod worker;

@@ -1,0 +1,1 @@
+//! The loader (loader issue).
