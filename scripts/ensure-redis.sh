@@ -43,8 +43,8 @@ SRC
               -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
               -o "APT::Get::List-Cleanup=0" -o "Acquire::AllowInsecureRepositories=1")
   log "fetching $pkg source from $suite"
-  apt-get "${opts[@]}" -qq update >&2
-  (cd "$dest" && apt-get "${opts[@]}" -qq source --download-only "$pkg/$suite" >&2)
+  apt-get "${opts[@]}" -o APT::Sandbox::User=root -qq update >&2
+  (cd "$dest" && apt-get "${opts[@]}" -o APT::Sandbox::User=root -qq source --download-only "$pkg/$suite" >&2)
 }
 
 # build_from_debian SUITE PACKAGE BINARY_PREFIX -> installs into $cache/PACKAGE
