@@ -4,7 +4,7 @@ write_batch_row: one entity's batch features, written atomically with the
 entity's key-level TTL.
 
   KEYS[1]  entity hash key, e.g. fs:user:u0001
-  ARGV[1]  key TTL in seconds: positive integer (the batch cycle's TTL)
+  ARGV[1]  key TTL in seconds: integer 1..315360000 (ten years; the batch cycle's TTL)
   ARGV[2]  D: how many feature names to retract (non-negative integer)
   ARGV[3 .. 2+D]      feature names to delete (HDEL), e.g. a null in the input
   ARGV[3+D ..]        field, value pairs to set (HSET)
@@ -12,8 +12,9 @@ entity's key-level TTL.
   Reply: array {fields_set, fields_deleted}
   Errors (nothing is written when one is raised):
     ERR write_batch_row: wrong number of keys
-    ERR write_batch_row: ttl must be a positive integer
+    ERR write_batch_row: ttl must be an integer from 1 to 315360000
     ERR write_batch_row: retract count must be a non-negative integer
+    ERR write_batch_row: retract count exceeds the arguments
     ERR write_batch_row: field/value arguments must come in pairs
     ERR write_batch_row: nothing to write
     ERR write_batch_row: empty feature name
@@ -36,8 +37,8 @@ if #KEYS ~= 1 then
 end
 local key = KEYS[1]
 local ttl = ARGV[1]
-if ttl == nil or not string.match(ttl, '^[1-9]%d*$') or #ttl > 12 then
-  return redis.error_reply('ERR write_batch_row: ttl must be a positive integer')
+if ttl == nil or not string.match(ttl, '^[1-9]%d*$') or #ttl > 9 or tonumber(ttl) > 315360000 then
+  return redis.error_reply('ERR write_batch_row: ttl must be an integer from 1 to 315360000')
 end
 local ndel = ARGV[2]
 if ndel == nil or not string.match(ndel, '^%d+$') or #ndel > 9 then

@@ -4,8 +4,8 @@ write_streaming: one entity's streaming features, each with its own field
 TTL, written atomically.
 
   KEYS[1]  entity hash key, e.g. fs:user:u0001
-  ARGV[1]  field TTL in seconds: positive integer (HEXPIRE on every field set)
-  ARGV[2]  batch TTL in seconds: positive integer, pinned on the key only
+  ARGV[1]  field TTL in seconds: integer 1..315360000 (HEXPIRE on every field set)
+  ARGV[2]  batch TTL in seconds: integer 1..315360000, pinned on the key only
            when the key has no TTL of its own (a new entity, or one whose
            batch row was deleted by a reset that this write raced)
   ARGV[3 ..]  field, value pairs (at least one; names distinct, non-empty)
@@ -13,8 +13,8 @@ TTL, written atomically.
   Reply: array {fields_set, key_ttl_pinned (1 or 0)}
   Errors (nothing is written when one of the first six is raised):
     ERR write_streaming: wrong number of keys
-    ERR write_streaming: field ttl must be a positive integer
-    ERR write_streaming: batch ttl must be a positive integer
+    ERR write_streaming: field ttl must be an integer from 1 to 315360000
+    ERR write_streaming: batch ttl must be an integer from 1 to 315360000
     ERR write_streaming: field/value arguments must come in pairs
     ERR write_streaming: no fields
     ERR write_streaming: empty or repeated feature name
@@ -38,14 +38,16 @@ if #KEYS ~= 1 then
   return redis.error_reply('ERR write_streaming: wrong number of keys')
 end
 local key = KEYS[1]
-local function positive(s)
-  return s ~= nil and string.match(s, '^[1-9]%d*$') ~= nil and #s <= 12
+-- Bounded so HEXPIRE can never refuse the TTL after HSET has written.
+local function valid_ttl(s)
+  return s ~= nil and string.match(s, '^[1-9]%d*$') ~= nil and #s <= 9
+    and tonumber(s) <= 315360000
 end
-if not positive(ARGV[1]) then
-  return redis.error_reply('ERR write_streaming: field ttl must be a positive integer')
+if not valid_ttl(ARGV[1]) then
+  return redis.error_reply('ERR write_streaming: field ttl must be an integer from 1 to 315360000')
 end
-if not positive(ARGV[2]) then
-  return redis.error_reply('ERR write_streaming: batch ttl must be a positive integer')
+if not valid_ttl(ARGV[2]) then
+  return redis.error_reply('ERR write_streaming: batch ttl must be an integer from 1 to 315360000')
 end
 local nargs = #ARGV - 2
 if nargs % 2 ~= 0 then
