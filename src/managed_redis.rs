@@ -223,7 +223,10 @@ fn find_redis_server() -> Result<PathBuf, String> {
         return if version_at_least_7_4(&bin) {
             Ok(bin)
         } else {
-            Err(format!("FS_REDIS_SERVER={} is not a redis-server >= 7.4", bin.display()))
+            Err(format!(
+                "FS_REDIS_SERVER={} is not a redis-server >= 7.4",
+                bin.display()
+            ))
         };
     }
     let cached = cache_dir().join("redis/bin/redis-server");

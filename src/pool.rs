@@ -67,7 +67,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> RedisResult<Conn> {
-        let inner = self.client.get_connection_with_timeout(self.connect_timeout)?;
+        let inner = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
         inner.set_read_timeout(Some(self.io_timeout))?;
         inner.set_write_timeout(Some(self.io_timeout))?;
         Ok(Conn {

@@ -61,10 +61,18 @@ impl LuaScript {
     }
 }
 
-pub static WRITE_BATCH_ROW: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new("write_batch_row", include_str!("../lua/write_batch_row.lua")));
-pub static WRITE_STREAMING: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new("write_streaming", include_str!("../lua/write_streaming.lua")));
+pub static WRITE_BATCH_ROW: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "write_batch_row",
+        include_str!("../lua/write_batch_row.lua"),
+    )
+});
+pub static WRITE_STREAMING: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "write_streaming",
+        include_str!("../lua/write_streaming.lua"),
+    )
+});
 pub static READ_FRESH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("read_fresh", include_str!("../lua/read_fresh.lua")));
 

@@ -223,8 +223,10 @@ impl FeatureStore {
                 let key = self.key_for(id)?;
                 check_features(features)?;
                 let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
-                let encoded: Vec<(&str, String)> =
-                    features.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+                let encoded: Vec<(&str, String)> = features
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.encode()))
+                    .collect();
                 scripts::batch_row_args(
                     &mut cmd,
                     ttl_seconds,
@@ -234,7 +236,9 @@ impl FeatureStore {
                 Ok(cmd)
             },
         );
-        self.counters.batch_writes.fetch_add(report.written as u64, Relaxed);
+        self.counters
+            .batch_writes
+            .fetch_add(report.written as u64, Relaxed);
         Ok(report)
     }
 
@@ -271,7 +275,9 @@ impl FeatureStore {
                 Ok(cmd)
             },
         );
-        self.counters.batch_writes.fetch_add(report.written as u64, Relaxed);
+        self.counters
+            .batch_writes
+            .fetch_add(report.written as u64, Relaxed);
         Ok(report)
     }
 
@@ -289,12 +295,18 @@ impl FeatureStore {
         let key = self.key_for(id)?;
         check_features(fields)?;
         if fields.is_empty() {
-            return Err(StoreError::invalid("a streaming write needs at least one feature"));
+            return Err(StoreError::invalid(
+                "a streaming write needs at least one feature",
+            ));
         }
-        let encoded: Vec<(&str, String)> =
-            fields.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+        let encoded: Vec<(&str, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.encode()))
+            .collect();
         let mut invocation = WRITE_STREAMING.script().key(&key);
-        invocation.arg(ttl_seconds).arg(self.config.batch_ttl_seconds);
+        invocation
+            .arg(ttl_seconds)
+            .arg(self.config.batch_ttl_seconds);
         for (k, v) in &encoded {
             invocation.arg(*k).arg(v.as_str());
         }
@@ -320,11 +332,15 @@ impl FeatureStore {
                 let key = self.key_for(id)?;
                 check_features(fields)?;
                 if fields.is_empty() {
-                    return Err(StoreError::invalid("a streaming write needs at least one feature"));
+                    return Err(StoreError::invalid(
+                        "a streaming write needs at least one feature",
+                    ));
                 }
                 let mut cmd = WRITE_STREAMING.evalsha(&key);
-                let encoded: Vec<(&str, String)> =
-                    fields.iter().map(|(k, v)| (k.as_str(), v.encode())).collect();
+                let encoded: Vec<(&str, String)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.encode()))
+                    .collect();
                 scripts::streaming_args(
                     &mut cmd,
                     ttl_seconds,
@@ -334,7 +350,9 @@ impl FeatureStore {
                 Ok(cmd)
             },
         );
-        self.counters.streaming_writes.fetch_add(report.written as u64, Relaxed);
+        self.counters
+            .streaming_writes
+            .fetch_add(report.written as u64, Relaxed);
         Ok(report)
     }
 
@@ -383,10 +401,16 @@ impl FeatureStore {
     }
 
     /// Values, per-field TTLs and the key TTL in one round trip (`read_fresh`).
-    pub fn read_fresh<N: AsRef<str>>(&self, id: &str, names: &[N]) -> Result<FreshRead, StoreError> {
+    pub fn read_fresh<N: AsRef<str>>(
+        &self,
+        id: &str,
+        names: &[N],
+    ) -> Result<FreshRead, StoreError> {
         check_names(names)?;
         if names.is_empty() {
-            return Err(StoreError::invalid("read_fresh needs at least one feature name"));
+            return Err(StoreError::invalid(
+                "read_fresh needs at least one feature name",
+            ));
         }
         let read = self.fresh_read_script(id, names)?;
         self.counters.reads.fetch_add(1, Relaxed);
@@ -528,7 +552,10 @@ impl FeatureStore {
     /// Runs `op` on a pooled connection; when the connection fails under it
     /// (a Redis restart leaves every pooled connection stale), runs it once
     /// more on a fresh one. Every operation of the store is idempotent.
-    fn with_conn<T>(&self, mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with_conn<T>(
+        &self,
+        mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
@@ -645,16 +672,26 @@ impl FeatureStore {
         outcomes
     }
 
-    fn fresh_read_script<N: AsRef<str>>(&self, id: &str, names: &[N]) -> Result<FreshRead, StoreError> {
+    fn fresh_read_script<N: AsRef<str>>(
+        &self,
+        id: &str,
+        names: &[N],
+    ) -> Result<FreshRead, StoreError> {
         let key = self.key_for(id)?;
         let mut invocation = READ_FRESH.script().key(&key);
         for n in names {
             invocation.arg(n.as_ref());
         }
-        let (key_ttl_seconds, names, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
-            self.with_conn(|c| c.run(|c| invocation.invoke(c)))?;
+        let (key_ttl_seconds, names, values, ttls): (
+            i64,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<i64>,
+        ) = self.with_conn(|c| c.run(|c| invocation.invoke(c)))?;
         if names.len() != values.len() || names.len() != ttls.len() {
-            return Err(StoreError::Redis("read_fresh: reply arrays differ in length".into()));
+            return Err(StoreError::Redis(
+                "read_fresh: reply arrays differ in length".into(),
+            ));
         }
         let fields = names
             .into_iter()
@@ -674,7 +711,9 @@ impl FeatureStore {
 
     fn count_read(&self, row: BTreeMap<String, String>) -> BTreeMap<String, String> {
         self.counters.reads.fetch_add(1, Relaxed);
-        self.counters.read_fields.fetch_add(row.len() as u64, Relaxed);
+        self.counters
+            .read_fields
+            .fetch_add(row.len() as u64, Relaxed);
         row
     }
 }
@@ -688,7 +727,10 @@ fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
     cmd
 }
 
-fn zip_present<N: AsRef<str>>(names: &[N], values: Vec<Option<String>>) -> BTreeMap<String, String> {
+fn zip_present<N: AsRef<str>>(
+    names: &[N],
+    values: Vec<Option<String>>,
+) -> BTreeMap<String, String> {
     names
         .iter()
         .zip(values)
@@ -706,7 +748,9 @@ fn check_ttl(what: &str, ttl: u64) -> Result<(), StoreError> {
 }
 
 fn check_names<N: AsRef<str>>(names: &[N]) -> Result<(), StoreError> {
-    names.iter().try_for_each(|n| validate::feature_name(n.as_ref()))
+    names
+        .iter()
+        .try_for_each(|n| validate::feature_name(n.as_ref()))
 }
 
 fn check_features(features: &FeatureMap) -> Result<(), StoreError> {

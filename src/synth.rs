@@ -47,11 +47,20 @@ pub fn batch_features(rng: &mut impl Rng) -> FeatureMap {
     let mut f = FeatureMap::new();
     f.insert("country_iso".into(), pick(rng, &COUNTRIES).into());
     f.insert("risk_segment".into(), weighted(rng, &RISK_SEGMENTS).into());
-    f.insert("account_age_days".into(), FeatureValue::Int(rng.gen_range(7..=2400)));
-    f.insert("tx_count_7d".into(), FeatureValue::Int(rng.gen_range(0..=80)));
+    f.insert(
+        "account_age_days".into(),
+        FeatureValue::Int(rng.gen_range(7..=2400)),
+    );
+    f.insert(
+        "tx_count_7d".into(),
+        FeatureValue::Int(rng.gen_range(0..=80)),
+    );
     let amount = (rng.gen_range(5.0..350.0f64) * 100.0).round() / 100.0;
     f.insert("avg_amount_30d".into(), FeatureValue::Float(amount));
-    f.insert("chargeback_count_180d".into(), FeatureValue::Int(weighted(rng, &CHARGEBACKS)));
+    f.insert(
+        "chargeback_count_180d".into(),
+        FeatureValue::Int(weighted(rng, &CHARGEBACKS)),
+    );
     f
 }
 
@@ -59,10 +68,20 @@ pub fn batch_features(rng: &mut impl Rng) -> FeatureMap {
 pub fn streaming_features(rng: &mut impl Rng, now_ms: i64) -> FeatureMap {
     let mut f = FeatureMap::new();
     f.insert("last_login_ts".into(), FeatureValue::Int(now_ms));
-    let device = format!("{}-{:04x}", pick(rng, &DEVICE_KINDS), rng.gen_range(0..0x1_0000u32));
+    let device = format!(
+        "{}-{:04x}",
+        pick(rng, &DEVICE_KINDS),
+        rng.gen_range(0..0x1_0000u32)
+    );
     f.insert("last_device_id".into(), FeatureValue::Str(device));
-    f.insert("tx_count_5m".into(), FeatureValue::Int(rng.gen_range(0..=12)));
-    f.insert("failed_logins_15m".into(), FeatureValue::Int(weighted(rng, &FAILED_LOGINS)));
+    f.insert(
+        "tx_count_5m".into(),
+        FeatureValue::Int(rng.gen_range(0..=12)),
+    );
+    f.insert(
+        "failed_logins_15m".into(),
+        FeatureValue::Int(weighted(rng, &FAILED_LOGINS)),
+    );
     f.insert("session_country".into(), pick(rng, &COUNTRIES).into());
     f
 }
@@ -106,11 +125,17 @@ mod tests {
             for name in BATCH_FEATURES {
                 assert!(f.contains_key(name), "{name}");
             }
-            let FeatureValue::Int(age) = f["account_age_days"] else { panic!() };
+            let FeatureValue::Int(age) = f["account_age_days"] else {
+                panic!()
+            };
             assert!((7..=2400).contains(&age));
-            let FeatureValue::Int(tx) = f["tx_count_7d"] else { panic!() };
+            let FeatureValue::Int(tx) = f["tx_count_7d"] else {
+                panic!()
+            };
             assert!((0..=80).contains(&tx));
-            let FeatureValue::Float(amt) = f["avg_amount_30d"] else { panic!() };
+            let FeatureValue::Float(amt) = f["avg_amount_30d"] else {
+                panic!()
+            };
             assert!((5.0..=350.0).contains(&amt));
             let seg = f["risk_segment"].encode();
             assert!(["low", "medium", "high"].contains(&seg.as_str()));

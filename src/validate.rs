@@ -90,7 +90,16 @@ mod tests {
         for ok in ["u0001", "user-42", "a.b:c@d", &"x".repeat(MAX_ID_LEN)] {
             assert!(entity_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "u*", "u?", "a b", "u[1]", "{tag}", "é", &"x".repeat(MAX_ID_LEN + 1)] {
+        for bad in [
+            "",
+            "u*",
+            "u?",
+            "a b",
+            "u[1]",
+            "{tag}",
+            "é",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
             let err = entity_id(bad).expect_err(bad).to_string();
             assert!(err.contains("entity id"), "{err}");
         }

@@ -9,7 +9,12 @@ use redis::{RedisResult, Value};
 use crate::common;
 
 /// `EVALSHA <sha> <numkeys> <keys..> <args..>`, exactly what redis-cli sends.
-fn evalsha(conn: &mut redis::Connection, script: &LuaScript, keys: &[&str], args: &[&str]) -> RedisResult<Value> {
+fn evalsha(
+    conn: &mut redis::Connection,
+    script: &LuaScript,
+    keys: &[&str],
+    args: &[&str],
+) -> RedisResult<Value> {
     redis::cmd("EVALSHA")
         .arg(script.sha())
         .arg(keys.len())
@@ -60,7 +65,12 @@ fn batch_row_sets_fields_and_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0001";
-    let reply = evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["86400", "0", "country_iso", "US", "tx_count_7d", "14"]);
+    let reply = evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["86400", "0", "country_iso", "US", "tx_count_7d", "14"],
+    );
     assert_eq!(ints(reply.expect("write")), vec![2, 0]);
     let h = hgetall(&mut c, key);
     assert_eq!(h.len(), 2);
@@ -68,10 +78,19 @@ fn batch_row_sets_fields_and_key_ttl() {
     assert_eq!(h["tx_count_7d"], "14");
     let t = ttl(&mut c, key);
     assert!((86_390..=86_400).contains(&t), "key ttl {t}");
-    assert_eq!(httl(&mut c, key, &["country_iso", "tx_count_7d"]), vec![-1, -1], "batch fields carry no field TTL");
+    assert_eq!(
+        httl(&mut c, key, &["country_iso", "tx_count_7d"]),
+        vec![-1, -1],
+        "batch fields carry no field TTL"
+    );
 
     // The same call again (a retry) leaves the same state.
-    let again = evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["86400", "0", "country_iso", "US", "tx_count_7d", "14"]);
+    let again = evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["86400", "0", "country_iso", "US", "tx_count_7d", "14"],
+    );
     assert_eq!(ints(again.expect("retry")), vec![2, 0]);
     assert_eq!(hgetall(&mut c, key), h);
 }
@@ -82,12 +101,27 @@ fn batch_row_retracts_in_the_same_call() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0002";
-    evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["600", "0", "a", "1", "b", "2"]).expect("first row");
-    let reply = evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["900", "1", "b", "a", "10"]).expect("second row");
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["600", "0", "a", "1", "b", "2"],
+    )
+    .expect("first row");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["900", "1", "b", "a", "10"],
+    )
+    .expect("second row");
     assert_eq!(ints(reply), vec![1, 1]);
     let h = hgetall(&mut c, key);
     assert_eq!(h, HashMap::from([("a".to_string(), "10".to_string())]));
-    assert!(ttl(&mut c, key) > 600, "the key TTL is refreshed by each batch row");
+    assert!(
+        ttl(&mut c, key) > 600,
+        "the key TTL is refreshed by each batch row"
+    );
 
     // Retracting every field leaves no key behind (and no error).
     let reply = evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["900", "1", "a"]).expect("retract all");
@@ -101,10 +135,26 @@ fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:moved";
-    evalsha(&mut c, &WRITE_STREAMING, &[key], &["300", "86400", "segment", "hot"]).expect("streaming");
+    evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[key],
+        &["300", "86400", "segment", "hot"],
+    )
+    .expect("streaming");
     assert!(httl(&mut c, key, &["segment"])[0] > 0);
-    evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["86400", "0", "segment", "warm"]).expect("batch");
-    assert_eq!(httl(&mut c, key, &["segment"]), vec![-1], "a batch field has no field TTL");
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["86400", "0", "segment", "warm"],
+    )
+    .expect("batch");
+    assert_eq!(
+        httl(&mut c, key, &["segment"]),
+        vec![-1],
+        "a batch field has no field TTL"
+    );
 }
 
 #[test]
@@ -136,15 +186,39 @@ fn batch_row_refusals_write_nothing() {
     for (args, expected) in cases {
         for k in [key, "fs:user:fresh"] {
             let err = error_text(evalsha(&mut c, &WRITE_BATCH_ROW, &[k], args));
-            assert!(err.contains(expected), "args {args:?}: {err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "args {args:?}: {err:?} should mention {expected:?}"
+            );
         }
-        assert_eq!(hgetall(&mut c, key), before, "args {args:?} changed the existing row");
-        assert!(ttl(&mut c, key) <= before_ttl, "args {args:?} refreshed the TTL");
-        assert_eq!(ttl(&mut c, "fs:user:fresh"), -2, "args {args:?} created a key");
+        assert_eq!(
+            hgetall(&mut c, key),
+            before,
+            "args {args:?} changed the existing row"
+        );
+        assert!(
+            ttl(&mut c, key) <= before_ttl,
+            "args {args:?} refreshed the TTL"
+        );
+        assert_eq!(
+            ttl(&mut c, "fs:user:fresh"),
+            -2,
+            "args {args:?} created a key"
+        );
     }
-    let err = error_text(evalsha(&mut c, &WRITE_BATCH_ROW, &[], &["600", "0", "a", "1"]));
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[],
+        &["600", "0", "a", "1"],
+    ));
     assert!(err.contains("wrong number of keys"), "{err}");
-    let err = error_text(evalsha(&mut c, &WRITE_BATCH_ROW, &[key, "fs:user:b"], &["600", "0", "a", "1"]));
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key, "fs:user:b"],
+        &["600", "0", "a", "1"],
+    ));
     assert!(err.contains("wrong number of keys"), "{err}");
     assert_eq!(common::all_keys(&mut c), vec![key.to_string()]);
 }
@@ -155,25 +229,63 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:new";
-    let reply = evalsha(&mut c, &WRITE_STREAMING, &[key], &["300", "86400", "tx_count_5m", "3", "last_device_id", "ios-9f02"]);
-    assert_eq!(ints(reply.expect("write")), vec![2, 1], "new entity: key TTL pinned");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[key],
+        &[
+            "300",
+            "86400",
+            "tx_count_5m",
+            "3",
+            "last_device_id",
+            "ios-9f02",
+        ],
+    );
+    assert_eq!(
+        ints(reply.expect("write")),
+        vec![2, 1],
+        "new entity: key TTL pinned"
+    );
     let ttls = httl(&mut c, key, &["tx_count_5m", "last_device_id"]);
-    assert!(ttls.iter().all(|t| (290..=300).contains(t)), "field ttls {ttls:?}");
+    assert!(
+        ttls.iter().all(|t| (290..=300).contains(t)),
+        "field ttls {ttls:?}"
+    );
     let t = ttl(&mut c, key);
     assert!((86_390..=86_400).contains(&t), "pinned key ttl {t}");
 
     // An entity with a batch TTL keeps it: the streaming write does not
     // extend the entity's life.
     let batch_key = "fs:user:batch";
-    evalsha(&mut c, &WRITE_BATCH_ROW, &[batch_key], &["1000", "0", "country_iso", "US"]).expect("batch");
-    let reply = evalsha(&mut c, &WRITE_STREAMING, &[batch_key], &["300", "86400", "tx_count_5m", "1"]);
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[batch_key],
+        &["1000", "0", "country_iso", "US"],
+    )
+    .expect("batch");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[batch_key],
+        &["300", "86400", "tx_count_5m", "1"],
+    );
     assert_eq!(ints(reply.expect("write")), vec![1, 0]);
     assert!(ttl(&mut c, batch_key) <= 1000);
     assert_eq!(httl(&mut c, batch_key, &["country_iso"]), vec![-1]);
 
     // A write that raced a reset (key deleted under it) still leaves a TTL.
-    redis::cmd("DEL").arg(batch_key).query::<()>(&mut c).expect("DEL");
-    let reply = evalsha(&mut c, &WRITE_STREAMING, &[batch_key], &["300", "86400", "tx_count_5m", "2"]);
+    redis::cmd("DEL")
+        .arg(batch_key)
+        .query::<()>(&mut c)
+        .expect("DEL");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[batch_key],
+        &["300", "86400", "tx_count_5m", "2"],
+    );
     assert_eq!(ints(reply.expect("write")), vec![1, 1]);
     assert!(ttl(&mut c, batch_key) > 0);
 }
@@ -193,15 +305,29 @@ fn streaming_refusals_write_nothing() {
         (&["300", "0", "a", "1"], "batch ttl"),
         (&["300", "", "a", "1"], "batch ttl"),
         (&["300"], "batch ttl"),
-        (&["300", "86400", "a", "1", "a", "2"], "repeated feature name"),
+        (
+            &["300", "86400", "a", "1", "a", "2"],
+            "repeated feature name",
+        ),
         (&["300", "86400", "", "1"], "empty or repeated"),
     ];
     for (args, expected) in cases {
         let err = error_text(evalsha(&mut c, &WRITE_STREAMING, &["fs:user:s"], args));
-        assert!(err.contains(expected), "args {args:?}: {err:?} should mention {expected:?}");
-        assert!(common::all_keys(&mut c).is_empty(), "args {args:?} wrote something");
+        assert!(
+            err.contains(expected),
+            "args {args:?}: {err:?} should mention {expected:?}"
+        );
+        assert!(
+            common::all_keys(&mut c).is_empty(),
+            "args {args:?} wrote something"
+        );
     }
-    let err = error_text(evalsha(&mut c, &WRITE_STREAMING, &[], &["300", "86400", "a", "1"]));
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[],
+        &["300", "86400", "a", "1"],
+    ));
     assert!(err.contains("wrong number of keys"), "{err}");
 }
 
@@ -214,10 +340,14 @@ fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     let call = "redis.call('HEXPIRE', key, ARGV[1], 'FIELDS', #names, unpack(names))";
-    assert!(WRITE_STREAMING.source.contains(call), "the script's HEXPIRE call changed; update this test");
-    let provoking = WRITE_STREAMING
-        .source
-        .replace(call, "redis.call('HEXPIRE', key, ARGV[1], 'XX', 'FIELDS', #names, unpack(names))");
+    assert!(
+        WRITE_STREAMING.source.contains(call),
+        "the script's HEXPIRE call changed; update this test"
+    );
+    let provoking = WRITE_STREAMING.source.replace(
+        call,
+        "redis.call('HEXPIRE', key, ARGV[1], 'XX', 'FIELDS', #names, unpack(names))",
+    );
     let err = redis::Script::new(&provoking)
         .key("fs:user:x")
         .arg(300)
@@ -228,7 +358,11 @@ fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
         .arg(2)
         .invoke::<Value>(&mut c)
         .expect_err("HEXPIRE answered 0: the write must fail");
-    assert!(err.to_string().contains("HEXPIRE did not set every field TTL: 0,0"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("HEXPIRE did not set every field TTL: 0,0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,15 +371,36 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:r";
-    evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["1000", "0", "country_iso", "US"]).expect("batch");
-    evalsha(&mut c, &WRITE_STREAMING, &[key], &["300", "86400", "tx_count_5m", "3"]).expect("stream");
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &[key],
+        &["1000", "0", "country_iso", "US"],
+    )
+    .expect("batch");
+    evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &[key],
+        &["300", "86400", "tx_count_5m", "3"],
+    )
+    .expect("stream");
 
-    let reply = evalsha(&mut c, &READ_FRESH, &[key], &["country_iso", "tx_count_5m", "nope"]).expect("read");
+    let reply = evalsha(
+        &mut c,
+        &READ_FRESH,
+        &[key],
+        &["country_iso", "tx_count_5m", "nope"],
+    )
+    .expect("read");
     let (key_ttl, names, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
     assert!((990..=1000).contains(&key_ttl), "{key_ttl}");
     assert_eq!(names, ["country_iso", "tx_count_5m", "nope"]);
-    assert_eq!(values, [Some("US".to_string()), Some("3".to_string()), None]);
+    assert_eq!(
+        values,
+        [Some("US".to_string()), Some("3".to_string()), None]
+    );
     assert_eq!(ttls[0], -1);
     assert!((290..=300).contains(&ttls[1]), "{ttls:?}");
     assert_eq!(ttls[2], -2);
@@ -261,7 +416,10 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
     let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &["a", "b"]).expect("missing");
     let (key_ttl, _, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
-    assert_eq!((key_ttl, values, ttls), (-2, vec![None, None], vec![-2, -2]));
+    assert_eq!(
+        (key_ttl, values, ttls),
+        (-2, vec![None, None], vec![-2, -2])
+    );
     let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &[]).expect("missing inspect");
     let (key_ttl, names, _, _): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
@@ -279,7 +437,12 @@ fn read_fresh_runs_on_a_read_only_replica_path() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
-    let ok: RedisResult<Value> = redis::cmd("EVALSHA_RO").arg(READ_FRESH.sha()).arg(1).arg("fs:user:a").arg("x").query(&mut c);
+    let ok: RedisResult<Value> = redis::cmd("EVALSHA_RO")
+        .arg(READ_FRESH.sha())
+        .arg(1)
+        .arg("fs:user:a")
+        .arg("x")
+        .query(&mut c);
     assert!(ok.is_ok(), "{ok:?}");
     let refused: RedisResult<Value> = redis::cmd("EVALSHA_RO")
         .arg(WRITE_BATCH_ROW.sha())
@@ -296,8 +459,16 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
-    redis::cmd("SCRIPT").arg("FLUSH").query::<()>(&mut c).expect("SCRIPT FLUSH");
-    let err = error_text(evalsha(&mut c, &WRITE_BATCH_ROW, &["fs:user:a"], &["60", "0", "x", "1"]));
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut c)
+        .expect("SCRIPT FLUSH");
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROW,
+        &["fs:user:a"],
+        &["60", "0", "x", "1"],
+    ));
     assert!(err.to_uppercase().contains("NOSCRIPT"), "{err}");
 
     // The store recovers on every write path: a pipelined bulk load, a
@@ -306,16 +477,33 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     let rows: Vec<_> = feature_store::synth::users(25, 1).collect();
     let report = store.bulk_load(&rows, 600).expect("bulk load");
     assert_eq!((report.written, report.failed.len()), (25, 0));
-    redis::cmd("SCRIPT").arg("FLUSH").query::<()>(&mut c).expect("SCRIPT FLUSH");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut c)
+        .expect("SCRIPT FLUSH");
     let mut fields = feature_store::FeatureMap::new();
     fields.insert("tx_count_5m".into(), 4i64.into());
-    store.update_streaming("u0001", &fields, 300).expect("streaming write after flush");
-    redis::cmd("SCRIPT").arg("FLUSH").query::<()>(&mut c).expect("SCRIPT FLUSH");
-    let events: Vec<_> = (2..=6).map(|i| (feature_store::synth::user_id(i), fields.clone())).collect();
-    let report = store.update_streaming_many(&events, 300).expect("streaming batch");
+    store
+        .update_streaming("u0001", &fields, 300)
+        .expect("streaming write after flush");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut c)
+        .expect("SCRIPT FLUSH");
+    let events: Vec<_> = (2..=6)
+        .map(|i| (feature_store::synth::user_id(i), fields.clone()))
+        .collect();
+    let report = store
+        .update_streaming_many(&events, 300)
+        .expect("streaming batch");
     assert_eq!((report.written, report.failed.len()), (5, 0));
-    redis::cmd("SCRIPT").arg("FLUSH").query::<()>(&mut c).expect("SCRIPT FLUSH");
-    let read = store.read_fresh("u0003", &["tx_count_5m", "country_iso"]).expect("read after flush");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut c)
+        .expect("SCRIPT FLUSH");
+    let read = store
+        .read_fresh("u0003", &["tx_count_5m", "country_iso"])
+        .expect("read after flush");
     assert_eq!(read.fields[0].value.as_deref(), Some("4"));
     assert!(read.fields[1].value.is_some());
 
@@ -328,7 +516,9 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
             info.iter()
                 .filter_map(|(k, v)| match v {
                     Value::SimpleString(s) => Some((k.clone(), s.clone())),
-                    Value::BulkString(b) => Some((k.clone(), String::from_utf8_lossy(b).into_owned())),
+                    Value::BulkString(b) => {
+                        Some((k.clone(), String::from_utf8_lossy(b).into_owned()))
+                    }
                     _ => None,
                 })
                 .collect()

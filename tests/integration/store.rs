@@ -1,1 +1,534 @@
-//! (tests land with their issue)
+//! Every public `FeatureStore` method against a real Redis.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use feature_store::store::BatchRow;
+use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
+use feature_store::{FeatureMap, FeatureValue, StoreConfig, StoreError};
+
+use crate::common;
+
+fn streaming(pairs: &[(&str, FeatureValue)]) -> FeatureMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn bulk_load_writes_every_row_across_chunks() {
+    let redis = common::redis();
+    let store = common::store_with(
+        &redis,
+        StoreConfig {
+            chunk_size: 7,
+            ..common::store_config()
+        },
+    );
+    let rows: Vec<_> = synth::users(50, 42).collect();
+    let report = store.bulk_load(&rows, 3600).expect("bulk load");
+    assert_eq!(report.written, 50);
+    assert!(report.is_complete(), "{:?}", report.failed);
+    assert_eq!(store.count_entities().expect("count"), 50);
+    for (id, features) in rows.iter().step_by(9) {
+        let got = store.get_features(id, &BATCH_FEATURES).expect("read");
+        let want: BTreeMap<String, String> = features
+            .iter()
+            .map(|(k, v)| (k.clone(), v.encode()))
+            .collect();
+        assert_eq!(got, want, "{id}");
+        let ttl = store.key_ttl(id).expect("ttl");
+        assert!((3590..=3600).contains(&ttl), "{id}: {ttl}");
+    }
+    assert_eq!(store.stats().batch_writes_total, 50);
+}
+
+#[test]
+fn bulk_load_reports_bad_rows_and_writes_the_rest() {
+    let redis = common::redis();
+    let store = common::store_with(
+        &redis,
+        StoreConfig {
+            chunk_size: 3,
+            ..common::store_config()
+        },
+    );
+    let mut rows: Vec<_> = synth::users(6, 1).collect();
+    rows[1].0 = "bad id".into();
+    rows[4].1.insert("bad name!".into(), 1i64.into());
+    rows[5].1.insert("nan".into(), f64::NAN.into());
+    let report = store.bulk_load(&rows, 600).expect("bulk load");
+    assert_eq!(report.written, 3);
+    let failed: Vec<(usize, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.index, f.id.as_str()))
+        .collect();
+    assert_eq!(failed, vec![(1, "bad id"), (4, "u0005"), (5, "u0006")]);
+    assert!(report
+        .failed
+        .iter()
+        .all(|f| matches!(f.error, StoreError::InvalidInput(_))));
+    let mut conn = common::raw(&redis);
+    assert_eq!(
+        common::all_keys(&mut conn),
+        ["fs:user:u0001", "fs:user:u0003", "fs:user:u0004"]
+    );
+}
+
+#[test]
+fn bulk_load_refuses_bad_ttls_before_writing() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let rows: Vec<_> = synth::users(3, 1).collect();
+    for ttl in [0, feature_store::store::MAX_TTL_SECONDS + 1] {
+        let err = store.bulk_load(&rows, ttl).expect_err("bad ttl");
+        assert!(err.to_string().contains("ttl must be 1 to"), "{err}");
+    }
+    assert_eq!(store.count_entities().expect("count"), 0);
+}
+
+#[test]
+fn write_batch_rows_sets_and_retracts_atomically() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let row = |set: &[(&str, &str)], retract: &[&str]| BatchRow {
+        id: "u0001".into(),
+        set: set
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        retract: retract.iter().map(|s| s.to_string()).collect(),
+    };
+    let report = store
+        .write_batch_rows(&[row(&[("a", "1"), ("b", "2")], &[])], 600)
+        .expect("write");
+    assert_eq!(report.written, 1);
+    let report = store
+        .write_batch_rows(&[row(&[("a", "3")], &["b"])], 600)
+        .expect("write");
+    assert_eq!(report.written, 1);
+    let got = store.get_features("u0001", &["a", "b"]).expect("read");
+    assert_eq!(got, BTreeMap::from([("a".to_string(), "3".to_string())]));
+    let report = store
+        .write_batch_rows(&[row(&[], &[])], 600)
+        .expect("write");
+    assert_eq!((report.written, report.failed.len()), (0, 1));
+}
+
+#[test]
+fn update_streaming_sets_field_ttls_and_keeps_batch_fields() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(1, 5).collect::<Vec<_>>(), 1000)
+        .expect("load");
+    let fields = streaming(&[
+        ("tx_count_5m", 3i64.into()),
+        ("last_device_id", "ios-9f02".into()),
+    ]);
+    store
+        .update_streaming("u0001", &fields, 120)
+        .expect("write");
+    let ttls = store
+        .field_ttls(
+            "u0001",
+            &["tx_count_5m", "last_device_id", "country_iso", "missing"],
+        )
+        .expect("ttls");
+    assert!(
+        (110..=120).contains(&ttls[0]) && (110..=120).contains(&ttls[1]),
+        "{ttls:?}"
+    );
+    assert_eq!(&ttls[2..], &[-1, -2]);
+    assert!(
+        store.key_ttl("u0001").expect("ttl") <= 1000,
+        "a streaming write does not extend the key"
+    );
+
+    // A new entity gets the store's batch TTL pinned.
+    store
+        .update_streaming("u0777", &fields, 120)
+        .expect("write");
+    let ttl = store.key_ttl("u0777").expect("ttl");
+    assert!(ttl > 86_000, "pinned batch ttl {ttl}");
+    assert_eq!(store.stats().streaming_writes_total, 2);
+}
+
+#[test]
+fn update_streaming_refuses_bad_input_without_writing() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let ok = streaming(&[("tx_count_5m", 1i64.into())]);
+    let cases: Vec<(&str, FeatureMap, u64, &str)> = vec![
+        ("u1", ok.clone(), 0, "ttl must be"),
+        ("u*", ok.clone(), 60, "entity id"),
+        ("", ok.clone(), 60, "entity id"),
+        ("u1", FeatureMap::new(), 60, "at least one feature"),
+        ("u1", streaming(&[("a b", 1i64.into())]), 60, "feature name"),
+        (
+            "u1",
+            streaming(&[("x", f64::INFINITY.into())]),
+            60,
+            "no text form",
+        ),
+    ];
+    for (id, fields, ttl, expected) in cases {
+        let err = store
+            .update_streaming(id, &fields, ttl)
+            .expect_err(expected);
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should mention {expected}"
+        );
+    }
+    assert_eq!(store.count_entities().expect("count"), 0);
+}
+
+#[test]
+fn update_streaming_many_is_one_call_per_entity() {
+    let redis = common::redis();
+    let store = common::store_with(
+        &redis,
+        StoreConfig {
+            chunk_size: 4,
+            ..common::store_config()
+        },
+    );
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
+    let mut events: Vec<_> = (1..=10)
+        .map(|i| {
+            (
+                synth::user_id(i),
+                synth::streaming_features(&mut rng, 1_700_000_000_000),
+            )
+        })
+        .collect();
+    events[3].0 = "no/good".into();
+    let report = store.update_streaming_many(&events, 60).expect("write");
+    assert_eq!(report.written, 9);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].index, 3);
+    let ttls = store
+        .field_ttls("u0010", &STREAMING_FEATURES)
+        .expect("ttls");
+    assert!(ttls.iter().all(|t| (50..=60).contains(t)), "{ttls:?}");
+}
+
+#[test]
+fn get_features_leaves_out_missing_fields_and_entities() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(2, 3).collect::<Vec<_>>(), 600)
+        .expect("load");
+    let got = store
+        .get_features("u0001", &["country_iso", "no_such_feature"])
+        .expect("read");
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["country_iso"]);
+    assert!(store
+        .get_features("u9999", &["country_iso"])
+        .expect("read")
+        .is_empty());
+    assert!(store
+        .get_features::<&str>("u0001", &[])
+        .expect("read")
+        .is_empty());
+    let err = store.get_features("u 1", &["a"]).expect_err("bad id");
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+    let err = store.get_features("u0001", &["a*"]).expect_err("bad name");
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+    let stats = store.stats();
+    // Two reads reached Redis (the empty name list did not).
+    assert_eq!((stats.reads_total, stats.read_fields_total), (2, 1));
+}
+
+#[test]
+fn batch_get_features_keeps_the_order_of_ids() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let rows: Vec<_> = synth::users(30, 8).collect();
+    store.bulk_load(&rows, 600).expect("load");
+    let ids = ["u0030", "u0404", "u0001", "u0015"];
+    let got = store
+        .batch_get_features(&ids, &["risk_segment", "tx_count_7d", "nope"])
+        .expect("read");
+    assert_eq!(got.len(), 4);
+    assert!(got[1].is_empty(), "missing entity is an empty map");
+    for (i, id) in [(0, "u0030"), (2, "u0001"), (3, "u0015")] {
+        let n: usize = id[1..].parse().expect("number");
+        let want = &rows[n - 1].1;
+        assert_eq!(got[i]["risk_segment"], want["risk_segment"].encode());
+        assert_eq!(got[i]["tx_count_7d"], want["tx_count_7d"].encode());
+        assert_eq!(got[i].len(), 2);
+    }
+    assert!(store
+        .batch_get_features::<&str, &str>(&[], &["a"])
+        .expect("empty")
+        .is_empty());
+    let err = store
+        .batch_get_features(&["u1", "bad id"], &["a"])
+        .expect_err("bad id");
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+}
+
+#[test]
+fn read_fresh_and_inspect_report_freshness() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(1, 2).collect::<Vec<_>>(), 900)
+        .expect("load");
+    store
+        .update_streaming("u0001", &streaming(&[("tx_count_5m", 7i64.into())]), 100)
+        .expect("write");
+    let read = store
+        .read_fresh("u0001", &["tx_count_5m", "country_iso", "gone"])
+        .expect("read");
+    assert!(read.exists());
+    assert!((890..=900).contains(&read.key_ttl_seconds));
+    assert_eq!(read.fields[0].value.as_deref(), Some("7"));
+    assert!((90..=100).contains(&read.fields[0].ttl_seconds));
+    assert_eq!(read.fields[1].ttl_seconds, -1);
+    assert_eq!(
+        (read.fields[2].value.as_deref(), read.fields[2].ttl_seconds),
+        (None, -2)
+    );
+
+    let whole = store.inspect("u0001").expect("inspect");
+    let names: Vec<_> = whole.fields.iter().map(|f| f.name.as_str()).collect();
+    let mut want: Vec<_> = BATCH_FEATURES.to_vec();
+    want.push("tx_count_5m");
+    want.sort();
+    assert_eq!(names, want);
+
+    let missing = store.inspect("u0404").expect("inspect missing");
+    assert!(!missing.exists());
+    assert!(missing.fields.is_empty());
+    let err = store
+        .read_fresh::<&str>("u0001", &[])
+        .expect_err("no names");
+    assert!(matches!(err, StoreError::InvalidInput(_)));
+}
+
+#[test]
+fn streaming_fields_expire_while_batch_fields_stay() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(1, 2).collect::<Vec<_>>(), 600)
+        .expect("load");
+    store
+        .update_streaming("u0001", &streaming(&[("tx_count_5m", 1i64.into())]), 1)
+        .expect("write");
+    common::wait_until(
+        "the streaming field expires",
+        Duration::from_secs(5),
+        || {
+            store
+                .get_features("u0001", &["tx_count_5m"])
+                .expect("read")
+                .is_empty()
+        },
+    );
+    assert_eq!(
+        store
+            .get_features("u0001", &BATCH_FEATURES)
+            .expect("read")
+            .len(),
+        6
+    );
+    assert_eq!(
+        store.field_ttls("u0001", &["tx_count_5m"]).expect("ttl"),
+        vec![-2]
+    );
+}
+
+#[test]
+fn entities_expire_with_their_batch_ttl() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(5, 2).collect::<Vec<_>>(), 1)
+        .expect("load");
+    assert_eq!(store.count_entities().expect("count"), 5);
+    common::wait_until("every entity expires", Duration::from_secs(5), || {
+        store.count_entities().expect("count") == 0
+    });
+    assert!(store
+        .get_features("u0001", &BATCH_FEATURES)
+        .expect("read")
+        .is_empty());
+    assert_eq!(store.key_ttl("u0001").expect("ttl"), -2);
+}
+
+#[test]
+fn listing_counting_and_deleting_stay_under_the_prefix() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let mut conn = common::raw(&redis);
+    for key in ["fs:user", "fs:userx:1", "fs:other:1", "unrelated"] {
+        redis::cmd("SET")
+            .arg(key)
+            .arg("keep")
+            .query::<()>(&mut conn)
+            .expect("SET");
+    }
+    store
+        .bulk_load(&synth::users(2500, 4).collect::<Vec<_>>(), 600)
+        .expect("load");
+    assert_eq!(store.count_entities().expect("count"), 2500);
+    let ids = store.list_entity_ids(10).expect("list");
+    assert_eq!(ids.len(), 10);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted: {ids:?}");
+    assert!(ids.iter().all(|id| id.starts_with('u')));
+    assert_eq!(store.list_entity_ids(0).expect("list").len(), 0);
+    assert_eq!(store.list_entity_ids(100_000).expect("list").len(), 2500);
+
+    assert_eq!(store.delete_all().expect("delete"), 2500);
+    assert_eq!(store.count_entities().expect("count"), 0);
+    assert_eq!(
+        common::all_keys(&mut conn),
+        ["fs:other:1", "fs:user", "fs:userx:1", "unrelated"]
+    );
+}
+
+#[test]
+fn prefixes_are_validated_and_isolated() {
+    let redis = common::redis();
+    for bad in ["", "fs:*", "fs:[a]", "fs user:"] {
+        let config = StoreConfig {
+            key_prefix: bad.into(),
+            ..common::store_config()
+        };
+        assert!(
+            feature_store::FeatureStore::open(&redis.url(), config).is_err(),
+            "{bad:?}"
+        );
+    }
+    let a = common::store_with(
+        &redis,
+        StoreConfig {
+            key_prefix: "fs:a:".into(),
+            ..common::store_config()
+        },
+    );
+    let b = common::store_with(
+        &redis,
+        StoreConfig {
+            key_prefix: "fs:{b}:".into(),
+            ..common::store_config()
+        },
+    );
+    a.bulk_load(&synth::users(3, 1).collect::<Vec<_>>(), 60)
+        .expect("a");
+    b.bulk_load(&synth::users(2, 1).collect::<Vec<_>>(), 60)
+        .expect("b");
+    assert_eq!(
+        (
+            a.count_entities().expect("a"),
+            b.count_entities().expect("b")
+        ),
+        (3, 2)
+    );
+    assert_eq!(b.delete_all().expect("delete b"), 2);
+    assert_eq!(a.count_entities().expect("a"), 3);
+    assert_eq!(b.key_prefix(), "fs:{b}:");
+}
+
+#[test]
+fn redis_down_is_unavailable_quickly_and_the_store_recovers() {
+    let mut redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(3, 1).collect::<Vec<_>>(), 600)
+        .expect("load");
+    assert!(store.ping().is_ok());
+    redis.stop();
+    let started = Instant::now();
+    let err = store
+        .get_features("u0001", &["country_iso"])
+        .expect_err("redis is down");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let report = store
+        .bulk_load(&synth::users(2, 1).collect::<Vec<_>>(), 600)
+        .expect("report");
+    assert_eq!(report.written, 0);
+    assert!(report.failed.iter().all(|f| f.error.is_unavailable()));
+
+    redis.restart().expect("restart");
+    // Pooled connections are stale now; the first call on each retries on a
+    // fresh connection instead of failing.
+    store
+        .bulk_load(&synth::users(3, 1).collect::<Vec<_>>(), 600)
+        .expect("load after restart");
+    assert_eq!(
+        store
+            .get_features("u0001", &["country_iso"])
+            .expect("read")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_restart_under_pooled_connections_costs_no_failed_call() {
+    let mut redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(1, 1).collect::<Vec<_>>(), 600)
+        .expect("load");
+    store.ping().expect("warm the pool");
+    redis.restart().expect("restart");
+    store
+        .ping()
+        .expect("stale connection retried transparently");
+    assert!(
+        store
+            .get_features("u0001", &["country_iso"])
+            .expect("read")
+            .is_empty(),
+        "restart lost the data"
+    );
+}
+
+#[test]
+fn concurrent_readers_and_writers_share_the_pool() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    store
+        .bulk_load(&synth::users(100, 1).collect::<Vec<_>>(), 600)
+        .expect("load");
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let id = synth::user_id((t * 50 + i) % 100 + 1);
+                    if t % 2 == 0 {
+                        let f = streaming(&[("tx_count_5m", (i as i64).into())]);
+                        store.update_streaming(&id, &f, 60).expect("write");
+                    } else {
+                        assert_eq!(
+                            store
+                                .get_features(&id, &["country_iso"])
+                                .expect("read")
+                                .len(),
+                            1
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let stats = store.stats();
+    assert_eq!(stats.streaming_writes_total, 150);
+    assert_eq!(stats.reads_total, 150);
+}
