@@ -42,17 +42,14 @@ impl ManagedRedis {
     /// Starts a fresh server on a free port and waits until it answers PING.
     pub fn start() -> Result<Self, ManagedRedisError> {
         let bin = redis_server_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("fs-redis-")
-            .tempdir()
-            .map_err(|source| ManagedRedisError::Spawn {
-                bin: bin.display().to_string(),
-                source,
-            })?;
         let spawn_err = |source| ManagedRedisError::Spawn {
             bin: bin.display().to_string(),
             source,
         };
+        let dir = tempfile::Builder::new()
+            .prefix("fs-redis-")
+            .tempdir()
+            .map_err(spawn_err)?;
         let mut redis = ManagedRedis {
             child: None,
             dir,
