@@ -1,13 +1,14 @@
 //! The Lua scripts in `lua/`, embedded at build time, with their SHA1s and
 //! the argument layouts the store sends them.
 //!
-//! Single calls go through `redis::Script::invoke`, which reloads the script
-//! on NOSCRIPT. Pipelined calls are plain `EVALSHA` commands: a pipeline does
-//! not reload, so the store recovers per entry (see `store::run_script_pipeline`).
+//! `redis::Script` computes each SHA1; the store sends `EVALSHA` itself, for
+//! single calls and pipelines alike, and on NOSCRIPT loads the script and
+//! re-sends only what did not run (`store::eval_script`,
+//! `store::run_script_pipeline`).
 
 use std::sync::LazyLock;
 
-use redis::{Cmd, ConnectionLike, RedisResult};
+use redis::{Cmd, ConnectionLike, RedisResult, ToRedisArgs};
 
 /// One embedded script.
 pub struct LuaScript {
@@ -39,10 +40,6 @@ impl LuaScript {
             .map(|i| start + i)
             .unwrap_or(self.source.len());
         self.source[start..end].trim_matches('\n')
-    }
-
-    pub fn script(&self) -> &redis::Script {
-        &self.script
     }
 
     /// `SCRIPT LOAD`s the source; returns the SHA1 Redis reports.
@@ -83,11 +80,11 @@ pub fn all() -> [&'static LuaScript; 3] {
 
 /// Appends `write_batch_row`'s ARGV: ttl, retract count, retracted names,
 /// field/value pairs.
-pub fn batch_row_args<'a>(
+pub fn batch_row_args<'a, V: ToRedisArgs>(
     cmd: &mut Cmd,
     ttl_seconds: u64,
     retract: impl ExactSizeIterator<Item = &'a str>,
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    pairs: impl Iterator<Item = (&'a str, V)>,
 ) {
     cmd.arg(ttl_seconds).arg(retract.len());
     for name in retract {
@@ -99,11 +96,11 @@ pub fn batch_row_args<'a>(
 }
 
 /// Appends `write_streaming`'s ARGV: field ttl, batch ttl, pairs.
-pub fn streaming_args<'a>(
+pub fn streaming_args<'a, V: ToRedisArgs>(
     cmd: &mut Cmd,
     field_ttl_seconds: u64,
     batch_ttl_seconds: u64,
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    pairs: impl Iterator<Item = (&'a str, V)>,
 ) {
     cmd.arg(field_ttl_seconds).arg(batch_ttl_seconds);
     for (name, value) in pairs {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use redis::{Cmd, Pipeline, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 use serde::Serialize;
 
 use crate::error::StoreError;
@@ -223,15 +223,11 @@ impl FeatureStore {
                 let key = self.key_for(id)?;
                 check_features(features)?;
                 let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
-                let encoded: Vec<(&str, String)> = features
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.encode()))
-                    .collect();
                 scripts::batch_row_args(
                     &mut cmd,
                     ttl_seconds,
                     std::iter::empty(),
-                    encoded.iter().map(|(k, v)| (*k, v.as_str())),
+                    encode(features),
                 );
                 Ok(cmd)
             },
@@ -292,25 +288,8 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let key = self.key_for(id)?;
-        check_features(fields)?;
-        if fields.is_empty() {
-            return Err(StoreError::invalid(
-                "a streaming write needs at least one feature",
-            ));
-        }
-        let encoded: Vec<(&str, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.encode()))
-            .collect();
-        let mut invocation = WRITE_STREAMING.script().key(&key);
-        invocation
-            .arg(ttl_seconds)
-            .arg(self.config.batch_ttl_seconds);
-        for (k, v) in &encoded {
-            invocation.arg(*k).arg(v.as_str());
-        }
-        self.with_conn(|c| c.run(|c| invocation.invoke::<Value>(c)))?;
+        let cmd = self.streaming_cmd(id, fields, ttl_seconds)?;
+        self.eval_script::<Value>(&WRITE_STREAMING, &cmd)?;
         self.counters.streaming_writes.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -323,32 +302,11 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let batch_ttl = self.config.batch_ttl_seconds;
         let report = self.write_scripted(
             &WRITE_STREAMING,
             events,
             |(id, _)| id,
-            |(id, fields)| {
-                let key = self.key_for(id)?;
-                check_features(fields)?;
-                if fields.is_empty() {
-                    return Err(StoreError::invalid(
-                        "a streaming write needs at least one feature",
-                    ));
-                }
-                let mut cmd = WRITE_STREAMING.evalsha(&key);
-                let encoded: Vec<(&str, String)> = fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.encode()))
-                    .collect();
-                scripts::streaming_args(
-                    &mut cmd,
-                    ttl_seconds,
-                    batch_ttl,
-                    encoded.iter().map(|(k, v)| (*k, v.as_str())),
-                );
-                Ok(cmd)
-            },
+            |(id, fields)| self.streaming_cmd(id, fields, ttl_seconds),
         );
         self.counters
             .streaming_writes
@@ -678,16 +636,16 @@ impl FeatureStore {
         names: &[N],
     ) -> Result<FreshRead, StoreError> {
         let key = self.key_for(id)?;
-        let mut invocation = READ_FRESH.script().key(&key);
+        let mut cmd = READ_FRESH.evalsha(&key);
         for n in names {
-            invocation.arg(n.as_ref());
+            cmd.arg(n.as_ref());
         }
         let (key_ttl_seconds, names, values, ttls): (
             i64,
             Vec<String>,
             Vec<Option<String>>,
             Vec<i64>,
-        ) = self.with_conn(|c| c.run(|c| invocation.invoke(c)))?;
+        ) = self.eval_script(&READ_FRESH, &cmd)?;
         if names.len() != values.len() || names.len() != ttls.len() {
             return Err(StoreError::Redis(
                 "read_fresh: reply arrays differ in length".into(),
@@ -709,6 +667,48 @@ impl FeatureStore {
         })
     }
 
+    /// `write_streaming`'s call for one entity, after checking its input.
+    fn streaming_cmd(
+        &self,
+        id: &str,
+        fields: &FeatureMap,
+        ttl_seconds: u64,
+    ) -> Result<Cmd, StoreError> {
+        let key = self.key_for(id)?;
+        check_features(fields)?;
+        if fields.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write needs at least one feature",
+            ));
+        }
+        let mut cmd = WRITE_STREAMING.evalsha(&key);
+        scripts::streaming_args(
+            &mut cmd,
+            ttl_seconds,
+            self.config.batch_ttl_seconds,
+            encode(fields),
+        );
+        Ok(cmd)
+    }
+
+    /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
+    /// a failover) loads the script on the same connection and calls again.
+    fn eval_script<T: redis::FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        self.with_conn(|c| {
+            c.run(|c| match cmd.query(c) {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load(c)?;
+                    cmd.query(c)
+                }
+                other => other,
+            })
+        })
+    }
+
     fn count_read(&self, row: BTreeMap<String, String>) -> BTreeMap<String, String> {
         self.counters.reads.fetch_add(1, Relaxed);
         self.counters
@@ -716,6 +716,10 @@ impl FeatureStore {
             .fetch_add(row.len() as u64, Relaxed);
         row
     }
+}
+
+fn encode(features: &FeatureMap) -> impl Iterator<Item = (&str, String)> {
+    features.iter().map(|(k, v)| (k.as_str(), v.encode()))
 }
 
 fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {

@@ -2,8 +2,6 @@
 //! happen to it: no immortal keys, streaming fields always expire, batch
 //! fields never carry a field TTL.
 
-use std::collections::HashSet;
-
 use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 use feature_store::{FeatureMap, StoreConfig};
 use rand::rngs::StdRng;
