@@ -1,13 +1,169 @@
-//! The feature store's HTTP server (UI + JSON API + streaming worker).
+//! The feature store's HTTP server (page + JSON API + streaming worker).
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Parser;
 
-/// Serve the feature store's UI and JSON API.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {}
+use feature_store::pool::PoolConfig;
+use feature_store::server::args::Args;
+use feature_store::server::cache::EntityCache;
+use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
+use feature_store::synth;
+use feature_store::worker::{Worker, WorkerConfig};
+use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
-fn main() {
-    let _ = Args::parse();
-    eprintln!("fs-server: not built yet");
-    std::process::exit(2);
+/// Survives tiny_http's drain of a body declared 100 GB long (see the module).
+#[global_allocator]
+static ALLOC: HugeAllocSafe = HugeAllocSafe;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fs-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    // Kept alive until the end of `run`; dropping it stops redis-server.
+    let mut managed = None;
+    let (mode, url) = match &args.redis_url {
+        Some(url) => ("external", url.clone()),
+        None => {
+            let redis =
+                ManagedRedis::start().map_err(|e| format!("starting a managed Redis: {e}"))?;
+            let url = redis.url();
+            managed = Some(redis);
+            ("embedded", url)
+        }
+    };
+    let timeout = Duration::from_millis(args.redis_timeout_ms);
+    let config = StoreConfig {
+        key_prefix: args.key_prefix.clone(),
+        batch_ttl_seconds: args.batch_ttl_seconds,
+        streaming_ttl_seconds: args.streaming_ttl_seconds,
+        pool: PoolConfig {
+            // One connection per request thread, plus the worker and the
+            // cache refresher: a request never waits for a connection.
+            max_size: (args.threads as u32 + 4).max(8),
+            connect_timeout: timeout,
+            io_timeout: timeout.max(Duration::from_secs(2)),
+            checkout_timeout: timeout,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(FeatureStore::open(&url, config).map_err(|e| e.to_string())?);
+
+    let demo = managed.is_some() || args.seed_demo;
+    if demo && args.seed_users > 0 {
+        let rows: Vec<_> = synth::users(args.seed_users as usize, 42).collect();
+        let report = store
+            .bulk_load(&rows, args.batch_ttl_seconds)
+            .map_err(|e| format!("seeding demo users: {e}"))?;
+        if let Some(f) = report.failed.first() {
+            return Err(format!(
+                "seeding demo users: {} failed, first {}: {}",
+                report.failed.len(),
+                f.id,
+                f.error
+            ));
+        }
+    }
+
+    let cache = EntityCache::new();
+    cache.refresh(&store);
+    cache.spawn_refresher(store.clone(), Duration::from_millis(args.refresh_ms));
+    let ids = {
+        let cache = cache.clone();
+        Box::new(move || cache.ids())
+    };
+    let worker = Worker::new(
+        store.clone(),
+        ids,
+        WorkerConfig {
+            users_per_tick: args.users_per_tick as usize,
+            tick: Duration::from_millis(args.tick_ms),
+            streaming_ttl_seconds: args.streaming_ttl_seconds,
+            seed: std::process::id() as u64,
+        },
+    );
+    if demo {
+        worker.start();
+    }
+    let app = Arc::new(App {
+        store: store.clone(),
+        worker,
+        cache: cache.clone(),
+        mode,
+        control: Default::default(),
+    });
+
+    let (events, wake) = mpsc::channel();
+    let on_signal = events.clone();
+    ctrlc::set_handler(move || {
+        let _ = on_signal.send(Event::Signal);
+    })
+    .map_err(|e| format!("installing the signal handler: {e}"))?;
+    let http = HttpServer::start(
+        app.clone(),
+        &HttpConfig {
+            addr: format!("{}:{}", args.host, args.port),
+            threads: args.threads as usize,
+            max_body_bytes: args.max_body_bytes as usize,
+            io_timeout: Duration::from_millis(args.idle_timeout_ms),
+        },
+        events,
+    )
+    .map_err(|e| format!("listening on {}:{}: {e}", args.host, args.port))?;
+
+    let addr = http.local_addr();
+    let snap = cache.get();
+    match mode {
+        "embedded" => println!("mode: embedded (managed redis-server, demo data and worker)"),
+        _ if demo => {
+            println!("mode: external Redis, --seed-demo: demo users seeded, worker running")
+        }
+        _ => println!("mode: external Redis: nothing written until asked (worker stopped)"),
+    }
+    println!("redis: {}", redact(&url));
+    println!(
+        "key prefix {:?}, batch TTL {}s, streaming TTL {}s, {} entities",
+        store.key_prefix(),
+        store.batch_ttl_seconds(),
+        store.streaming_ttl_seconds(),
+        snap.count
+    );
+    println!(
+        "worker: {} users every {} ms",
+        args.users_per_tick, args.tick_ms
+    );
+    println!("open http://{addr}/");
+
+    let reason = wake.recv().unwrap_or(Event::Signal);
+    eprintln!("fs-server: stopping ({reason:?})");
+    app.worker.stop();
+    cache.shutdown();
+    http.shutdown();
+    drop(managed);
+    match reason {
+        Event::Signal => Ok(()),
+        Event::AcceptFailed(e) => Err(format!("the accept loop stopped: {e}")),
+    }
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }

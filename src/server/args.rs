@@ -1,0 +1,62 @@
+//! The server's flags, each with an environment fallback.
+
+use clap::Parser;
+
+/// Serve the feature store's page, JSON API and streaming worker.
+///
+/// Without --redis-url it starts its own throwaway Redis, seeds demo users
+/// and runs the worker. With --redis-url it writes nothing until asked
+/// (--seed-demo, or the page's buttons).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "fs-server", version, about)]
+pub struct Args {
+    /// Redis to use, e.g. redis://127.0.0.1:6380/. Unset: start a managed one.
+    #[arg(long, env = "FS_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "FS_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "FS_PORT", default_value_t = 8090)]
+    pub port: u16,
+    #[arg(long, env = "FS_KEY_PREFIX", default_value = "fs:user:")]
+    pub key_prefix: String,
+    #[arg(long, env = "FS_BATCH_TTL_SECONDS", default_value_t = 86_400)]
+    pub batch_ttl_seconds: u64,
+    #[arg(long, env = "FS_STREAMING_TTL_SECONDS", default_value_t = 300)]
+    pub streaming_ttl_seconds: u64,
+    /// Demo users written at startup (embedded mode, or with --seed-demo).
+    #[arg(long, env = "FS_SEED_USERS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub seed_users: u64,
+    /// With --redis-url: seed demo users and start the worker anyway.
+    #[arg(long, env = "FS_SEED_DEMO")]
+    pub seed_demo: bool,
+    /// Entities the worker updates per tick.
+    #[arg(long, env = "FS_USERS_PER_TICK", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub users_per_tick: u64,
+    #[arg(long, env = "FS_TICK_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub tick_ms: u64,
+    /// Request threads (the Redis pool gets a few more connections).
+    #[arg(long, env = "FS_THREADS", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: u64,
+    /// Largest request body accepted; larger is answered 413.
+    #[arg(long, env = "FS_MAX_BODY_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_body_bytes: u64,
+    /// A client connection silent this long (idle keep-alive, a stalled
+    /// body) is closed.
+    #[arg(long, env = "FS_IDLE_TIMEOUT_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub idle_timeout_ms: u64,
+    /// Connect, I/O and pool-checkout timeout towards Redis: how fast a
+    /// request answers 503 when Redis is down.
+    #[arg(long, env = "FS_REDIS_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_timeout_ms: u64,
+    /// How often the entity count and id list are rescanned.
+    #[arg(long, env = "FS_REFRESH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub refresh_ms: u64,
+}

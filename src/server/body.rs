@@ -1,0 +1,215 @@
+//! Request parameters from a query string, a form body or a JSON body, in
+//! one shape the routes read from.
+//!
+//! Both encodings the seeds' users know are accepted: the form
+//! `user=u0001&field=a&field=b&count=100&ttl=60` and the JSON
+//! `{"user": "u0001", "fields": ["a", "b"], "count": 100, "ttl": 60,
+//! "ids": [...]}`. Later sources override earlier ones (body over query).
+
+use serde_json::Value;
+
+use super::errors::ApiError;
+
+#[derive(Debug, Default)]
+pub struct Params {
+    pub user: Option<String>,
+    pub fields: Vec<String>,
+    pub ids: Option<Vec<String>>,
+    count: Option<String>,
+    ttl: Option<String>,
+}
+
+impl Params {
+    /// Adds `a=b&c=d` pairs (URL-encoded).
+    pub fn add_form(&mut self, text: &str) -> Result<(), ApiError> {
+        let mut fields_seen = false;
+        let mut ids: Option<Vec<String>> = None;
+        for pair in text.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode(k)?;
+            let value = percent_decode(v)?;
+            match key.as_str() {
+                "user" | "id" => self.user = Some(value),
+                "field" | "fields" | "field[]" | "fields[]" => {
+                    if !fields_seen {
+                        self.fields.clear();
+                        fields_seen = true;
+                    }
+                    // `fields=a,b` as well as repeated `field=a&field=b`.
+                    self.fields.extend(split_list(&value));
+                }
+                "ids" | "ids[]" => ids.get_or_insert_with(Vec::new).extend(split_list(&value)),
+                "count" => self.count = Some(value),
+                "ttl" | "ttl_seconds" => self.ttl = Some(value),
+                _ => {} // unknown keys are ignored, as browsers add their own
+            }
+        }
+        if ids.is_some() {
+            self.ids = ids;
+        }
+        Ok(())
+    }
+
+    /// Adds the keys of a JSON object.
+    pub fn add_json(&mut self, body: &[u8]) -> Result<(), ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::bad("JSON body must be an object"));
+        };
+        for (key, v) in map {
+            match key.as_str() {
+                "user" | "id" => self.user = Some(json_string(&key, &v)?),
+                "field" | "fields" => self.fields = json_list(&key, &v)?,
+                "ids" => self.ids = Some(json_list(&key, &v)?),
+                "count" => self.count = Some(json_scalar(&key, &v)?),
+                "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(&key, &v)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `count`, or `default` when absent; 400 outside `min..=max`.
+    pub fn count(&self, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        int_in_range("count", self.count.as_deref(), default, min, max)
+    }
+
+    /// `ttl` in seconds, or `default` when absent; 400 outside `min..=max`.
+    pub fn ttl(&self, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        int_in_range("ttl", self.ttl.as_deref(), default, min, max)
+    }
+
+    /// The user, required and non-empty.
+    pub fn user(&self) -> Result<&str, ApiError> {
+        match self.user.as_deref().map(str::trim) {
+            Some(u) if !u.is_empty() => Ok(u),
+            _ => Err(ApiError::bad(
+                "missing parameter: user (an entity id such as u0001)",
+            )),
+        }
+    }
+}
+
+fn int_in_range(
+    name: &str,
+    raw: Option<&str>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad(format!(
+            "{name} must be an integer from {min} to {max}, got {raw:?}"
+        ))),
+    }
+}
+
+fn split_list(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn json_string(key: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(ApiError::bad(format!("{key} must be a string"))),
+    }
+}
+
+/// A number or a numeric string, kept as text for `int_in_range`.
+fn json_scalar(key: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::Number(n) => Ok(n.to_string()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        _ => Err(ApiError::bad(format!("{key} must be a number"))),
+    }
+}
+
+/// An array of strings, or one string (comma-separated allowed).
+fn json_list(key: &str, v: &Value) -> Result<Vec<String>, ApiError> {
+    match v {
+        Value::String(s) => Ok(split_list(s).collect()),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(ApiError::bad(format!("{key} must be an array of strings"))),
+            })
+            .collect(),
+        _ => Err(ApiError::bad(format!("{key} must be an array of strings"))),
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+pub fn percent_decode(s: &str) -> Result<String, ApiError> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| ApiError::bad("malformed percent-encoding in parameters"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad("parameters are not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_and_json_agree() {
+        let mut f = Params::default();
+        f.add_form("user=u0001&field=a&field=b&count=5&ttl=60")
+            .unwrap();
+        let mut j = Params::default();
+        j.add_json(br#"{"user":"u0001","fields":["a","b"],"count":5,"ttl":"60"}"#)
+            .unwrap();
+        for p in [&f, &j] {
+            assert_eq!(p.user().unwrap(), "u0001");
+            assert_eq!(p.fields, ["a", "b"]);
+            assert_eq!(p.count(1, 1, 10).unwrap(), 5);
+            assert_eq!(p.ttl(1, 1, 100).unwrap(), 60);
+        }
+    }
+
+    #[test]
+    fn ranges_are_reported() {
+        let mut p = Params::default();
+        p.add_form("count=0").unwrap();
+        let e = p.count(1, 1, 10).unwrap_err().to_string();
+        assert!(e.contains("1 to 10"), "{e}");
+        p.add_form("count=abc").unwrap();
+        assert!(p.count(1, 1, 10).is_err());
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a+b%3Cc%3E").unwrap(), "a b<c>");
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%").is_err());
+    }
+}

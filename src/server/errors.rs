@@ -1,0 +1,63 @@
+//! The server's one error type, and the one place it becomes an HTTP status.
+
+use thiserror::Error;
+
+use crate::error::StoreError;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// The caller's input: a missing or malformed parameter, out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method {method} not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("request body too large: {declared} bytes declared, at most {limit} accepted")]
+    PayloadTooLarge { declared: u64, limit: usize },
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+
+    /// The HTTP status of each error: the only mapping in the server.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BodyTimeout => 408,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// `{"error": "..."}`
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "error": self.to_string() }))
+            .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidInput(m) => ApiError::BadRequest(m),
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Redis(m) => ApiError::Internal(format!("redis error: {m}")),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! HTTP plumbing around tiny_http 0.12: the listener, bounded body reads,
+//! and responses. DESIGN section 9 lists the traps this module closes.
+//!
+//! * TCP_NODELAY: set on the listener, inherited by every accepted socket
+//!   (Linux copies socket options on accept), so keep-alive responses do not
+//!   stall on Nagle + delayed ACK.
+//! * Idle and slow connections: tiny_http has no read timeout, so the
+//!   listener also carries SO_RCVTIMEO/SO_SNDTIMEO, again inherited by
+//!   accepted sockets. A connection that sends nothing for that long is
+//!   closed; a body read or a drain that stalls fails instead of holding a
+//!   thread forever. Linux also applies SO_RCVTIMEO to `accept()` itself and
+//!   tiny_http's accept loop stops on any error, so a heartbeat thread
+//!   connects to the listener well within the timeout to keep `accept()`
+//!   returning (see `spawn_heartbeat`).
+//! * Huge declared bodies: checked against the cap before the body is
+//!   touched and answered 413; tiny_http's drain of the unread body then
+//!   allocates the declared length, which `alloc::HugeAllocSafe` serves
+//!   lazily, and stops at the read timeout or when the client closes.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tiny_http::{Header, Request, Response};
+
+use super::errors::ApiError;
+
+/// Binds `addr` with TCP_NODELAY and I/O timeouts that accepted sockets
+/// inherit.
+pub fn listen(addr: &str, io_timeout: Duration) -> io::Result<TcpListener> {
+    let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+    })?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_read_timeout(Some(io_timeout))?;
+    socket.set_write_timeout(Some(io_timeout))?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Connects to `addr` every `every` and hangs up at once, so tiny_http's
+/// accept loop never sees the listener's receive timeout expire. Stops when
+/// `stop` is set.
+pub fn spawn_heartbeat(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>) {
+    // A wildcard bind is reached through loopback.
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    std::thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            if let Ok(s) = TcpStream::connect_timeout(&target, every) {
+                drop(s);
+            }
+            std::thread::park_timeout(every);
+        }
+    });
+}
+
+/// The request body, at most `limit` bytes. A declared length over the
+/// limit is refused before a byte is read (see module docs).
+pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req.body_length();
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(ApiError::PayloadTooLarge {
+                declared: n as u64,
+                limit,
+            });
+        }
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    // Without a length (chunked), read one byte past the limit to tell
+    // "exactly at the limit" from "over it".
+    let cap = declared.unwrap_or(limit + 1) as u64;
+    match req.as_reader().take(cap).read_to_end(&mut body) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(ApiError::BodyTimeout)
+        }
+        Err(e) => {
+            return Err(ApiError::bad(format!(
+                "could not read the request body: {e}"
+            )))
+        }
+    }
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge {
+            declared: body.len() as u64,
+            limit,
+        });
+    }
+    Ok(body)
+}
+
+/// What a route answers with.
+pub enum Reply {
+    Json(Vec<u8>),
+    Html(&'static str),
+}
+
+pub struct Headers {
+    json: Header,
+    html: Header,
+    no_store: Header,
+    allow_get: Header,
+    allow_post: Header,
+}
+
+impl Headers {
+    pub fn new() -> Headers {
+        let h = |k: &str, v: &str| {
+            Header::from_bytes(k.as_bytes(), v.as_bytes())
+                .unwrap_or_else(|_| unreachable!("static header"))
+        };
+        Headers {
+            json: h("Content-Type", "application/json"),
+            html: h("Content-Type", "text/html; charset=utf-8"),
+            no_store: h("Cache-Control", "no-store"),
+            allow_get: h("Allow", "GET"),
+            allow_post: h("Allow", "POST"),
+        }
+    }
+}
+
+/// Sends `result`; errors become `{"error": ...}` with their status.
+pub fn respond(req: Request, result: Result<Reply, ApiError>, headers: &Headers) {
+    let response = match result {
+        Ok(Reply::Json(body)) => Response::from_data(body)
+            .with_header(headers.json.clone())
+            .with_header(headers.no_store.clone()),
+        Ok(Reply::Html(page)) => Response::from_data(page.as_bytes().to_vec())
+            .with_header(headers.html.clone())
+            .with_header(headers.no_store.clone()),
+        Err(e) => {
+            let mut r = Response::from_data(e.to_json())
+                .with_status_code(e.status())
+                .with_header(headers.json.clone())
+                .with_header(headers.no_store.clone());
+            if let ApiError::MethodNotAllowed { allowed, .. } = &e {
+                r.add_header(if *allowed == "GET" {
+                    headers.allow_get.clone()
+                } else {
+                    headers.allow_post.clone()
+                });
+            }
+            r
+        }
+    };
+    // A client that hung up is not our error.
+    let _ = req.respond(response);
+}

@@ -1,0 +1,289 @@
+//! The endpoints: what each reads from its parameters, what it asks the
+//! store, what it answers. Every handler returns `Result<Reply, ApiError>`;
+//! `http::respond` turns errors into statuses.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::json;
+
+use super::body::Params;
+use super::errors::ApiError;
+use super::http::Reply;
+use super::App;
+use crate::error::StoreError;
+use crate::store::{FieldState, MAX_TTL_SECONDS};
+use crate::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
+
+pub const PAGE: &str = include_str!("page.html");
+
+/// How many features one read may name.
+pub const MAX_FIELDS: usize = 100;
+/// How many entities one bulk load may write.
+pub const MAX_BULK_LOAD: u64 = 100_000;
+/// How many entities one batch read may name.
+pub const MAX_BATCH_READ: u64 = 1000;
+/// `/state` lists at most this many ids.
+pub const STATE_IDS: usize = 500;
+/// The seed of the synthetic users, so `u0001` is the same row every load.
+const SYNTH_SEED: u64 = 42;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Endpoint {
+    Page,
+    Healthz,
+    State,
+    BulkLoad,
+    Toggle,
+    Read,
+    BatchRead,
+    Inspect,
+    Reset,
+}
+
+/// The endpoint at `path` and the one method it accepts.
+pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
+    Some(match path {
+        "/" | "/index.html" => (Endpoint::Page, "GET"),
+        "/healthz" => (Endpoint::Healthz, "GET"),
+        "/state" => (Endpoint::State, "GET"),
+        "/inspect" => (Endpoint::Inspect, "GET"),
+        "/bulk-load" => (Endpoint::BulkLoad, "POST"),
+        "/worker/toggle" => (Endpoint::Toggle, "POST"),
+        "/read" => (Endpoint::Read, "POST"),
+        "/batch-read" => (Endpoint::BatchRead, "POST"),
+        "/reset" => (Endpoint::Reset, "POST"),
+        _ => return None,
+    })
+}
+
+pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply, ApiError> {
+    match endpoint {
+        Endpoint::Page => Ok(Reply::Html(PAGE)),
+        Endpoint::Healthz => healthz(app),
+        Endpoint::State => state(app),
+        Endpoint::BulkLoad => bulk_load(app, params),
+        Endpoint::Toggle => toggle(app),
+        Endpoint::Read => read(app, params),
+        Endpoint::BatchRead => batch_read(app, params),
+        Endpoint::Inspect => inspect(app, params),
+        Endpoint::Reset => reset(app),
+    }
+}
+
+fn json_reply(value: &impl Serialize) -> Result<Reply, ApiError> {
+    serde_json::to_vec(value)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+}
+
+fn ms_since(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn healthz(app: &App) -> Result<Reply, ApiError> {
+    app.store.ping()?;
+    json_reply(&json!({ "ok": true }))
+}
+
+fn state(app: &App) -> Result<Reply, ApiError> {
+    let snap = app.cache.get();
+    let ids = &snap.ids[..snap.ids.len().min(STATE_IDS)];
+    json_reply(&json!({
+        "mode": app.mode,
+        "key_prefix": app.store.key_prefix(),
+        "batch_ttl_seconds": app.store.batch_ttl_seconds(),
+        "streaming_ttl_seconds": app.store.streaming_ttl_seconds(),
+        "entity_count": snap.count,
+        "entity_ids": ids,
+        "entity_ids_age_ms": snap.taken_at.elapsed().as_millis() as u64,
+        "entity_ids_error": snap.error,
+        "stats": app.store.stats(),
+        "worker": app.worker.status(),
+        "batch_features": BATCH_FEATURES,
+        "streaming_features": STREAMING_FEATURES,
+    }))
+}
+
+fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let count = params.count(200, 1, MAX_BULK_LOAD)?;
+    let ttl = params.ttl(app.store.batch_ttl_seconds(), 1, MAX_TTL_SECONDS)?;
+    let started = Instant::now();
+    let rows: Vec<_> = synth::users(count as usize, SYNTH_SEED).collect();
+    let report = app.store.bulk_load(&rows, ttl)?;
+    let elapsed_ms = ms_since(started);
+    app.cache.refresh(&app.store);
+    if let Some(first) = report.failed.first() {
+        let msg = format!(
+            "loaded {} of {} users; first failure ({}): {}",
+            report.written,
+            rows.len(),
+            first.id,
+            first.error
+        );
+        return Err(match first.error {
+            StoreError::Unavailable(_) => ApiError::Unavailable(msg),
+            StoreError::InvalidInput(_) => ApiError::BadRequest(msg),
+            StoreError::Redis(_) => ApiError::Internal(msg),
+        });
+    }
+    json_reply(&json!({
+        "loaded": report.written,
+        "ttl_seconds": ttl,
+        "elapsed_ms": elapsed_ms,
+    }))
+}
+
+fn toggle(app: &App) -> Result<Reply, ApiError> {
+    let _control = lock(&app.control);
+    json_reply(&app.worker.toggle())
+}
+
+/// The requested feature names: as given (duplicates dropped, order kept),
+/// or every known feature when none are given.
+fn fields(params: &Params) -> Result<Vec<&str>, ApiError> {
+    if params.fields.is_empty() {
+        return Ok(BATCH_FEATURES
+            .iter()
+            .chain(STREAMING_FEATURES.iter())
+            .copied()
+            .collect());
+    }
+    if params.fields.len() > MAX_FIELDS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_FIELDS} fields per read, got {}",
+            params.fields.len()
+        )));
+    }
+    let mut out: Vec<&str> = Vec::with_capacity(params.fields.len());
+    for f in &params.fields {
+        if !out.contains(&f.as_str()) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// `{name: value}` straight from the read, without an intermediate map.
+struct Values<'a>(&'a [FieldState]);
+impl Serialize for Values<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for f in self.0 {
+            m.serialize_entry(&f.name, &f.value)?;
+        }
+        m.end()
+    }
+}
+
+/// `{name: ttl_seconds}`
+struct Ttls<'a>(&'a [FieldState]);
+impl Serialize for Ttls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for f in self.0 {
+            m.serialize_entry(&f.name, &f.ttl_seconds)?;
+        }
+        m.end()
+    }
+}
+
+fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let user = params.user()?;
+    let fields = fields(params)?;
+    let started = Instant::now();
+    let read = app.store.read_fresh(user, &fields)?;
+    let elapsed_ms = ms_since(started);
+    let returned = read.fields.iter().filter(|f| f.value.is_some()).count();
+    json_reply(&json!({
+        "user": user,
+        "exists": read.exists(),
+        "requested": fields,
+        "values": Values(&read.fields),
+        "ttls": Ttls(&read.fields),
+        "key_ttl_seconds": read.key_ttl_seconds,
+        "returned_count": returned,
+        "elapsed_ms": elapsed_ms,
+    }))
+}
+
+fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let fields = fields(params)?;
+    let snap;
+    let ids: &[String] = match &params.ids {
+        Some(ids) => {
+            if ids.is_empty() || ids.len() as u64 > MAX_BATCH_READ {
+                return Err(ApiError::bad(format!(
+                    "ids must list 1 to {MAX_BATCH_READ} entities, got {}",
+                    ids.len()
+                )));
+            }
+            ids
+        }
+        None => {
+            let count = params.count(100, 1, MAX_BATCH_READ)? as usize;
+            snap = app.cache.ids();
+            &snap[..count.min(snap.len())]
+        }
+    };
+    let started = Instant::now();
+    let rows = app.store.batch_get_features(ids, &fields)?;
+    let elapsed_ms = ms_since(started);
+    let field_count: usize = rows.iter().map(|r| r.len()).sum();
+    let found = rows.iter().filter(|r| !r.is_empty()).count();
+    let sample: Vec<_> = ids
+        .iter()
+        .zip(&rows)
+        .take(10)
+        .map(|(id, r)| json!({ "id": id, "field_count": r.len() }))
+        .collect();
+    json_reply(&json!({
+        "entity_count": ids.len(),
+        "found_count": found,
+        "field_count": field_count,
+        "requested": fields,
+        "elapsed_ms": elapsed_ms,
+        "sample": sample,
+    }))
+}
+
+fn inspect(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let user = params.user()?;
+    let started = Instant::now();
+    let read = app.store.inspect(user)?;
+    let elapsed_ms = ms_since(started);
+    json_reply(&json!({
+        "user": user,
+        "exists": read.exists(),
+        "key_ttl_seconds": read.key_ttl_seconds,
+        "fields": read.fields,
+        "elapsed_ms": elapsed_ms,
+    }))
+}
+
+/// Pauses the worker and waits out its tick so no streaming write races the
+/// delete, deletes under the prefix only, then restores the worker.
+fn reset(app: &App) -> Result<Reply, ApiError> {
+    let _control = lock(&app.control);
+    let before = app.worker.status();
+    app.worker.pause();
+    let result = if app.worker.wait_for_idle(Duration::from_secs(10)) {
+        app.store.delete_all().map_err(ApiError::from)
+    } else {
+        Err(ApiError::Unavailable(
+            "the worker's tick did not finish within 10 s".into(),
+        ))
+    };
+    // Refresh before resuming, so the worker never writes to deleted ids.
+    app.cache.refresh(&app.store);
+    if before.running && !before.paused {
+        app.worker.resume();
+    }
+    let deleted = result?;
+    json_reply(&json!({ "deleted": deleted, "worker": app.worker.status() }))
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
