@@ -1,0 +1,222 @@
+//! fs-bench: measures every path of the feature store against its physical
+//! limit (raw Redis) in the same run, and writes `BENCHMARKS.md`.
+//!
+//!     cargo run --release --bin fs-bench              # full run, a few minutes
+//!     cargo run --release --bin fs-bench -- --quick   # sanity run, under a minute
+//!
+//! It starts its own `redis-server` (never 6379), loads its own synthetic
+//! users, and spawns the real `fs-server` binary for the HTTP rows.
+
+mod http;
+mod library;
+mod measure;
+mod report;
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
+
+use crate::library::Ctx;
+use crate::report::{Machine, Row};
+
+pub type BResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Hand-written notes on what limits the rows that miss their goal (with the
+/// profiles behind them), appended to the generated report.
+const ANALYSIS: &str = include_str!("analysis.md");
+
+/// Benchmark the feature store against raw Redis and write BENCHMARKS.md.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A sanity run with small counts (under a minute, even in a debug build).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the report (default: BENCHMARKS.md at the repo root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the HTTP rows (no fs-server needed).
+    #[arg(long)]
+    no_http: bool,
+    /// The fs-server binary (default: next to this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Users for the bulk_load row (default 1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    users: Option<usize>,
+    /// Seconds of the 8-client HTTP run (default 10; 2 with --quick).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+/// How much each row does.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub bulk_users: usize,
+    pub streaming_events: usize,
+    pub read_iters: usize,
+    pub batch_iters: usize,
+    pub rounds: usize,
+    pub memory_entities: usize,
+    pub redis_benchmark_single: usize,
+    pub redis_benchmark_multi: usize,
+    pub http_iters: usize,
+    pub http_batch_iters: usize,
+    pub http_clients: usize,
+    pub http_seconds: u64,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            bulk_users: 1_000_000,
+            streaming_events: 200_000,
+            read_iters: 20_000,
+            batch_iters: 2_000,
+            rounds: 10,
+            memory_entities: 10_000,
+            redis_benchmark_single: 50_000,
+            redis_benchmark_multi: 400_000,
+            http_iters: 20_000,
+            http_batch_iters: 2_000,
+            http_clients: 8,
+            http_seconds: 10,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            bulk_users: 20_000,
+            streaming_events: 10_000,
+            read_iters: 2_000,
+            batch_iters: 100,
+            rounds: 4,
+            memory_entities: 500,
+            redis_benchmark_single: 5_000,
+            redis_benchmark_multi: 20_000,
+            http_iters: 1_000,
+            http_batch_iters: 100,
+            http_clients: 8,
+            http_seconds: 2,
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("fs-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> BResult<()> {
+    let started = Instant::now();
+    let mut sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if let Some(users) = args.users {
+        sizes.bulk_users = users.max(1000);
+    }
+    if let Some(s) = args.seconds {
+        sizes.http_seconds = s.max(1);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"));
+
+    eprintln!("fs-bench: starting redis-server ...");
+    let redis = ManagedRedis::start()?;
+    let store = FeatureStore::open(&redis.url(), StoreConfig::default())?;
+    let mut raw = library::raw_connection(&redis.url())?;
+    let version = library::redis_version(&mut raw)?;
+    let mut machine = Machine::probe(
+        version,
+        redis.server_path().display().to_string(),
+        if args.quick { "quick" } else { "full" },
+    );
+    eprintln!(
+        "fs-bench: {} mode, redis {} on port {}, load {}",
+        machine.mode,
+        machine.redis_version,
+        redis.port(),
+        machine.load_start
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut ctx = Ctx {
+        redis: &redis,
+        store: &store,
+        raw: &mut raw,
+        sizes: &sizes,
+        loaded: 0,
+        streamed: 0,
+    };
+
+    step("bulk_load", &mut rows, library::bulk_load(&mut ctx))?;
+    step(
+        "update_streaming",
+        &mut rows,
+        library::update_streaming(&mut ctx),
+    )?;
+    step("get_features", &mut rows, library::get_features(&mut ctx))?;
+    let ours = rows[rows.len() - 1].ours;
+    step(
+        "get_features vs redis-benchmark",
+        &mut rows,
+        library::get_features_vs_redis_benchmark(&mut ctx, ours),
+    )?;
+    step("read_fresh", &mut rows, library::read_fresh(&mut ctx))?;
+    step(
+        "batch_get_features",
+        &mut rows,
+        library::batch_get_features(&mut ctx),
+    )?;
+    step("memory", &mut rows, library::memory(&mut ctx))?;
+
+    if args.no_http {
+        skipped.push("the HTTP rows (`--no-http`)".into());
+    } else {
+        let server_bin = match args.server_bin.clone() {
+            Some(p) => p,
+            None => http::default_server_bin()?,
+        };
+        http::rows(&mut ctx, &server_bin, &mut rows)?;
+    }
+
+    machine.load_end = report::loadavg();
+    machine.elapsed = started.elapsed();
+    println!("{}", report::table(&rows));
+    let md = report::markdown(&machine, &rows, &skipped, ANALYSIS);
+    std::fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    eprintln!(
+        "fs-bench: wrote {} ({:.0} s, load {} at the end)",
+        out.display(),
+        machine.elapsed.as_secs_f64(),
+        machine.load_end
+    );
+    Ok(())
+}
+
+/// Adds a finished row and says so on stderr.
+fn step(name: &str, rows: &mut Vec<Row>, row: BResult<Row>) -> BResult<()> {
+    let row = row.map_err(|e| format!("{name}: {e}"))?;
+    eprintln!(
+        "fs-bench: {name}: ratio {:.2}x{}",
+        row.ratio(),
+        match row.met() {
+            Some(true) => ", goal met",
+            Some(false) => ", goal missed",
+            None => "",
+        }
+    );
+    rows.push(row);
+    Ok(())
+}
