@@ -1,13 +1,5 @@
-//! The batch loader: materializes feature rows into Redis.
-use clap::Parser;
+//! The batch loader: materializes feature rows into Redis (see `loader`).
 
-/// Load batch features into the feature store.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {}
-
-fn main() {
-    let _ = Args::parse();
-    eprintln!("fs-loader: not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    feature_store::loader::main()
 }

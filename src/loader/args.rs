@@ -1,0 +1,170 @@
+//! The command line: `fs-loader [--count N | --from PATH...]`, `fs-loader
+//! stream --from PATH`, `fs-loader scripts [--load]`, and the flags they share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The only place the conventional local Redis is named: the loader is what
+/// a nightly job runs against the real server, so it defaults to it.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_BATCH_TTL_SECONDS: u64 = 24 * 3600;
+pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
+
+/// Load batch features into the Redis feature store: synthetic users
+/// (`--count`), CSV or JSON-lines files (`--from`), streaming events
+/// (`stream`), and print or load the Lua scripts (`scripts`).
+///
+/// Exit status: 0 every row was written; 1 some rows were not (rejected,
+/// failed or malformed: see the summary and the failures list); 2 bad usage
+/// or an unreadable input; 3 Redis was unavailable and the load stopped.
+#[derive(Debug, Parser)]
+#[command(name = "fs-loader", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  \
+    fs-loader --count 1000000 --seed 7\n  \
+    fs-loader --from users.csv --from extra.jsonl --failures failed.csv\n  \
+    kcat -C -t events | fs-loader stream --from - --ttl-seconds 300\n  \
+    fs-loader scripts --load")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply JSON-lines (or CSV) events as streaming writes: every feature
+    /// gets a field TTL of --ttl-seconds (default 300).
+    Stream(StreamArgs),
+    /// Print each script's name, SHA1 and contract; --load also SCRIPT LOADs
+    /// them, so `redis-cli EVALSHA <sha> ...` works.
+    Scripts(ScriptsArgs),
+}
+
+/// What the default (batch) mode loads.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Synthetic users u0001..uN (the seeds' builder).
+    #[arg(long, value_name = "N", conflicts_with = "from")]
+    pub count: Option<usize>,
+    /// Seed of the synthetic users: the same seed gives the same rows.
+    #[arg(long, value_name = "S", default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub files: FileArgs,
+}
+
+/// Input files and how to read them.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Input file (repeatable); `-` is standard input.
+    #[arg(long, value_name = "PATH")]
+    pub from: Vec<PathBuf>,
+    /// Input format; by default from the extension (.csv; .jsonl/.ndjson/.json),
+    /// else guessed from the first byte (`{` means JSON lines).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// The id column (CSV) or key (flat JSON lines). Default: `user_id`, else `id`.
+    #[arg(long, value_name = "NAME")]
+    pub id_column: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// Key TTL pinned on an entity that has none yet (a new entity).
+    #[arg(long, value_name = "T", default_value_t = DEFAULT_BATCH_TTL_SECONDS)]
+    pub batch_ttl_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ScriptsArgs {
+    /// SCRIPT LOAD every script into the Redis at --redis-url.
+    #[arg(long)]
+    pub load: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+/// Flags every mode accepts, before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Redis to write to.
+    #[arg(long, global = true, env = "FS_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+    /// Entity keys are <prefix><id>.
+    #[arg(long, global = true, env = "FS_KEY_PREFIX", default_value = "fs:user:")]
+    pub key_prefix: String,
+    /// Batch mode: the key TTL (default 86400). Stream mode: the per-field
+    /// TTL (default 300).
+    #[arg(long, global = true, value_name = "T")]
+    pub ttl_seconds: Option<u64>,
+    /// Rows per pipeline (one round trip each).
+    #[arg(long, global = true, env = "FS_CHUNK_SIZE", default_value_t = 1000)]
+    pub chunk_size: usize,
+    /// Write rejected, failed and malformed rows here (CSV: source, line,
+    /// id, kind, reason) instead of to stderr.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub failures: Option<PathBuf>,
+    /// Stop at the first malformed line (the default skips and counts it).
+    #[arg(long, global = true)]
+    pub strict: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Retries of rows whose write failed because Redis was unavailable.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub retries: u32,
+    /// First retry delay; it doubles on each retry (capped at 10 s).
+    #[arg(long, global = true, value_name = "MS", default_value_t = 200)]
+    pub retry_backoff_ms: u64,
+    /// Connect timeout, and how long a write waits for a connection.
+    #[arg(long, global = true, value_name = "MS", default_value_t = 1000)]
+    pub connect_timeout_ms: u64,
+    /// Pipelines in flight at once: while Redis runs one, the loader builds
+    /// the next.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub writers: u32,
+}
+
+impl CommonArgs {
+    pub fn retry_backoff(&self) -> Duration {
+        Duration::from_millis(self.retry_backoff_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn common_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["fs-loader", "stream", "--from", "-", "--chunk-size", "7"])
+            .expect("parses");
+        assert_eq!(cli.common.chunk_size, 7);
+        assert!(matches!(cli.command, Some(Command::Stream(_))));
+    }
+
+    #[test]
+    fn count_and_from_conflict() {
+        assert!(Cli::try_parse_from(["fs-loader", "--count", "3", "--from", "a.csv"]).is_err());
+    }
+}

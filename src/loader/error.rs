@@ -1,0 +1,66 @@
+//! The loader's one error type: what stops a run before or outside the
+//! per-row accounting (a bad row is counted, not raised).
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::error::StoreError;
+
+#[derive(Debug, Error)]
+pub enum LoaderError {
+    /// Flags that parse but do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input that cannot be read as a whole (no header, no id column, an
+    /// I/O error mid-file).
+    #[error("{source_name}: {message}")]
+    Input {
+        source_name: String,
+        message: String,
+    },
+    #[error("writing the failures file {path}: {source}")]
+    FailuresFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store refused the configuration, or Redis failed a command
+    /// outside the row accounting (`scripts --load`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Exit statuses (documented in `--help` and the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Some rows were not written; the summary and failures list say which.
+    pub const INCOMPLETE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// Redis was unavailable (after the retries): the load stopped.
+    pub const UNAVAILABLE: u8 = 3;
+}
+
+impl LoaderError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LoaderError::Store(e) if e.is_unavailable() => exit::UNAVAILABLE,
+            LoaderError::Store(StoreError::Redis(_)) => exit::INCOMPLETE,
+            LoaderError::FailuresFile { .. } => exit::INCOMPLETE,
+            _ => exit::USAGE,
+        }
+    }
+
+    pub fn input(source_name: &str, message: impl Into<String>) -> Self {
+        LoaderError::Input {
+            source_name: source_name.to_owned(),
+            message: message.into(),
+        }
+    }
+}

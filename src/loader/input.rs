@@ -1,0 +1,591 @@
+//! Row sources: synthetic users, CSV with a header, JSON lines. Each reads
+//! one row at a time straight into a chunk slot, so memory stays flat
+//! whatever the input's size.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use csv::ByteRecord;
+use serde_json::{Map, Value};
+
+use super::args::Format;
+use super::chunk::{Chunk, Origin};
+use super::error::LoaderError;
+use crate::synth;
+use crate::value::{FeatureMap, FeatureValue};
+
+/// Large reads: most lines of a refill are then parsed without a syscall.
+const READ_BUFFER: usize = 256 * 1024;
+/// Id columns tried, in order, when `--id-column` is not given.
+const DEFAULT_ID_COLUMNS: [&str; 2] = ["user_id", "id"];
+
+/// What one `RowSource::next` call produced.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// A row was pushed onto the chunk.
+    Row,
+    /// A readable row that cannot be written (no id, a nested value ...);
+    /// it counts as read and rejected.
+    Rejected {
+        line: u64,
+        id: String,
+        reason: String,
+    },
+    /// A line that is not a row at all (ragged, invalid JSON, bad UTF-8).
+    Malformed {
+        line: u64,
+        reason: String,
+    },
+    /// The next read may block (a pipe waiting for its writer): a good
+    /// moment to send what is pending, so a slow stream is not held back.
+    Idle,
+    End,
+}
+
+pub trait RowSource {
+    /// Reads the next row into `chunk`, tagging it with `source`.
+    fn next(&mut self, chunk: &mut Chunk, source: u32) -> Result<Step, LoaderError>;
+}
+
+/// How rows are read, whatever the format.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub id_column: Option<String>,
+    /// False in stream mode: a streaming write cannot delete a feature.
+    pub allow_retract: bool,
+}
+
+// ---- opening -----------------------------------------------------------
+
+/// An opened input, before its format is known.
+pub struct Opened {
+    pub name: String,
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// Standard input: it may be a pipe fed slowly.
+    live: bool,
+    format_hint: Option<Format>,
+}
+
+/// Opens `path` (`-` is standard input) without reading from it yet.
+pub fn open(path: &Path) -> Result<Opened, LoaderError> {
+    if path.as_os_str() == "-" {
+        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        return Ok(Opened {
+            name: "stdin".into(),
+            reader: BufReader::with_capacity(READ_BUFFER, stdin),
+            live: true,
+            format_hint: None,
+        });
+    }
+    let file = File::open(path).map_err(|source| LoaderError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format_hint = match ext.as_deref() {
+        Some("csv") => Some(Format::Csv),
+        Some("jsonl" | "ndjson" | "json") => Some(Format::Jsonl),
+        _ => None,
+    };
+    let file: Box<dyn Read + Send> = Box::new(file);
+    Ok(Opened {
+        name: path.display().to_string(),
+        reader: BufReader::with_capacity(READ_BUFFER, file),
+        live: false,
+        format_hint,
+    })
+}
+
+impl Opened {
+    /// The reader for this input: `--format`, else the extension, else the
+    /// first non-blank byte (`{` is JSON lines, anything else CSV).
+    pub fn into_source(
+        mut self,
+        forced: Option<Format>,
+        options: &ReadOptions,
+    ) -> Result<Box<dyn RowSource + Send>, LoaderError> {
+        let format = match forced.or(self.format_hint) {
+            Some(f) => f,
+            None => self.sniff()?,
+        };
+        Ok(match format {
+            Format::Csv => Box::new(CsvSource::new(self.name, self.reader, options.clone())?),
+            Format::Jsonl => Box::new(JsonlSource {
+                name: self.name,
+                reader: self.reader,
+                buf: Vec::new(),
+                line: 0,
+                live: self.live,
+                idle_reported: false,
+                options: options.clone(),
+            }),
+        })
+    }
+
+    fn sniff(&mut self) -> Result<Format, LoaderError> {
+        loop {
+            let buf = self
+                .reader
+                .fill_buf()
+                .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+            if buf.is_empty() {
+                return Ok(Format::Jsonl);
+            }
+            match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(i) => {
+                    return Ok(if buf[i] == b'{' {
+                        Format::Jsonl
+                    } else {
+                        Format::Csv
+                    })
+                }
+                // Only blanks so far: drop them and look further. (They
+                // carry no row, so neither format misses anything.)
+                None => {
+                    let n = buf.len();
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
+}
+
+// ---- synthetic ---------------------------------------------------------
+
+/// `--count N --seed S`: the users `synth::users` makes, row number = line.
+pub struct Synthetic<I> {
+    users: I,
+    n: u64,
+}
+
+pub fn synthetic(count: usize, seed: u64) -> Synthetic<impl Iterator<Item = (String, FeatureMap)>> {
+    Synthetic {
+        users: synth::users(count, seed),
+        n: 0,
+    }
+}
+
+impl<I: Iterator<Item = (String, FeatureMap)>> RowSource for Synthetic<I> {
+    fn next(&mut self, chunk: &mut Chunk, source: u32) -> Result<Step, LoaderError> {
+        let Some((id, features)) = self.users.next() else {
+            return Ok(Step::End);
+        };
+        self.n += 1;
+        let mut row = chunk.push(Origin {
+            source,
+            line: self.n,
+        });
+        row.id(&id);
+        for (name, value) in &features {
+            match value {
+                FeatureValue::Str(s) => row.set(name, s),
+                other => row.set_display(name, other),
+            }
+        }
+        Ok(Step::Row)
+    }
+}
+
+// ---- CSV ---------------------------------------------------------------
+
+/// CSV with a header row; one column is the id, every other column a
+/// feature. An empty cell retracts that feature.
+pub struct CsvSource {
+    name: String,
+    reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
+    header: Vec<String>,
+    id_col: usize,
+    record: ByteRecord,
+    options: ReadOptions,
+}
+
+impl CsvSource {
+    fn new(
+        name: String,
+        input: BufReader<Box<dyn Read + Send>>,
+        options: ReadOptions,
+    ) -> Result<Self, LoaderError> {
+        // Flexible: a ragged row is reported by us, with its line, and the
+        // load goes on (or stops with --strict).
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(input);
+        let raw = reader
+            .byte_headers()
+            .map_err(|e| LoaderError::input(&name, format!("reading the header: {e}")))?
+            .clone();
+        let mut header = Vec::with_capacity(raw.len());
+        for (i, field) in raw.iter().enumerate() {
+            let text = std::str::from_utf8(field).map_err(|_| {
+                LoaderError::input(&name, format!("header column {} is not UTF-8", i + 1))
+            })?;
+            if header.iter().any(|h: &String| h == text) {
+                return Err(LoaderError::input(
+                    &name,
+                    format!("header repeats column {text:?}"),
+                ));
+            }
+            header.push(text.to_owned());
+        }
+        let id_col = if header.is_empty() {
+            0 // an empty input: no rows to find an id in
+        } else {
+            find_id_column(&header, options.id_column.as_deref()).ok_or_else(|| {
+                LoaderError::input(
+                    &name,
+                    format!(
+                        "no id column {} in the header ({})",
+                        id_column_wanted(options.id_column.as_deref()),
+                        header.join(",")
+                    ),
+                )
+            })?
+        };
+        Ok(CsvSource {
+            name,
+            reader,
+            header,
+            id_col,
+            record: ByteRecord::new(),
+            options,
+        })
+    }
+}
+
+impl RowSource for CsvSource {
+    fn next(&mut self, chunk: &mut Chunk, source: u32) -> Result<Step, LoaderError> {
+        let more = self
+            .reader
+            .read_byte_record(&mut self.record)
+            .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+        if !more {
+            return Ok(Step::End);
+        }
+        let line = self.record.position().map_or(0, |p| p.line());
+        if self.record.len() != self.header.len() {
+            return Ok(Step::Malformed {
+                line,
+                reason: format!(
+                    "{} fields, the header has {}",
+                    self.record.len(),
+                    self.header.len()
+                ),
+            });
+        }
+        let Ok(id) = std::str::from_utf8(&self.record[self.id_col]) else {
+            return Ok(malformed_utf8(line, &self.header[self.id_col]));
+        };
+        let mut row = chunk.push(Origin { source, line });
+        row.id(id);
+        for (i, cell) in self.record.iter().enumerate() {
+            if i == self.id_col {
+                continue;
+            }
+            let name = &self.header[i];
+            let Ok(value) = std::str::from_utf8(cell) else {
+                chunk.pop();
+                return Ok(malformed_utf8(line, name));
+            };
+            if !value.is_empty() {
+                row.set(name, value);
+            } else if self.options.allow_retract {
+                row.retract(name);
+            } else {
+                let id = row.id_str().to_owned();
+                chunk.pop();
+                return Ok(no_retract_in_stream(line, id, name));
+            }
+        }
+        Ok(Step::Row)
+    }
+}
+
+fn malformed_utf8(line: u64, column: &str) -> Step {
+    Step::Malformed {
+        line,
+        reason: format!("column {column:?} is not valid UTF-8"),
+    }
+}
+
+// ---- JSON lines --------------------------------------------------------
+
+/// One JSON object per line: `{"id": "u1", "features": {...}}`, or flat
+/// with the id under the id column. Strings keep their text, integers are
+/// decimal, other numbers shortest round-trip, booleans true/false, and a
+/// null retracts the feature.
+pub struct JsonlSource {
+    name: String,
+    reader: BufReader<Box<dyn Read + Send>>,
+    buf: Vec<u8>,
+    line: u64,
+    live: bool,
+    idle_reported: bool,
+    options: ReadOptions,
+}
+
+impl RowSource for JsonlSource {
+    fn next(&mut self, chunk: &mut Chunk, source: u32) -> Result<Step, LoaderError> {
+        loop {
+            if self.live && !self.idle_reported && !self.reader.buffer().contains(&b'\n') {
+                self.idle_reported = true;
+                return Ok(Step::Idle);
+            }
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+            self.idle_reported = false;
+            if n == 0 {
+                return Ok(Step::End);
+            }
+            self.line += 1;
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(parse_json_row(
+                &self.buf,
+                self.line,
+                &self.options,
+                chunk,
+                source,
+            ));
+        }
+    }
+}
+
+fn parse_json_row(
+    bytes: &[u8],
+    line: u64,
+    options: &ReadOptions,
+    chunk: &mut Chunk,
+    source: u32,
+) -> Step {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Step::Malformed {
+                line,
+                reason: format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+            }
+        }
+    };
+    let mut object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => {
+            return Step::Malformed {
+                line,
+                reason: "not a JSON object".into(),
+            }
+        }
+        Err(e) => {
+            return Step::Malformed {
+                line,
+                reason: format!("invalid JSON: {e}"),
+            }
+        }
+    };
+    let id_key = match options.id_column.as_deref() {
+        Some(col) => col,
+        None => DEFAULT_ID_COLUMNS
+            .into_iter()
+            .find(|k| object.contains_key(*k))
+            .unwrap_or(DEFAULT_ID_COLUMNS[1]),
+    };
+    let id = match object.remove(id_key) {
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(other) => {
+            return Step::Rejected {
+                line,
+                id: other.to_string(),
+                reason: format!("id {id_key:?} must be a string"),
+            }
+        }
+        None => {
+            return Step::Rejected {
+                line,
+                id: String::new(),
+                reason: format!("no id {}", id_column_wanted(options.id_column.as_deref())),
+            }
+        }
+    };
+    // Nested form when "features" is an object; other envelope keys (a
+    // timestamp, a topic) are ignored. Otherwise every other key is a feature.
+    let features: Map<String, Value> = match object.remove("features") {
+        Some(Value::Object(f)) => f,
+        Some(other) => {
+            object.insert("features".into(), other);
+            object
+        }
+        None => object,
+    };
+    let mut row = chunk.push(Origin { source, line });
+    row.id(&id);
+    for (name, value) in &features {
+        match value {
+            Value::String(s) => row.set(name, s),
+            Value::Bool(b) => row.set(name, if *b { "true" } else { "false" }),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    row.set_display(name, i);
+                } else if let Some(u) = n.as_u64() {
+                    row.set_display(name, u);
+                } else {
+                    // Design section 3: floats in shortest round-trip form.
+                    row.set_display(name, FeatureValue::Float(n.as_f64().unwrap_or(f64::NAN)));
+                }
+            }
+            Value::Null if options.allow_retract => row.retract(name),
+            Value::Null => {
+                chunk.pop();
+                return no_retract_in_stream(line, id, name);
+            }
+            Value::Array(_) | Value::Object(_) => {
+                chunk.pop();
+                return Step::Rejected {
+                    line,
+                    id,
+                    reason: format!("feature {name:?} has a nested value; values must be scalars"),
+                };
+            }
+        }
+    }
+    Step::Row
+}
+
+fn no_retract_in_stream(line: u64, id: String, name: &str) -> Step {
+    Step::Rejected {
+        line,
+        id,
+        reason: format!("feature {name:?} is empty or null: a streaming write cannot retract"),
+    }
+}
+
+fn find_id_column(header: &[String], wanted: Option<&str>) -> Option<usize> {
+    match wanted {
+        Some(col) => header.iter().position(|h| h == col),
+        None => DEFAULT_ID_COLUMNS
+            .iter()
+            .find_map(|col| header.iter().position(|h| h == col)),
+    }
+}
+
+fn id_column_wanted(wanted: Option<&str>) -> String {
+    match wanted {
+        Some(col) => format!("{col:?}"),
+        None => format!("{:?} or {:?}", DEFAULT_ID_COLUMNS[0], DEFAULT_ID_COLUMNS[1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BatchRow;
+
+    fn batch() -> ReadOptions {
+        ReadOptions {
+            id_column: None,
+            allow_retract: true,
+        }
+    }
+
+    fn read_all(format: Format, text: &str, options: ReadOptions) -> (Vec<BatchRow>, Vec<Step>) {
+        let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        let opened = Opened {
+            name: "test".into(),
+            reader: BufReader::new(reader),
+            live: false,
+            format_hint: Some(format),
+        };
+        let mut source = opened.into_source(None, &options).expect("opens");
+        let mut chunk = Chunk::new(16);
+        let mut steps = Vec::new();
+        loop {
+            match source.next(&mut chunk, 0).expect("reads") {
+                Step::End => break,
+                Step::Row => {}
+                other => steps.push(other),
+            }
+        }
+        (chunk.rows().to_vec(), steps)
+    }
+
+    fn pairs(row: &BatchRow) -> Vec<(&str, &str)> {
+        row.set
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn csv_rows_retractions_and_ragged_lines() {
+        let text = "user_id,country_iso,tx_count_7d\nu1,US,14\nu2,,3\nu3,GB\nu4,DE,1\n";
+        let (rows, steps) = read_all(Format::Csv, text, batch());
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            pairs(&rows[0]),
+            [("country_iso", "US"), ("tx_count_7d", "14")]
+        );
+        assert_eq!(rows[1].retract, ["country_iso"]);
+        assert_eq!(
+            steps,
+            [Step::Malformed {
+                line: 4,
+                reason: "2 fields, the header has 3".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn jsonl_both_shapes_and_value_forms() {
+        let text = concat!(
+            "{\"id\": \"u1\", \"features\": {\"a\": \"x\", \"b\": 2, \"c\": 92.40, \"d\": true, \"e\": null}}\n",
+            "\n",
+            "{\"user_id\": \"u2\", \"a\": \"y\"}\n",
+            "not json\n",
+            "{\"features\": {\"a\": 1}}\n",
+            "{\"id\": \"u3\", \"a\": [1]}\n",
+        );
+        let (rows, steps) = read_all(Format::Jsonl, text, batch());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            pairs(&rows[0]),
+            [("a", "x"), ("b", "2"), ("c", "92.4"), ("d", "true")]
+        );
+        assert_eq!(rows[0].retract, ["e"]);
+        assert_eq!(rows[1].id, "u2");
+        assert!(matches!(steps[0], Step::Malformed { line: 4, .. }));
+        assert!(matches!(steps[1], Step::Rejected { line: 5, .. }));
+        assert!(matches!(&steps[2], Step::Rejected { line: 6, id, .. } if id == "u3"));
+    }
+
+    #[test]
+    fn stream_mode_rejects_nulls() {
+        let options = ReadOptions {
+            id_column: None,
+            allow_retract: false,
+        };
+        let (rows, steps) = read_all(Format::Jsonl, "{\"id\": \"u1\", \"a\": null}\n", options);
+        assert!(rows.is_empty());
+        assert!(matches!(steps[0], Step::Rejected { line: 1, .. }));
+    }
+
+    #[test]
+    fn csv_without_an_id_column_is_an_error() {
+        let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"a,b\n1,2\n".to_vec()));
+        let opened = Opened {
+            name: "t.csv".into(),
+            reader: BufReader::new(reader),
+            live: false,
+            format_hint: Some(Format::Csv),
+        };
+        let err = opened.into_source(None, &batch()).err().expect("refused");
+        assert!(err.to_string().contains("no id column"), "{err}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Progress: a bar with rows/s when stderr is a terminal, a plain line every
+//! few seconds when it is not (a log), nothing with --quiet.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::summary::Counts;
+
+const PLAIN_EVERY: Duration = Duration::from_secs(2);
+
+pub enum Progress {
+    Off,
+    Bar(ProgressBar),
+    Plain { start: Instant, last: Instant },
+}
+
+impl Progress {
+    /// `total` is known for synthetic loads only.
+    pub fn new(quiet: bool, total: Option<u64>) -> Progress {
+        if quiet {
+            return Progress::Off;
+        }
+        if !std::io::stderr().is_terminal() {
+            let now = Instant::now();
+            return Progress::Plain {
+                start: now,
+                last: now,
+            };
+        }
+        let bar = match total {
+            Some(n) => {
+                let bar = ProgressBar::new(n);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{bar:40.cyan/blue} {human_pos}/{human_len} rows  {per_sec}  eta {eta}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            }
+            None => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {human_pos} rows  {per_sec}  {elapsed}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar
+            }
+        };
+        Progress::Bar(bar)
+    }
+
+    /// Called once per chunk: cheap when nothing is due.
+    pub fn update(&mut self, counts: &Counts) {
+        match self {
+            Progress::Off => {}
+            Progress::Bar(bar) => {
+                bar.set_position(counts.done());
+                if counts.done() > counts.written || counts.malformed > 0 {
+                    bar.set_message(format!(
+                        "{} not written, {} malformed",
+                        counts.done() - counts.written,
+                        counts.malformed
+                    ));
+                }
+            }
+            Progress::Plain { start, last } => {
+                let now = Instant::now();
+                if now.duration_since(*last) >= PLAIN_EVERY {
+                    *last = now;
+                    let secs = now.duration_since(*start).as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s",
+                        counts.read,
+                        counts.written,
+                        counts.done() - counts.written,
+                        counts.malformed,
+                        counts.written as f64 / secs
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn finish(&mut self, counts: &Counts) {
+        if let Progress::Bar(bar) = self {
+            bar.set_position(counts.done());
+            bar.finish_and_clear();
+        }
+    }
+}

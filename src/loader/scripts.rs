@@ -1,0 +1,49 @@
+//! `fs-loader scripts [--load]`: the scripts' names, SHA1s and contracts,
+//! and loading them so `redis-cli EVALSHA <sha> ...` works by hand.
+
+use std::io::Write;
+
+use super::args::CommonArgs;
+use super::error::LoaderError;
+use super::IO_TIMEOUT;
+use crate::error::StoreError;
+use crate::pool::{self, PoolConfig};
+use crate::scripts;
+
+pub fn run(common: &CommonArgs, load: bool) -> Result<(), LoaderError> {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an error worth a status.
+    for script in scripts::all() {
+        let _ = writeln!(out, "{}  sha1 {}", script.name, script.sha());
+        for line in script.contract().lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+        let _ = writeln!(out);
+    }
+    if !load {
+        return Ok(());
+    }
+    let pool = pool::build(
+        &common.redis_url,
+        &PoolConfig {
+            max_size: 1,
+            connect_timeout: common.connect_timeout(),
+            io_timeout: IO_TIMEOUT,
+            checkout_timeout: common.connect_timeout(),
+        },
+    )?;
+    let mut conn = pool.get().map_err(StoreError::from)?;
+    for script in scripts::all() {
+        let sha = conn.run(|c| script.load(c))?;
+        if sha != script.sha() {
+            return Err(StoreError::Redis(format!(
+                "{}: Redis reports SHA1 {sha}, expected {}",
+                script.name,
+                script.sha()
+            ))
+            .into());
+        }
+        let _ = writeln!(out, "loaded {}  {sha}", script.name);
+    }
+    Ok(())
+}
