@@ -156,9 +156,4 @@ fn streaming_writes_racing_resets_never_leave_an_immortal_key() {
         assert!(resets > 0);
     });
     check_invariants(&mut conn, "after the race");
-    let seen: HashSet<String> = common::all_keys(&mut conn).into_iter().collect();
-    assert!(
-        !seen.is_empty(),
-        "the writer's last writes recreated entities"
-    );
 }
