@@ -16,7 +16,8 @@ fn check_invariants(conn: &mut redis::Connection, step: &str) {
             key.starts_with("fs:user:"),
             "{step}: key outside the prefix: {key}"
         );
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query(conn).expect("TTL");
+        // Milliseconds: TTL rounds a key about to expire down to 0 seconds.
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(conn).expect("PTTL");
         if ttl == -2 {
             continue; // expired between KEYS and TTL
         }
@@ -25,13 +26,13 @@ fn check_invariants(conn: &mut redis::Connection, step: &str) {
         if fields.is_empty() {
             continue;
         }
-        let ttls: Vec<i64> = redis::cmd("HTTL")
+        let ttls: Vec<i64> = redis::cmd("HPTTL")
             .arg(&key)
             .arg("FIELDS")
             .arg(fields.len())
             .arg(&fields)
             .query(conn)
-            .expect("HTTL");
+            .expect("HPTTL");
         for (field, t) in fields.iter().zip(ttls) {
             if t == -2 {
                 continue; // expired between HKEYS and HTTL
