@@ -648,3 +648,153 @@ fn server_survives_idle_connections() {
     }
     assert_eq!(server.get("/healthz").0, 200);
 }
+
+/// Debian's chromium, or None (then the browser test skips, or fails on CI).
+fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Runs headless chromium on `url` with `action` (`--dump-dom` or
+/// `--screenshot=...`) and returns its stdout.
+fn run_chromium(bin: &std::path::Path, action: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1900",
+            // Lets the page's fetches and the scripted run finish first.
+            "--virtual-time-budget=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(action)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromium");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            _ if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("chromium did not finish within 120 s");
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    reader.join().unwrap_or_default()
+}
+
+/// The page in headless Chromium: a scripted run clicks through read,
+/// pause/resume, inspect, batch read, reset and load; a value holding markup
+/// shows as text; a screenshot lands in target/.
+#[test]
+fn server_page_in_headless_chromium() {
+    let Some(bin) = chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (apt-get install -y chromium); CI must run the browser test");
+        }
+        eprintln!("SKIPPED server_page_in_headless_chromium: /usr/bin/chromium not found (apt-get install -y chromium)");
+        return;
+    };
+    let redis = common::redis();
+    let server = Server::start(
+        &redis.url(),
+        &["--seed-demo", "--seed-users", "20", "--tick-ms", "200"],
+    );
+    let evil = "<img src=x onerror=alert(1)>";
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:u0001")
+        .arg("country_iso")
+        .arg(evil)
+        .query(&mut conn)
+        .unwrap();
+
+    let base = format!("http://{}/", server.addr);
+    let dom = run_chromium(
+        &bin,
+        "--dump-dom",
+        &format!("{base}?user=u0001&run=read,toggle,toggle,inspect,batch,reset,load"),
+    );
+    assert!(
+        dom.contains("data-run-done=\"1\""),
+        "the scripted run did not finish:\n{dom}"
+    );
+    for step in [
+        "read: ok",
+        "toggle: ok (paused)",
+        "toggle: ok (running)",
+        "inspect: ok",
+        "batch: ok",
+        "reset: ok",
+        "load: ok",
+    ] {
+        assert!(
+            dom.contains(step),
+            "{step} missing from the run log:\n{dom}"
+        );
+    }
+    // Shown as text by both the read and the inspect panel; never a tag.
+    let escaped = "&lt;img src=x onerror=alert(1)&gt;";
+    assert!(
+        dom.matches(escaped).count() >= 2,
+        "the value is not shown as text:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<img"),
+        "markup from Redis became an element:\n{dom}"
+    );
+    assert!(dom.contains("Deleted 20 entities."), "{dom}");
+    assert!(dom.contains("Loaded 200 users"), "{dom}");
+    let (_, state) = server.get("/state");
+    assert_eq!(state["entity_count"], 200, "{state}");
+    assert_eq!(
+        (
+            state["worker"]["running"].as_bool(),
+            state["worker"]["paused"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+
+    // A screenshot of the page with the hostile value on show.
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:u0001")
+        .arg("country_iso")
+        .arg(evil)
+        .query(&mut conn)
+        .unwrap();
+    let target = std::path::Path::new(env!("CARGO_BIN_EXE_fs-server"))
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let shot = target.join("fs-server-page.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        &bin,
+        &format!("--screenshot={}", shot.display()),
+        &format!("{base}?user=u0001&run=read,batch,inspect"),
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "no screenshot at {}", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}
