@@ -123,8 +123,8 @@ pub struct Headers {
     allow_post: Header,
 }
 
-impl Headers {
-    pub fn new() -> Headers {
+impl Default for Headers {
+    fn default() -> Headers {
         let h = |k: &str, v: &str| {
             Header::from_bytes(k.as_bytes(), v.as_bytes())
                 .unwrap_or_else(|_| unreachable!("static header"))

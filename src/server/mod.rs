@@ -76,7 +76,7 @@ impl HttpServer {
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         http::spawn_heartbeat(addr, config.io_timeout / 4, stop.clone());
-        let headers = Arc::new(Headers::new());
+        let headers = Arc::new(Headers::default());
         let threads = (0..config.threads.max(1))
             .map(|_| {
                 let (server, app, stop, headers, events) = (
