@@ -15,11 +15,43 @@ use crate::measure::{paired, Recorder};
 use crate::report::{Check, Figures, RatioOn, Row};
 use crate::BResult;
 
-/// `fs-server` next to this executable (cargo builds every binary of the
-/// package into the same directory).
+/// `fs-server` next to this executable (cargo puts every binary of the
+/// package in the same directory). `cargo run --bin fs-bench` builds only
+/// the bench, so a release bench first asks cargo to bring `fs-server` up
+/// to date (a no-op when it is); a debug one (the test suite's, which passes
+/// `--server-bin`) never builds.
 pub fn default_server_bin() -> BResult<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name(format!("fs-server{}", std::env::consts::EXE_SUFFIX));
+    if !cfg!(debug_assertions) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        eprintln!("fs-bench: cargo build --release --bin fs-server ...");
+        let built = Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--bin",
+                "fs-server",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .stdin(Stdio::null())
+            .status();
+        match built {
+            Ok(s) if s.success() => {}
+            Ok(s) if bin.exists() => {
+                eprintln!("fs-bench: building fs-server failed ({s}); using the one there")
+            }
+            Err(e) if bin.exists() => {
+                eprintln!("fs-bench: could not run cargo ({e}); using the fs-server there")
+            }
+            Ok(s) => {
+                return Err(format!("cargo build --release --bin fs-server failed ({s})").into())
+            }
+            Err(e) => return Err(format!("running cargo to build fs-server: {e}").into()),
+        }
+    }
     if bin.exists() {
         Ok(bin)
     } else {
