@@ -20,7 +20,7 @@ pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
 /// failed or malformed: see the summary and the failures list); 2 bad usage
 /// or an unreadable input; 3 Redis was unavailable and the load stopped.
 #[derive(Debug, Parser)]
-#[command(name = "fs-loader", version, about, long_about = None)]
+#[command(name = "fs-loader", version)]
 #[command(after_help = "Examples:\n  \
     fs-loader --count 1000000 --seed 7\n  \
     fs-loader --from users.csv --from extra.jsonl --failures failed.csv\n  \

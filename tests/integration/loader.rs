@@ -1,1 +1,650 @@
-//! (tests land with their issue)
+//! The loader binary, run for real against a throwaway Redis: synthetic,
+//! CSV and JSON-lines loads, stream mode, the failures list, exit statuses,
+//! Redis going away mid-load, and the README's redis-cli lines.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use feature_store::{synth, ManagedRedis};
+use redis::Commands;
+
+use crate::common::{self, raw, wait_until};
+
+const LOADER: &str = env!("CARGO_BIN_EXE_fs-loader");
+
+/// The loader with no environment that could point it elsewhere.
+fn loader_cmd(redis: &ManagedRedis) -> Command {
+    let mut cmd = Command::new(LOADER);
+    cmd.env_remove("FS_REDIS_URL")
+        .env_remove("FS_KEY_PREFIX")
+        .env_remove("FS_CHUNK_SIZE")
+        .args(["--redis-url", &redis.url(), "--quiet"])
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
+    loader_cmd(redis)
+        .args(args)
+        .output()
+        .expect("running fs-loader")
+}
+
+fn run_with_stdin(redis: &ManagedRedis, args: &[&str], input: &str) -> Output {
+    let mut child = loader_cmd(redis)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-loader");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("writing stdin");
+    drop(stdin);
+    child.wait_with_output().expect("waiting for fs-loader")
+}
+
+/// The summary's `name: value` lines.
+fn summary(out: &Output) -> HashMap<String, String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn count(s: &HashMap<String, String>, name: &str) -> u64 {
+    s.get(name)
+        .unwrap_or_else(|| panic!("no {name:?} in the summary {s:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{name:?} is not a number in {s:?}"))
+}
+
+/// read = written + rejected + failed, whatever happened.
+fn assert_accounted(s: &HashMap<String, String>) {
+    assert_eq!(
+        count(s, "read"),
+        count(s, "written") + count(s, "rejected") + count(s, "failed"),
+        "{s:?}"
+    );
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing an input file");
+    path
+}
+
+fn dbsize(conn: &mut redis::Connection) -> u64 {
+    redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
+}
+
+fn hash(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+    conn.hgetall(key).expect("HGETALL")
+}
+
+/// CSV rows of the failures file, without its header.
+fn failure_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).expect("reading the failures file");
+    assert_eq!(
+        reader.headers().expect("header").iter().collect::<Vec<_>>(),
+        ["source", "line", "id", "kind", "reason"]
+    );
+    reader
+        .records()
+        .map(|r| {
+            r.expect("a failures row")
+                .iter()
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn loader_synthetic_load_writes_every_user_with_its_key_ttl() {
+    let redis = common::redis();
+    let out = run(
+        &redis,
+        &[
+            "--count",
+            "2500",
+            "--seed",
+            "7",
+            "--ttl-seconds",
+            "3600",
+            "--chunk-size",
+            "300",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(count(&s, "read"), 2500);
+    assert_eq!(count(&s, "written"), 2500);
+    assert_eq!(s["status"], "complete");
+
+    let mut conn = raw(&redis);
+    assert_eq!(dbsize(&mut conn), 2500);
+    // The same rows as the library's generator for that seed.
+    let (id, features) = synth::users(2500, 7).last().expect("users");
+    let key = format!("fs:user:{id}");
+    let expected: HashMap<String, String> = features
+        .iter()
+        .map(|(k, v)| (k.clone(), v.encode()))
+        .collect();
+    assert_eq!(hash(&mut conn, &key), expected);
+    let ttl: i64 = conn.ttl(&key).expect("TTL");
+    assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
+
+    // A re-run is safe and idempotent.
+    let again = run(
+        &redis,
+        &["--count", "2500", "--seed", "7", "--ttl-seconds", "3600"],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert_eq!(dbsize(&mut conn), 2500);
+    assert_eq!(hash(&mut conn, &key), expected);
+}
+
+#[test]
+fn loader_csv_retracts_empty_cells_and_lists_bad_rows_in_the_failures_file() {
+    let redis = common::redis();
+    let mut conn = raw(&redis);
+    let _: () = conn
+        .hset_multiple(
+            "fs:user:u1",
+            &[("tx_count_7d", "9"), ("risk_segment", "high")],
+        )
+        .expect("seeding u1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_file(
+        dir.path(),
+        "users.csv",
+        "user_id,country_iso,tx_count_7d,avg_amount_30d\n\
+         u1,US,,92.40\n\
+         u2,GB,3,10\n\
+         bad id,DE,1,2\n\
+         u4,FR\n\
+         u5,\"Paris, FR\",2,0.5\n\
+         u6,SE,1,2,extra\n",
+    );
+    let failures = dir.path().join("failed.csv");
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            csv.to_str().expect("utf-8 path"),
+            "--failures",
+            failures.to_str().expect("utf-8 path"),
+            "--chunk-size",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(count(&s, "read"), 4, "{s:?}");
+    assert_eq!(count(&s, "written"), 3);
+    assert_eq!(count(&s, "rejected"), 1);
+    assert_eq!(count(&s, "failed"), 0);
+    assert_eq!(count(&s, "malformed"), 2);
+
+    // The empty cell deleted tx_count_7d in the same write; other fields
+    // of the hash stay; values keep their text ("92.40").
+    let u1 = hash(&mut conn, "fs:user:u1");
+    assert_eq!(u1.get("tx_count_7d"), None);
+    assert_eq!(u1["country_iso"], "US");
+    assert_eq!(u1["avg_amount_30d"], "92.40");
+    assert_eq!(u1["risk_segment"], "high");
+    assert_eq!(hash(&mut conn, "fs:user:u5")["country_iso"], "Paris, FR");
+    let ttl: i64 = conn.ttl("fs:user:u1").expect("TTL");
+    assert!(
+        ttl > 86000,
+        "the key TTL is set on every batch write: {ttl}"
+    );
+
+    let rows = failure_rows(&failures);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let by_line: HashMap<&str, &Vec<String>> = rows.iter().map(|r| (r[1].as_str(), r)).collect();
+    assert_eq!(by_line["4"][2], "bad id");
+    assert_eq!(by_line["4"][3], "rejected");
+    assert!(by_line["4"][4].contains("entity id"), "{rows:?}");
+    assert_eq!(by_line["5"][3], "malformed");
+    assert_eq!(by_line["7"][3], "malformed");
+    assert!(rows.iter().all(|r| r[0].ends_with("users.csv")));
+}
+
+#[test]
+fn loader_jsonl_from_stdin_takes_both_shapes_and_retracts_nulls() {
+    let redis = common::redis();
+    let mut conn = raw(&redis);
+    let _: () = conn
+        .hset_multiple(
+            "fs:user:u1",
+            &[("risk_segment", "high"), ("tx_count_7d", "4")],
+        )
+        .expect("seeding u1");
+    let input = concat!(
+        "{\"id\": \"u1\", \"features\": {\"country_iso\": \"US\", \"risk_segment\": null, \"avg_amount_30d\": 92.40, \"vip\": true}}\n",
+        "\n",
+        "{\"user_id\": \"u2\", \"tx_count_7d\": 14, \"country_iso\": \"GB\"}\n",
+        "{\"id\": \"u3\", \"features\": {\"country_iso\": \n",
+        "{\"id\": \"u*\", \"features\": {\"country_iso\": \"DE\"}}\n",
+        "[1, 2]\n",
+        "{\"id\": \"u6\", \"features\": {\"bad name\": \"x\"}}\n",
+    );
+    let out = run_with_stdin(&redis, &["--from", "-"], input);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(count(&s, "read"), 4, "{s:?}");
+    assert_eq!(count(&s, "written"), 2);
+    assert_eq!(count(&s, "rejected"), 2);
+    assert_eq!(count(&s, "malformed"), 2);
+
+    let u1 = hash(&mut conn, "fs:user:u1");
+    assert_eq!(u1.get("risk_segment"), None, "null retracts");
+    assert_eq!(u1["tx_count_7d"], "4");
+    assert_eq!(u1["country_iso"], "US");
+    assert_eq!(u1["avg_amount_30d"], "92.4");
+    assert_eq!(u1["vip"], "true");
+    assert_eq!(hash(&mut conn, "fs:user:u2")["tx_count_7d"], "14");
+    // Without --failures the list goes to stderr, with line numbers.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "stdin line 4: malformed",
+        "stdin line 5: rejected",
+        "stdin line 6: malformed",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    assert!(
+        stderr.contains("stdin line 7: rejected id \"u6\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn loader_strict_stops_at_the_first_malformed_line() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_file(
+        dir.path(),
+        "u.csv",
+        "id,country_iso\nu1,US\nu2,GB,extra\nu3,DE\n",
+    );
+    let path = csv.to_str().expect("utf-8 path");
+
+    let out = run(&redis, &["--from", path, "--strict"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!((count(&s, "read"), count(&s, "written")), (1, 1), "{s:?}");
+    assert_eq!(count(&s, "malformed"), 1);
+    assert!(s["status"].contains("--strict"), "{s:?}");
+    let mut conn = raw(&redis);
+    assert_eq!(common::all_keys(&mut conn), ["fs:user:u1"]);
+
+    // Without --strict the line is skipped and counted; the rest loads.
+    let out = run(&redis, &["--from", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!((count(&s, "read"), count(&s, "written")), (2, 2), "{s:?}");
+    assert_eq!(common::all_keys(&mut conn), ["fs:user:u1", "fs:user:u3"]);
+}
+
+#[test]
+fn loader_exit_statuses_and_usage_errors() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let help = run(&redis, &["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--count",
+        "--from",
+        "--id-column",
+        "--failures",
+        "--strict",
+        "stream",
+        "scripts",
+    ] {
+        assert!(text.contains(flag), "{flag} in --help:\n{text}");
+    }
+
+    let nothing = run(&redis, &[]);
+    assert_eq!(nothing.status.code(), Some(2), "{}", show(&nothing));
+    let missing = run(&redis, &["--from", "/nonexistent/users.csv"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", show(&missing));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/users.csv"));
+
+    let no_id = write_file(dir.path(), "no_id.csv", "name,country_iso\nx,US\n");
+    let out = run(&redis, &["--from", no_id.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no id column"),
+        "{}",
+        show(&out)
+    );
+
+    // --id-column picks another column; everything written: status 0.
+    let other = write_file(
+        dir.path(),
+        "other.csv",
+        "customer,country_iso\nc1,US\nc2,GB\n",
+    );
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            other.to_str().expect("path"),
+            "--id-column",
+            "customer",
+            "--key-prefix",
+            "fs:cust:",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let mut conn = raw(&redis);
+    assert_eq!(common::all_keys(&mut conn), ["fs:cust:c1", "fs:cust:c2"]);
+
+    let bad_prefix = run(&redis, &["--count", "1", "--key-prefix", "fs:*"]);
+    assert_eq!(bad_prefix.status.code(), Some(2), "{}", show(&bad_prefix));
+    let bad_chunk = run(&redis, &["--count", "1", "--chunk-size", "0"]);
+    assert_eq!(bad_chunk.status.code(), Some(2), "{}", show(&bad_chunk));
+}
+
+#[test]
+fn loader_stream_mode_sets_field_ttls_and_pins_a_key_ttl() {
+    let redis = common::redis();
+    let mut conn = raw(&redis);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // u1 has its batch row (key TTL 1000); u2 is new.
+    let out = run_with_stdin(
+        &redis,
+        &["--from", "-", "--format", "csv", "--ttl-seconds", "1000"],
+        "id,country_iso\nu1,US\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = write_file(
+        dir.path(),
+        "events.jsonl",
+        "{\"id\": \"u1\", \"features\": {\"tx_count_5m\": 3, \"last_device_id\": \"ios-9f02\"}}\n\
+         {\"id\": \"u2\", \"features\": {\"tx_count_5m\": 1}}\n\
+         {\"id\": \"u3\", \"features\": {\"tx_count_5m\": null}}\n",
+    );
+    let out = run(
+        &redis,
+        &[
+            "stream",
+            "--from",
+            events.to_str().expect("path"),
+            "--ttl-seconds",
+            "120",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(
+        (count(&s, "written"), count(&s, "rejected")),
+        (2, 1),
+        "{s:?}"
+    );
+
+    let ttls: Vec<i64> = redis::cmd("HTTL")
+        .arg("fs:user:u1")
+        .arg("FIELDS")
+        .arg(3)
+        .arg("tx_count_5m")
+        .arg("last_device_id")
+        .arg("country_iso")
+        .query(&mut conn)
+        .expect("HTTL");
+    assert!(
+        (115..=120).contains(&ttls[0]) && (115..=120).contains(&ttls[1]),
+        "{ttls:?}"
+    );
+    assert_eq!(ttls[2], -1, "the batch field keeps no field TTL");
+    let u1_ttl: i64 = conn.ttl("fs:user:u1").expect("TTL");
+    assert!(
+        (990..=1000).contains(&u1_ttl),
+        "the batch key TTL is kept: {u1_ttl}"
+    );
+    let u2_ttl: i64 = conn.ttl("fs:user:u2").expect("TTL");
+    assert!(
+        (86000..=86400).contains(&u2_ttl),
+        "a new entity gets the batch TTL pinned: {u2_ttl}"
+    );
+    let exists: bool = conn.exists("fs:user:u3").expect("EXISTS");
+    assert!(!exists);
+}
+
+/// Feeds `rows` JSON lines to a running loader's stdin.
+fn feed(child: &mut Child, from: usize, to: usize) {
+    let stdin = child.stdin.as_mut().expect("stdin");
+    for n in from..=to {
+        writeln!(
+            stdin,
+            "{{\"id\": \"u{n:04}\", \"features\": {{\"tx_count_7d\": {n}}}}}"
+        )
+        .expect("feeding");
+    }
+    stdin.flush().expect("flush");
+}
+
+#[test]
+fn loader_redis_lost_mid_load_is_accounted_exactly_and_a_rerun_completes() {
+    let mut redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let failures = dir.path().join("failed.csv");
+    let mut child = loader_cmd(&redis)
+        .args(["--from", "-", "--chunk-size", "10", "--failures"])
+        .arg(&failures)
+        .args([
+            "--retries",
+            "2",
+            "--retry-backoff-ms",
+            "20",
+            "--connect-timeout-ms",
+            "200",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-loader");
+
+    // The first 50 rows land (the loader sends what it has whenever the
+    // pipe runs dry), then Redis goes away while the loader waits for more.
+    feed(&mut child, 1, 50);
+    let mut conn = raw(&redis);
+    wait_until(
+        "the first 50 rows in Redis",
+        Duration::from_secs(20),
+        || dbsize(&mut conn) == 50,
+    );
+    redis.stop();
+    feed(&mut child, 51, 80);
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("waiting for fs-loader");
+
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(count(&s, "written"), 50, "{s:?}");
+    assert!(count(&s, "failed") >= 10, "{s:?}");
+    assert_eq!(count(&s, "rejected"), 0);
+    assert!(s["status"].starts_with("stopped: "), "{s:?}");
+    // Every row read and not written is listed, by line and id.
+    let rows = failure_rows(&failures);
+    assert_eq!(rows.len() as u64, count(&s, "failed"), "{rows:?}");
+    for row in &rows {
+        let line: usize = row[1].parse().expect("line number");
+        assert!(line > 50 && line <= 80, "{row:?}");
+        assert_eq!(row[2], format!("u{line:04}"));
+        assert_eq!(row[3], "failed");
+    }
+
+    // Redis is back (empty: nothing persisted): a re-run of the whole
+    // input completes.
+    redis.restart().expect("restarting redis");
+    let input: String = (1..=80)
+        .map(|n| format!("{{\"id\": \"u{n:04}\", \"features\": {{\"tx_count_7d\": {n}}}}}\n"))
+        .collect();
+    let out = run_with_stdin(&redis, &["--from", "-"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(count(&summary(&out), "written"), 80);
+    let mut conn = raw(&redis);
+    assert_eq!(dbsize(&mut conn), 80);
+}
+
+#[test]
+fn loader_redis_down_from_the_start_fails_every_row_with_status_3() {
+    let mut redis = common::redis();
+    redis.stop();
+    let out = run(
+        &redis,
+        &[
+            "--count",
+            "25",
+            "--chunk-size",
+            "10",
+            "--retries",
+            "1",
+            "--retry-backoff-ms",
+            "10",
+            "--connect-timeout-ms",
+            "200",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(count(&s, "written"), 0, "{s:?}");
+    assert_eq!(count(&s, "failed"), count(&s, "read"));
+}
+
+#[test]
+fn loader_scripts_prints_names_shas_and_contracts() {
+    let redis = common::redis();
+    let out = run(&redis, &["scripts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for script in feature_store::scripts::all() {
+        assert!(
+            text.contains(&format!("{}  sha1 {}", script.name, script.sha())),
+            "{text}"
+        );
+    }
+    assert!(text.contains("KEYS[1]") && text.contains("Reply"), "{text}");
+}
+
+/// The README's `redis-cli EVALSHA` lines, each with the reply printed
+/// under it, from the "Debugging with redis-cli" section.
+fn readme_examples() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    let start = readme
+        .find("## Debugging with redis-cli")
+        .expect("README has a Debugging with redis-cli section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in section.lines() {
+        let code = line.strip_prefix("    ");
+        match code {
+            Some(c) if c.starts_with("redis-cli EVALSHA") => {
+                examples.extend(current.take());
+                current = Some((c.to_owned(), Vec::new()));
+            }
+            Some(c) if !c.trim().is_empty() => {
+                if let Some((_, reply)) = current.as_mut() {
+                    reply.push(c.trim_end().to_owned());
+                }
+            }
+            _ => examples.extend(current.take()),
+        }
+    }
+    examples.extend(current);
+    examples
+}
+
+/// Equal, except that a TTL (an integer of 60 or more) may have ticked down
+/// a few seconds since the README's run.
+fn reply_matches(expected: &str, actual: &str) -> bool {
+    if expected == actual {
+        return true;
+    }
+    let number = |s: &str| -> Option<(String, i64)> {
+        let i = s.find("(integer) ")?;
+        let n = s[i + 10..].trim().parse().ok()?;
+        Some((s[..i].to_owned(), n))
+    };
+    match (number(expected), number(actual)) {
+        (Some((pe, e)), Some((pa, a))) => pe == pa && e >= 60 && a <= e && a >= e - 5,
+        _ => false,
+    }
+}
+
+#[test]
+fn loader_readme_redis_cli_examples_run_verbatim() {
+    let redis = common::redis();
+    let examples = readme_examples();
+    assert!(examples.len() >= 4, "{examples:?}");
+    for script in feature_store::scripts::all() {
+        assert!(
+            examples.iter().any(|(cmd, _)| cmd.contains(script.sha())),
+            "README calls {} by its current SHA1 {}",
+            script.name,
+            script.sha()
+        );
+    }
+    let load = run(&redis, &["scripts", "--load"]);
+    assert_eq!(load.status.code(), Some(0), "{}", show(&load));
+
+    for (line, expected) in &examples {
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("redis-cli"));
+        // Verbatim, with the test server's port, and the terminal's reply
+        // format the README shows.
+        let out = Command::new(redis.cli_path())
+            .args(["-p", &redis.port().to_string(), "--no-raw"])
+            .args(words)
+            .output()
+            .expect("running redis-cli");
+        // An error reply is part of the output to compare, wherever
+        // redis-cli prints it.
+        let actual = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let actual: Vec<&str> = actual.lines().map(str::trim_end).collect();
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "{line}\nexpected {expected:#?}\ngot {actual:#?}"
+        );
+        for (e, a) in expected.iter().zip(&actual) {
+            assert!(
+                reply_matches(e, a),
+                "{line}\nexpected {expected:#?}\ngot {actual:#?}"
+            );
+        }
+    }
+}
