@@ -18,7 +18,8 @@ pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
 ///
 /// Exit status: 0 every row was written; 1 some rows were not (rejected,
 /// failed or malformed: see the summary and the failures list); 2 bad usage
-/// or an unreadable input; 3 Redis was unavailable and the load stopped.
+/// or an unreadable input; 3 Redis was unavailable and the load stopped;
+/// 130 interrupted (Ctrl-C), after writing the rows already read.
 #[derive(Debug, Parser)]
 #[command(name = "fs-loader", version)]
 #[command(after_help = "Examples:\n  \

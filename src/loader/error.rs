@@ -45,6 +45,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Redis was unavailable (after the retries): the load stopped.
     pub const UNAVAILABLE: u8 = 3;
+    /// Ctrl-C (SIGINT or SIGTERM): the rows read before it were written.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 impl LoaderError {

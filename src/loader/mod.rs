@@ -160,6 +160,14 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         backoff: common.retry_backoff(),
         strict: common.strict,
     };
+    // First Ctrl-C: stop reading, finish what is in flight, print the
+    // account. A second one exits at once. (Failing to install the handler
+    // only loses that nicety.)
+    let _ = ctrlc::set_handler(|| {
+        if pipeline::INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+    });
     let started = Instant::now();
     let outcome = pipeline::run(&store, plan.inputs, settings, &mut failures, &mut progress);
     let elapsed = started.elapsed();
@@ -179,6 +187,8 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     }
     Ok(if outcome.unavailable {
         exit::UNAVAILABLE
+    } else if outcome.interrupted {
+        exit::INTERRUPTED
     } else if outcome.counts.complete() && outcome.stopped.is_none() {
         exit::OK
     } else {

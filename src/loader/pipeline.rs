@@ -39,6 +39,10 @@ pub struct Settings {
     pub strict: bool,
 }
 
+/// Set by the Ctrl-C handler: the reader stops at the next row, the chunks
+/// already read are still written, and the summary is printed.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// One input of the run, opened when the load reaches it.
 pub struct Input {
     pub name: String,
@@ -52,6 +56,8 @@ pub struct Outcome {
     pub stopped: Option<String>,
     /// Redis was unavailable (after the retries).
     pub unavailable: bool,
+    /// Ctrl-C stopped the reading.
+    pub interrupted: bool,
     pub last_read: Option<String>,
     /// An error that ended the run (an unreadable input, the failures file).
     pub error: Option<LoaderError>,
@@ -155,6 +161,7 @@ pub fn run(
         counts,
         stopped: halt.or(read.stopped),
         unavailable: unavailable && sink_error.is_none(),
+        interrupted: INTERRUPTED.load(Relaxed),
         last_read: read.last_read,
         error: read.error.or(sink_error),
     }
@@ -209,6 +216,10 @@ fn read_all(
         };
         loop {
             if shared.halted.load(Relaxed) {
+                break 'inputs;
+            }
+            if INTERRUPTED.load(Relaxed) {
+                end.stopped = Some("interrupted (Ctrl-C)".into());
                 break 'inputs;
             }
             let step = match source.next(&mut chunk, source_no) {

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::summary::Counts;
 
@@ -34,9 +34,10 @@ impl Progress {
                 let bar = ProgressBar::new(n);
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{bar:40.cyan/blue} {human_pos}/{human_len} rows  {per_sec}  eta {eta}  {msg}",
+                        "{bar:40.cyan/blue} {human_pos}/{human_len} rows  {rate}  eta {eta}  {msg}",
                     )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .with_key("rate", rate),
                 );
                 bar
             }
@@ -44,7 +45,7 @@ impl Progress {
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} {human_pos} rows  {per_sec}  {elapsed}  {msg}",
+                        "{spinner} {human_pos} rows  {rate}  {elapsed}  {msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
@@ -92,4 +93,9 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Whole rows per second (indicatif's `per_sec` prints four decimals).
+fn rate(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{:.0} rows/s", state.per_sec());
 }
