@@ -85,7 +85,7 @@ fn alternate(
     mut run_ours: impl FnMut() -> BResult<()>,
     mut run_base: impl FnMut() -> BResult<()>,
 ) -> BResult<()> {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         ours.time(items, &mut run_ours)?;
         base.time(items, &mut run_base)?;
     } else {
