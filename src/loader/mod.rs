@@ -17,6 +17,7 @@ pub mod progress;
 pub mod scripts;
 pub mod summary;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -178,10 +179,9 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         failures_listed: failures.listed(),
         failures_to: failures.describe(),
     };
-    print!(
-        "{}",
-        summary::render(plan.what, &outcome.counts, elapsed, &ending)
-    );
+    // A closed stdout must not turn a finished load into a panic.
+    let text = summary::render(plan.what, &outcome.counts, elapsed, &ending);
+    let _ = std::io::stdout().write_all(text.as_bytes());
     if let Some(e) = outcome.error.or(finish_error) {
         return Err(e);
     }

@@ -81,7 +81,7 @@ pub struct FailureSink {
 }
 
 enum Target {
-    File(csv::Writer<BufWriter<File>>),
+    File(Box<csv::Writer<BufWriter<File>>>),
     Stderr,
 }
 
@@ -97,7 +97,7 @@ impl FailureSink {
                 let mut w = csv::Writer::from_writer(BufWriter::new(file));
                 w.write_record(["source", "line", "id", "kind", "reason"])
                     .map_err(|e| failures_error(p, e))?;
-                Target::File(w)
+                Target::File(Box::new(w))
             }
         };
         Ok(FailureSink {
