@@ -170,6 +170,19 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         }
     });
     let started = Instant::now();
+    // Before any input is read: rows taken from a pipe while Redis is down
+    // would be consumed and lost to the caller (only their ids listed).
+    if let Err(e) = pipeline::wait_for_redis(&store, &settings) {
+        let ending = Ending {
+            stopped: Some(format!("redis unavailable before the load started: {e}")),
+            last_read: None,
+            failures_listed: 0,
+            failures_to: failures.describe(),
+        };
+        let text = summary::render(plan.what, &Default::default(), started.elapsed(), &ending);
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return Ok(exit::UNAVAILABLE);
+    }
     let outcome = pipeline::run(&store, plan.inputs, settings, &mut failures, &mut progress);
     let elapsed = started.elapsed();
     let finish_error = failures.finish().err();

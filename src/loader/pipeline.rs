@@ -394,6 +394,22 @@ fn kind_of(e: &StoreError) -> Kind {
     }
 }
 
+/// PINGs Redis with the load's retry policy; the last error if it never
+/// answers.
+pub fn wait_for_redis(store: &FeatureStore, settings: &Settings) -> Result<(), StoreError> {
+    let mut attempt = 0u32;
+    loop {
+        match store.ping() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_unavailable() && attempt < settings.retries => {
+                std::thread::sleep(backoff(settings.backoff, attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1u32 << attempt.min(16))
         .min(MAX_BACKOFF)
