@@ -186,6 +186,8 @@ fn read_all(
 ) -> ReadEnd {
     let cap = settings.chunk_size.max(1);
     let mut chunk = Chunk::new(cap);
+    // The last row or line read; named only at the end (not per row).
+    let mut last: Option<Origin> = None;
     let mut end = ReadEnd {
         stopped: None,
         last_read: None,
@@ -232,28 +234,26 @@ fn read_all(
             match step {
                 Step::Row => {
                     shared.tally.read.fetch_add(1, Relaxed);
-                    if let Some(o) = chunk.origins().last() {
-                        end.last_read = Some(format!("{name} line {}", o.line));
-                    }
+                    last = chunk.origins().last().copied();
                     if chunk.len() >= cap {
                         send(&mut chunk, progress);
                     }
                 }
                 Step::Rejected { line, id, reason } => {
                     shared.tally.read.fetch_add(1, Relaxed);
-                    end.last_read = Some(format!("{name} line {line}"));
                     let origin = Origin {
                         source: source_no,
                         line,
                     };
+                    last = Some(origin);
                     shared.not_written(origin, &id, Kind::Rejected, &reason);
                 }
                 Step::Malformed { line, reason } => {
-                    end.last_read = Some(format!("{name} line {line}"));
                     let origin = Origin {
                         source: source_no,
                         line,
                     };
+                    last = Some(origin);
                     shared.not_written(origin, "", Kind::Malformed, &reason);
                     if settings.strict {
                         end.stopped = Some(format!("--strict: {name} line {line} is malformed"));
@@ -274,6 +274,13 @@ fn read_all(
     if !chunk.is_empty() {
         send(&mut chunk, progress);
     }
+    end.last_read = last.map(|o| {
+        let name = shared
+            .names
+            .get(o.source as usize)
+            .map_or("?", String::as_str);
+        format!("{name} line {}", o.line)
+    });
     end
 }
 

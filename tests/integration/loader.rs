@@ -652,3 +652,98 @@ fn loader_readme_redis_cli_examples_run_verbatim() {
         }
     }
 }
+
+#[test]
+fn loader_reads_several_inputs_in_turn_with_lines_per_source() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write_file(dir.path(), "a.csv", "id,country_iso\na1,US\na 2,GB\n");
+    // No telling extension: --format says JSON lines; the flat form's id
+    // column is chosen by --id-column.
+    let b = write_file(
+        dir.path(),
+        "b.data",
+        "{\"customer\": \"b1\", \"country_iso\": \"DE\"}\n{\"customer\": \"b2\", \"country_iso\": \"FR\"}\n",
+    );
+    let failures = dir.path().join("failed.csv");
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            a.to_str().expect("path"),
+            "--from",
+            b.to_str().expect("path"),
+            "--format",
+            "jsonl",
+            "--failures",
+            failures.to_str().expect("path"),
+        ],
+    );
+    // --format applies to every input: a.csv read as JSON lines is
+    // malformed line by line (header and rows), and counted so.
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(count(&s, "malformed"), 3, "{s:?}");
+    assert_eq!(count(&s, "rejected"), 2, "no \"id\" key in b.data: {s:?}");
+
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            a.to_str().expect("path"),
+            "--from",
+            b.to_str().expect("path"),
+            "--failures",
+            failures.to_str().expect("path"),
+        ],
+    );
+    // b.data has no known extension: its first byte says JSON lines; its
+    // id key is not "id": rejected, listed with b.data's own line numbers.
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(
+        (
+            count(&s, "read"),
+            count(&s, "written"),
+            count(&s, "rejected")
+        ),
+        (4, 1, 3),
+        "{s:?}"
+    );
+    let rows = failure_rows(&failures);
+    let listed: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                Path::new(&r[0])
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                r[1].clone(),
+            )
+        })
+        .collect();
+    for expected in [("a.csv", "3"), ("b.data", "1"), ("b.data", "2")] {
+        assert!(
+            listed.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} in {listed:?}"
+        );
+    }
+
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            b.to_str().expect("path"),
+            "--id-column",
+            "customer",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let mut conn = raw(&redis);
+    assert_eq!(
+        common::all_keys(&mut conn),
+        ["fs:user:a1", "fs:user:b1", "fs:user:b2"]
+    );
+}
