@@ -62,7 +62,7 @@ pub struct ReadOptions {
 pub struct Opened {
     pub name: String,
     reader: BufReader<Box<dyn Read + Send>>,
-    /// Standard input: it may be a pipe fed slowly.
+    /// Standard input or a named pipe: it may be fed slowly.
     live: bool,
     format_hint: Option<Format>,
 }
@@ -82,6 +82,8 @@ pub fn open(path: &Path) -> Result<Opened, LoaderError> {
         path: path.to_owned(),
         source,
     })?;
+    // A named pipe (or a device) is fed like stdin: maybe slowly.
+    let live = file.metadata().map(|m| !m.is_file()).unwrap_or(false);
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -95,7 +97,7 @@ pub fn open(path: &Path) -> Result<Opened, LoaderError> {
     Ok(Opened {
         name: path.display().to_string(),
         reader: BufReader::with_capacity(READ_BUFFER, file),
-        live: false,
+        live,
         format_hint,
     })
 }
