@@ -362,7 +362,17 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
             shared.halt(error.to_string());
             return;
         }
-        std::thread::sleep(backoff(settings.backoff, attempt));
+        let delay = backoff(settings.backoff, attempt);
+        // Said even with --quiet: an operator watching a stalled load needs
+        // to know it is waiting on Redis, not hung.
+        eprintln!(
+            "fs-loader: {error}; retrying {} rows in {} ms (retry {} of {})",
+            chunk.len(),
+            delay.as_millis(),
+            attempt + 1,
+            settings.retries
+        );
+        std::thread::sleep(delay);
         attempt += 1;
     }
 }

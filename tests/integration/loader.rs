@@ -747,3 +747,67 @@ fn loader_reads_several_inputs_in_turn_with_lines_per_source() {
         ["fs:user:a1", "fs:user:b1", "fs:user:b2"]
     );
 }
+
+#[test]
+fn loader_retries_only_the_unconfirmed_rows_until_redis_is_back() {
+    let mut redis = common::redis();
+    let mut child = loader_cmd(&redis)
+        .args(["--from", "-", "--chunk-size", "10"])
+        .args([
+            "--retries",
+            "100",
+            "--retry-backoff-ms",
+            "50",
+            "--connect-timeout-ms",
+            "200",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-loader");
+    // The loader says when it starts waiting on Redis; watch for that.
+    let stderr = child.stderr.take().expect("stderr");
+    let (retrying_tx, retrying_rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("retrying") {
+                let _ = retrying_tx.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+
+    feed(&mut child, 1, 50);
+    let mut conn = raw(&redis);
+    wait_until(
+        "the first 50 rows in Redis",
+        Duration::from_secs(20),
+        || dbsize(&mut conn) == 50,
+    );
+    redis.stop();
+    feed(&mut child, 51, 80);
+    retrying_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loader reports that it is retrying");
+    redis.restart().expect("restarting redis");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("waiting for fs-loader");
+    let stderr = watcher.join().expect("stderr watcher").join("\n");
+
+    assert_eq!(out.status.code(), Some(0), "{}\n{stderr}", show(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (count(&s, "read"), count(&s, "written"), count(&s, "failed")),
+        (80, 80, 0),
+        "{s:?}"
+    );
+    // The restarted Redis is empty: what is in it now is exactly the rows
+    // sent after the outage, each once.
+    let mut conn = raw(&redis);
+    let keys = common::all_keys(&mut conn);
+    let expected: Vec<String> = (51..=80).map(|n| format!("fs:user:u{n:04}")).collect();
+    assert_eq!(keys, expected);
+}
