@@ -195,10 +195,10 @@ pub fn render(what: &str, counts: &Counts, elapsed: Duration, ending: &Ending) -
     s.push_str(&format!("rate: {rate:.0} rows/s\n"));
     let not_written = counts.read - counts.written.min(counts.read);
     let status = match (&ending.stopped, counts.complete()) {
-        (Some(why), _) => format!(
-            "stopped: {why}; input read up to {}, nothing after it was read",
-            ending.last_read.as_deref().unwrap_or("its start")
-        ),
+        (Some(why), _) => match &ending.last_read {
+            Some(last) => format!("stopped: {why}; input read up to {last}, nothing after it"),
+            None => format!("stopped: {why}; no input was read"),
+        },
         (None, true) => "complete".into(),
         (None, false) => format!(
             "incomplete: {not_written} rows and {} malformed lines not written",
