@@ -50,6 +50,13 @@ struct Args {
     /// Seconds of the 8-client HTTP run (default 10; 2 with --quick).
     #[arg(long)]
     seconds: Option<u64>,
+    /// Let idle CPUs halt as usual. By default the bench holds a 0 us
+    /// latency request on /dev/cpu_dma_latency while it runs (when it may
+    /// open it), so an idle CPU polls instead of halting: on a VM a halted
+    /// vCPU takes tens of microseconds to wake, and every round trip of an
+    /// otherwise idle machine pays it.
+    #[arg(long)]
+    let_cpus_idle: bool,
 }
 
 /// How much each row does.
@@ -131,6 +138,12 @@ fn run(args: Args) -> BResult<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"));
 
+    let (_awake, cpu_idle) = if args.let_cpus_idle {
+        (None, "left as configured (`--let-cpus-idle`)".to_owned())
+    } else {
+        keep_cpus_awake()
+    };
+    eprintln!("fs-bench: CPU idle states {cpu_idle}");
     eprintln!("fs-bench: starting redis-server ...");
     let redis = ManagedRedis::start()?;
     let store = FeatureStore::open(&redis.url(), StoreConfig::default())?;
@@ -141,6 +154,7 @@ fn run(args: Args) -> BResult<()> {
         redis.server_path().display().to_string(),
         if args.quick { "quick" } else { "full" },
     );
+    machine.cpu_idle = cpu_idle;
     eprintln!(
         "fs-bench: {} mode, redis {} on port {}, load {}",
         machine.mode,
@@ -203,6 +217,24 @@ fn run(args: Args) -> BResult<()> {
         machine.load_end
     );
     Ok(())
+}
+
+/// Asks the kernel for a 0 us wake-up latency for as long as the returned
+/// file stays open (the PM QoS interface): idle CPUs then poll rather than
+/// halt. The file is opened close-on-exec, so the children do not hold it.
+fn keep_cpus_awake() -> (Option<std::fs::File>, String) {
+    use std::io::Write;
+    let path = "/dev/cpu_dma_latency";
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut f) => match f.write_all(&0i32.to_ne_bytes()) {
+            Ok(()) => (
+                Some(f),
+                format!("kept awake: a 0 us request held on `{path}` for the run (idle CPUs poll instead of halting)"),
+            ),
+            Err(e) => (None, format!("left as configured: writing `{path}` failed: {e}")),
+        },
+        Err(e) => (None, format!("left as configured: `{path}`: {e}")),
+    }
 }
 
 /// Adds a finished row and says so on stderr.

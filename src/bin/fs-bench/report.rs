@@ -199,6 +199,8 @@ pub struct Machine {
     pub load_end: String,
     pub mode: &'static str,
     pub build: &'static str,
+    /// What the bench did about CPU idle states.
+    pub cpu_idle: String,
     pub elapsed: Duration,
 }
 
@@ -236,6 +238,7 @@ impl Machine {
             } else {
                 "release"
             },
+            cpu_idle: String::new(),
             elapsed: Duration::ZERO,
         }
     }
@@ -375,6 +378,7 @@ pub fn markdown(machine: &Machine, rows: &[Row], skipped: &[String], analysis: &
         "| Redis | {} (`{}`) |",
         machine.redis_version, machine.redis_path
     );
+    let _ = writeln!(out, "| CPU idle states | {} |", machine.cpu_idle);
     let _ = writeln!(out, "| git commit | {} |", machine.git_commit);
     let _ = writeln!(
         out,
