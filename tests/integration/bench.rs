@@ -29,6 +29,8 @@ fn quick_bench_writes_every_row() {
         .arg("--server-bin")
         .arg(env!("CARGO_BIN_EXE_fs-server"))
         .args(["--seconds", "1"])
+        // The suite leaves the machine's CPU idle states alone.
+        .arg("--let-cpus-idle")
         .output()
         .expect("running fs-bench");
     let stdout = String::from_utf8_lossy(&run.stdout);
