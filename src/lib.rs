@@ -1,7 +1,7 @@
 //! An online feature store on Redis.
 //!
 //! Each entity is one hash at `<prefix><id>`. Batch features are written by
-//! the `write_batch_row` script under a key-level TTL; streaming features by
+//! the `write_batch_rows` script under a key-level TTL; streaming features by
 //! `write_streaming` with a per-field TTL; reads are plain `HMGET` (pipelined
 //! for batches) or the `read_fresh` script when TTLs are wanted too.
 

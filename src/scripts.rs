@@ -6,9 +6,10 @@
 //! re-sends only what did not run (`store::eval_script`,
 //! `store::run_script_pipeline`).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use redis::{Cmd, ConnectionLike, RedisResult, ToRedisArgs};
+use redis::{Cmd, ConnectionLike, RedisResult};
 
 /// One embedded script.
 pub struct LuaScript {
@@ -56,12 +57,35 @@ impl LuaScript {
         cmd.arg(self.sha()).arg(1).arg(key);
         cmd
     }
+
+    /// `EVALSHA <sha> <n> <keys..> <head..> <each entity's args..>`: one
+    /// call writing every entity in `entities`.
+    pub fn call<'e, 'a: 'e>(
+        &self,
+        head: &[u64],
+        entities: impl Iterator<Item = &'e EntityArgs<'a>> + Clone,
+    ) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.sha()).arg(entities.clone().count());
+        for e in entities.clone() {
+            cmd.arg(&e.key);
+        }
+        for h in head {
+            cmd.arg(*h);
+        }
+        for e in entities {
+            for a in &e.args {
+                cmd.arg(a.as_ref());
+            }
+        }
+        cmd
+    }
 }
 
-pub static WRITE_BATCH_ROW: LazyLock<LuaScript> = LazyLock::new(|| {
+pub static WRITE_BATCH_ROWS: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
-        "write_batch_row",
-        include_str!("../lua/write_batch_row.lua"),
+        "write_batch_rows",
+        include_str!("../lua/write_batch_rows.lua"),
     )
 });
 pub static WRITE_STREAMING: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -75,36 +99,52 @@ pub static READ_FRESH: LazyLock<LuaScript> =
 
 /// Every script, in the order the CLI prints them.
 pub fn all() -> [&'static LuaScript; 3] {
-    [&WRITE_BATCH_ROW, &WRITE_STREAMING, &READ_FRESH]
+    [&WRITE_BATCH_ROWS, &WRITE_STREAMING, &READ_FRESH]
 }
 
-/// Appends `write_batch_row`'s ARGV: ttl, retract count, retracted names,
-/// field/value pairs.
-pub fn batch_row_args<'a, V: ToRedisArgs>(
-    cmd: &mut Cmd,
-    ttl_seconds: u64,
-    retract: impl ExactSizeIterator<Item = &'a str>,
-    pairs: impl Iterator<Item = (&'a str, V)>,
-) {
-    cmd.arg(ttl_seconds).arg(retract.len());
-    for name in retract {
-        cmd.arg(name);
-    }
-    for (name, value) in pairs {
-        cmd.arg(name).arg(value);
-    }
+/// The most features one entity's part of a write call may set, and retract
+/// (the scripts refuse more: Lua's `unpack` has a stack limit).
+pub const MAX_SET_PER_ENTITY: usize = 3000;
+pub const MAX_RETRACT_PER_ENTITY: usize = 5000;
+
+/// One entity's part of a multi-entity write call: its key and its ARGV
+/// group, laid out as the script's header says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityArgs<'a> {
+    pub key: String,
+    pub args: Vec<Cow<'a, str>>,
 }
 
-/// Appends `write_streaming`'s ARGV: field ttl, batch ttl, pairs.
-pub fn streaming_args<'a, V: ToRedisArgs>(
-    cmd: &mut Cmd,
-    field_ttl_seconds: u64,
-    batch_ttl_seconds: u64,
-    pairs: impl Iterator<Item = (&'a str, V)>,
-) {
-    cmd.arg(field_ttl_seconds).arg(batch_ttl_seconds);
-    for (name, value) in pairs {
-        cmd.arg(name).arg(value);
+impl<'a> EntityArgs<'a> {
+    /// A `write_batch_rows` row: R, S, R names, S pairs.
+    pub fn batch_row(
+        key: String,
+        retract: impl ExactSizeIterator<Item = &'a str>,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
+    ) -> Self {
+        let mut args = Vec::with_capacity(2 + retract.len() + 2 * set.len());
+        args.push(Cow::Owned(retract.len().to_string()));
+        args.push(Cow::Owned(set.len().to_string()));
+        args.extend(retract.map(Cow::Borrowed));
+        for (name, value) in set {
+            args.push(Cow::Borrowed(name));
+            args.push(value);
+        }
+        EntityArgs { key, args }
+    }
+
+    /// A `write_streaming` update: S, S pairs.
+    pub fn streaming_update(
+        key: String,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
+    ) -> Self {
+        let mut args = Vec::with_capacity(1 + 2 * set.len());
+        args.push(Cow::Owned(set.len().to_string()));
+        for (name, value) in set {
+            args.push(Cow::Borrowed(name));
+            args.push(value);
+        }
+        EntityArgs { key, args }
     }
 }
 

@@ -6,6 +6,7 @@
 //! functions are the only places that talk to more than one key at a time,
 //! `run_pipeline` and `scan_keys`: a cluster backend replaces those two.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,7 +16,10 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Pool, PoolConfig};
-use crate::scripts::{self, LuaScript, READ_FRESH, WRITE_BATCH_ROW, WRITE_STREAMING};
+use crate::scripts::{
+    EntityArgs, LuaScript, MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY, READ_FRESH,
+    WRITE_BATCH_ROWS, WRITE_STREAMING,
+};
 use crate::validate;
 use crate::value::FeatureMap;
 
@@ -24,6 +28,9 @@ use crate::value::FeatureMap;
 pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 /// The most rows one pipeline carries.
 pub const MAX_CHUNK_SIZE: usize = 100_000;
+/// The most entities one script call carries (a call blocks Redis while it
+/// runs: 1000 rows is a few milliseconds).
+pub const MAX_ENTITIES_PER_CALL: usize = 1000;
 /// How many keys one SCAN call asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -35,8 +42,11 @@ pub struct StoreConfig {
     pub batch_ttl_seconds: u64,
     /// Default per-field TTL of streaming features.
     pub streaming_ttl_seconds: u64,
-    /// Rows per pipeline in bulk writes.
+    /// Rows per pipeline (one round trip) in bulk writes.
     pub chunk_size: usize,
+    /// Entities per script call in bulk writes: one call's fixed cost inside
+    /// Redis (about twice the commands it wraps) is shared by this many.
+    pub entities_per_call: usize,
     pub pool: PoolConfig,
 }
 
@@ -47,6 +57,7 @@ impl Default for StoreConfig {
             batch_ttl_seconds: 24 * 3600,
             streaming_ttl_seconds: 300,
             chunk_size: 1000,
+            entities_per_call: 50,
             pool: PoolConfig::default(),
         }
     }
@@ -161,6 +172,12 @@ impl FeatureStore {
                 config.chunk_size
             )));
         }
+        if config.entities_per_call == 0 || config.entities_per_call > MAX_ENTITIES_PER_CALL {
+            return Err(StoreError::invalid(format!(
+                "entities per call must be 1 to {MAX_ENTITIES_PER_CALL}, got {}",
+                config.entities_per_call
+            )));
+        }
         Ok(FeatureStore {
             pool: pool::build(redis_url, &config.pool)?,
             config,
@@ -206,7 +223,8 @@ impl FeatureStore {
 
     // ---- batch path -------------------------------------------------------
 
-    /// Writes each row with `write_batch_row` (its fields, then the key TTL),
+    /// Writes each row (its features, then the key TTL) with
+    /// `write_batch_rows`: `entities_per_call` rows per script call,
     /// `chunk_size` rows per round trip. Rows with a bad id, feature name or
     /// value are reported failed and not sent.
     pub fn bulk_load(
@@ -216,20 +234,20 @@ impl FeatureStore {
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
-            &WRITE_BATCH_ROW,
+            &WRITE_BATCH_ROWS,
+            &[ttl_seconds],
             rows,
             |(id, _)| id,
             |(id, features)| {
-                let key = self.key_for(id)?;
                 check_features(features)?;
-                let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
-                scripts::batch_row_args(
-                    &mut cmd,
-                    ttl_seconds,
+                if features.is_empty() {
+                    return Err(StoreError::invalid("row has no features"));
+                }
+                Ok(EntityArgs::batch_row(
+                    self.key_for(id)?,
                     std::iter::empty(),
-                    encode(features),
-                );
-                Ok(cmd)
+                    features.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
+                ))
             },
         );
         self.counters
@@ -247,7 +265,8 @@ impl FeatureStore {
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
-            &WRITE_BATCH_ROW,
+            &WRITE_BATCH_ROWS,
+            &[ttl_seconds],
             rows,
             |row| &row.id,
             |row| {
@@ -255,20 +274,20 @@ impl FeatureStore {
                 if row.set.is_empty() && row.retract.is_empty() {
                     return Err(StoreError::invalid("row has no features"));
                 }
+                check_counts(row.set.len(), row.retract.len())?;
                 for (name, _) in &row.set {
                     validate::feature_name(name)?;
                 }
                 for name in &row.retract {
                     validate::feature_name(name)?;
                 }
-                let mut cmd = WRITE_BATCH_ROW.evalsha(&key);
-                scripts::batch_row_args(
-                    &mut cmd,
-                    ttl_seconds,
+                Ok(EntityArgs::batch_row(
+                    key,
                     row.retract.iter().map(String::as_str),
-                    row.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                );
-                Ok(cmd)
+                    row.set
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+                ))
             },
         );
         self.counters
@@ -288,14 +307,21 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let cmd = self.streaming_cmd(id, fields, ttl_seconds)?;
-        self.eval_script::<Value>(&WRITE_STREAMING, &cmd)?;
+        let update = self.streaming_update(id, fields)?;
+        let cmd = WRITE_STREAMING.call(
+            &[ttl_seconds, self.config.batch_ttl_seconds],
+            std::iter::once(&update),
+        );
+        let codes: Vec<i64> = self.eval_script(&WRITE_STREAMING, &cmd)?;
+        if codes.first().is_some_and(|c| *c < 0) {
+            return Err(StoreError::Redis(wrong_type(&update.key)));
+        }
         self.counters.streaming_writes.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    /// Many streaming writes, pipelined `chunk_size` per round trip; each
-    /// entity's write is still one atomic script call.
+    /// Many streaming writes: `entities_per_call` per script call,
+    /// `chunk_size` per round trip; each entity's write is atomic.
     pub fn update_streaming_many(
         &self,
         events: &[(String, FeatureMap)],
@@ -304,9 +330,10 @@ impl FeatureStore {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
             &WRITE_STREAMING,
+            &[ttl_seconds, self.config.batch_ttl_seconds],
             events,
             |(id, _)| id,
-            |(id, fields)| self.streaming_cmd(id, fields, ttl_seconds),
+            |(id, fields)| self.streaming_update(id, fields),
         );
         self.counters
             .streaming_writes
@@ -525,28 +552,26 @@ impl FeatureStore {
         }
     }
 
-    /// Sends `items` as pipelined script calls, `chunk_size` per round trip.
-    /// `build` makes one item's command or refuses it; refused items and
-    /// items whose call failed land in `failed`.
-    fn write_scripted<T>(
+    /// Sends `items` as multi-entity script calls, `entities_per_call` per
+    /// call and `chunk_size` per round trip. `build` lays out one item's part
+    /// of a call or refuses it; refused items, and items whose call failed or
+    /// whose key held a non-hash, land in `failed`.
+    fn write_scripted<'a, T>(
         &self,
         script: &LuaScript,
-        items: &[T],
+        head: &[u64],
+        items: &'a [T],
         id_of: impl Fn(&T) -> &str,
-        build: impl Fn(&T) -> Result<Cmd, StoreError>,
+        build: impl Fn(&'a T) -> Result<EntityArgs<'a>, StoreError>,
     ) -> WriteReport {
         let mut report = WriteReport::default();
+        let per_call = self.config.entities_per_call;
         for (chunk_no, chunk) in items.chunks(self.config.chunk_size).enumerate() {
             let base = chunk_no * self.config.chunk_size;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            let mut sent = Vec::with_capacity(chunk.len());
+            let mut ready = Vec::with_capacity(chunk.len());
             for (i, item) in chunk.iter().enumerate() {
                 match build(item) {
-                    Ok(cmd) => {
-                        pipe.add_command(cmd);
-                        sent.push(base + i);
-                    }
+                    Ok(entity) => ready.push((base + i, entity)),
                     Err(error) => report.failed.push(RowFailure {
                         index: base + i,
                         id: id_of(item).to_owned(),
@@ -554,18 +579,38 @@ impl FeatureStore {
                     }),
                 }
             }
-            if sent.is_empty() {
+            if ready.is_empty() {
                 continue;
             }
-            let outcomes = self.run_script_pipeline(script, &pipe, sent.len());
-            for (index, outcome) in sent.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => report.written += 1,
-                    Err(error) => report.failed.push(RowFailure {
-                        index,
-                        id: id_of(&items[index]).to_owned(),
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for group in ready.chunks(per_call) {
+                pipe.add_command(script.call(head, group.iter().map(|(_, e)| e)));
+            }
+            let replies = self.run_script_pipeline(script, &pipe);
+            for (group, reply) in ready.chunks(per_call).zip(replies) {
+                let codes: Result<Vec<i64>, StoreError> = reply.and_then(|v| {
+                    redis::from_redis_value::<Vec<i64>>(v)
+                        .ok()
+                        .filter(|codes| codes.len() == group.len())
+                        .ok_or_else(|| {
+                            StoreError::Redis(format!("{}: unexpected reply", script.name))
+                        })
+                });
+                for (i, (index, entity)) in group.iter().enumerate() {
+                    let error = match &codes {
+                        Ok(codes) if codes[i] >= 0 => {
+                            report.written += 1;
+                            continue;
+                        }
+                        Ok(_) => StoreError::Redis(wrong_type(&entity.key)),
+                        Err(e) => e.clone(),
+                    };
+                    report.failed.push(RowFailure {
+                        index: *index,
+                        id: id_of(&items[*index]).to_owned(),
                         error,
-                    }),
+                    });
                 }
             }
         }
@@ -573,31 +618,31 @@ impl FeatureStore {
         report
     }
 
-    /// One pipeline of `EVALSHA`s, one outcome per command. Entries that
-    /// failed with NOSCRIPT (after `SCRIPT FLUSH` or a restart, nothing ran
-    /// for them) are re-sent once after loading the script; entries that ran
-    /// are not sent again.
+    /// One pipeline of `EVALSHA`s, one reply per command. Calls that failed
+    /// with NOSCRIPT (after `SCRIPT FLUSH`, a restart or a failover: nothing
+    /// ran for them) are re-sent once after loading the script; calls that
+    /// ran are not sent again.
     fn run_script_pipeline(
         &self,
         script: &LuaScript,
         pipe: &Pipeline,
-        len: usize,
-    ) -> Vec<Result<(), StoreError>> {
+    ) -> Vec<Result<Value, StoreError>> {
+        let len = pipe.cmd_iter().count();
         let replies: Vec<Value> = match self.run_pipeline(pipe) {
             Ok(replies) => replies,
-            Err(e) => return (0..len).map(|_| Err(e.clone())).collect(),
+            Err(e) => return vec![Err(e); len],
         };
-        let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(len);
+        let mut outcomes = Vec::with_capacity(len);
         let mut retry = Vec::new();
         for (i, reply) in replies.into_iter().enumerate() {
-            match reply {
+            outcomes.push(match reply {
                 Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
                     retry.push(i);
-                    outcomes.push(Err(StoreError::Redis("NOSCRIPT".into())));
+                    Err(StoreError::Redis("NOSCRIPT".into()))
                 }
-                Value::ServerError(e) => outcomes.push(Err(StoreError::Redis(e.to_string()))),
-                _ => outcomes.push(Ok(())),
-            }
+                Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
+                other => Ok(other),
+            });
         }
         if retry.is_empty() {
             return outcomes;
@@ -617,7 +662,7 @@ impl FeatureStore {
                 for (&i, reply) in retry.iter().zip(replies) {
                     outcomes[i] = match reply {
                         Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
-                        _ => Ok(()),
+                        other => Ok(other),
                     };
                 }
             }
@@ -667,13 +712,12 @@ impl FeatureStore {
         })
     }
 
-    /// `write_streaming`'s call for one entity, after checking its input.
-    fn streaming_cmd(
+    /// One entity's part of a `write_streaming` call, after checking it.
+    fn streaming_update<'a>(
         &self,
         id: &str,
-        fields: &FeatureMap,
-        ttl_seconds: u64,
-    ) -> Result<Cmd, StoreError> {
+        fields: &'a FeatureMap,
+    ) -> Result<EntityArgs<'a>, StoreError> {
         let key = self.key_for(id)?;
         check_features(fields)?;
         if fields.is_empty() {
@@ -681,14 +725,10 @@ impl FeatureStore {
                 "a streaming write needs at least one feature",
             ));
         }
-        let mut cmd = WRITE_STREAMING.evalsha(&key);
-        scripts::streaming_args(
-            &mut cmd,
-            ttl_seconds,
-            self.config.batch_ttl_seconds,
-            encode(fields),
-        );
-        Ok(cmd)
+        Ok(EntityArgs::streaming_update(
+            key,
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
+        ))
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
@@ -718,8 +758,18 @@ impl FeatureStore {
     }
 }
 
-fn encode(features: &FeatureMap) -> impl Iterator<Item = (&str, String)> {
-    features.iter().map(|(k, v)| (k.as_str(), v.encode()))
+fn wrong_type(key: &str) -> String {
+    format!("WRONGTYPE {key} holds a value that is not a hash; row not written")
+}
+
+fn check_counts(set: usize, retract: usize) -> Result<(), StoreError> {
+    if set > MAX_SET_PER_ENTITY || retract > MAX_RETRACT_PER_ENTITY {
+        return Err(StoreError::invalid(format!(
+            "an entity's write may set at most {MAX_SET_PER_ENTITY} and retract at most \
+             {MAX_RETRACT_PER_ENTITY} features, got {set} and {retract}"
+        )));
+    }
+    Ok(())
 }
 
 fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
@@ -758,6 +808,7 @@ fn check_names<N: AsRef<str>>(names: &[N]) -> Result<(), StoreError> {
 }
 
 fn check_features(features: &FeatureMap) -> Result<(), StoreError> {
+    check_counts(features.len(), 0)?;
     for (name, value) in features {
         validate::feature_name(name)?;
         if !value.is_encodable() {

@@ -1,5 +1,6 @@
 //! Feature values and their wire encoding.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -22,6 +23,14 @@ impl FeatureValue {
     /// shortest text that parses back to the same number.
     pub fn encode(&self) -> String {
         self.to_string()
+    }
+
+    /// The wire form, borrowed when the value already is a string.
+    pub fn as_wire(&self) -> Cow<'_, str> {
+        match self {
+            FeatureValue::Str(s) => Cow::Borrowed(s),
+            other => Cow::Owned(other.encode()),
+        }
     }
 
     /// Non-finite floats have no agreed text form a model server would parse

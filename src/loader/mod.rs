@@ -1,5 +1,5 @@
 //! The loader (`fs-loader`): the batch path. It materializes synthetic users
-//! or CSV / JSON-lines files into Redis with `write_batch_row`, applies
+//! or CSV / JSON-lines files into Redis with `write_batch_rows`, applies
 //! streaming events with `write_streaming`, and prints or loads the scripts
 //! for debugging with `redis-cli`.
 //!
@@ -148,6 +148,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
             io_timeout: IO_TIMEOUT,
             checkout_timeout: common.connect_timeout(),
         },
+        ..StoreConfig::default()
     };
     // Validates prefix, TTLs and chunk size; does not connect.
     let store = FeatureStore::open(&common.redis_url, config)?;

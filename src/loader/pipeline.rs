@@ -23,7 +23,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub enum WriteMode {
-    /// `write_batch_row` with this key TTL.
+    /// `write_batch_rows` with this key TTL.
     Batch { ttl_seconds: u64 },
     /// `write_streaming` with this per-field TTL.
     Stream { field_ttl_seconds: u64 },

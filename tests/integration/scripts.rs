@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use feature_store::scripts::{self, LuaScript, READ_FRESH, WRITE_BATCH_ROW, WRITE_STREAMING};
+use feature_store::scripts::{self, LuaScript, READ_FRESH, WRITE_BATCH_ROWS, WRITE_STREAMING};
 use redis::{RedisResult, Value};
 
 use crate::common;
@@ -60,18 +60,14 @@ fn error_text(r: RedisResult<Value>) -> String {
 }
 
 #[test]
-fn batch_row_sets_fields_and_key_ttl() {
+fn batch_rows_set_fields_and_key_ttl() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0001";
-    let reply = evalsha(
-        &mut c,
-        &WRITE_BATCH_ROW,
-        &[key],
-        &["86400", "0", "country_iso", "US", "tx_count_7d", "14"],
-    );
-    assert_eq!(ints(reply.expect("write")), vec![2, 0]);
+    let args = ["86400", "0", "2", "country_iso", "US", "tx_count_7d", "14"];
+    let reply = evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &args);
+    assert_eq!(ints(reply.expect("write")), vec![2]);
     let h = hgetall(&mut c, key);
     assert_eq!(h.len(), 2);
     assert_eq!(h["country_iso"], "US");
@@ -85,37 +81,70 @@ fn batch_row_sets_fields_and_key_ttl() {
     );
 
     // The same call again (a retry) leaves the same state.
-    let again = evalsha(
-        &mut c,
-        &WRITE_BATCH_ROW,
-        &[key],
-        &["86400", "0", "country_iso", "US", "tx_count_7d", "14"],
-    );
-    assert_eq!(ints(again.expect("retry")), vec![2, 0]);
+    let again = evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &args);
+    assert_eq!(ints(again.expect("retry")), vec![2]);
     assert_eq!(hgetall(&mut c, key), h);
 }
 
 #[test]
-fn batch_row_retracts_in_the_same_call() {
+fn batch_rows_write_several_entities_in_one_call() {
+    let redis = common::redis();
+    let mut c = common::raw(&redis);
+    load_all(&mut c);
+    redis::cmd("SET")
+        .arg("fs:user:str")
+        .arg("x")
+        .query::<()>(&mut c)
+        .expect("SET");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:a", "fs:user:str", "fs:user:b"],
+        &[
+            "600", "0", "1", "x", "1", "0", "1", "y", "2", "0", "2", "x", "3", "z", "4",
+        ],
+    );
+    assert_eq!(
+        ints(reply.expect("write")),
+        vec![1, -1, 2],
+        "a non-hash key is skipped, the rest written"
+    );
+    assert_eq!(hgetall(&mut c, "fs:user:a")["x"], "1");
+    assert_eq!(hgetall(&mut c, "fs:user:b").len(), 2);
+    assert!(ttl(&mut c, "fs:user:b") > 590);
+    let untouched: String = redis::cmd("GET")
+        .arg("fs:user:str")
+        .query(&mut c)
+        .expect("GET");
+    assert_eq!(untouched, "x");
+    assert_eq!(
+        ttl(&mut c, "fs:user:str"),
+        -1,
+        "the skipped key got no TTL either"
+    );
+}
+
+#[test]
+fn batch_rows_retract_in_the_same_call() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0002";
     evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[key],
-        &["600", "0", "a", "1", "b", "2"],
+        &["600", "0", "2", "a", "1", "b", "2"],
     )
     .expect("first row");
     let reply = evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[key],
-        &["900", "1", "b", "a", "10"],
+        &["900", "1", "1", "b", "a", "10"],
     )
     .expect("second row");
-    assert_eq!(ints(reply), vec![1, 1]);
+    assert_eq!(ints(reply), vec![1]);
     let h = hgetall(&mut c, key);
     assert_eq!(h, HashMap::from([("a".to_string(), "10".to_string())]));
     assert!(
@@ -124,8 +153,9 @@ fn batch_row_retracts_in_the_same_call() {
     );
 
     // Retracting every field leaves no key behind (and no error).
-    let reply = evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["900", "1", "a"]).expect("retract all");
-    assert_eq!(ints(reply), vec![0, 1]);
+    let reply =
+        evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &["900", "1", "0", "a"]).expect("retract all");
+    assert_eq!(ints(reply), vec![0]);
     assert_eq!(ttl(&mut c, key), -2);
 }
 
@@ -139,15 +169,15 @@ fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
         &mut c,
         &WRITE_STREAMING,
         &[key],
-        &["300", "86400", "segment", "hot"],
+        &["300", "86400", "1", "segment", "hot"],
     )
     .expect("streaming");
     assert!(httl(&mut c, key, &["segment"])[0] > 0);
     evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[key],
-        &["86400", "0", "segment", "warm"],
+        &["86400", "0", "1", "segment", "warm"],
     )
     .expect("batch");
     assert_eq!(
@@ -163,34 +193,64 @@ fn batch_row_refusals_write_nothing() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:existing";
-    evalsha(&mut c, &WRITE_BATCH_ROW, &[key], &["600", "0", "a", "1"]).expect("seed row");
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &[key],
+        &["600", "0", "1", "a", "1"],
+    )
+    .expect("seed row");
     let before = hgetall(&mut c, key);
     let before_ttl = ttl(&mut c, key);
 
+    // Each case is sent for two keys: the existing one first, then a fresh
+    // one, so a refusal that only comes with the second row shows whether
+    // the first row was written.
     let cases: &[(&[&str], &str)] = &[
-        (&["600", "0", "a"], "must come in pairs"),
-        (&["600", "0", "a", "2", "b"], "must come in pairs"),
-        (&["abc", "0", "a", "2"], "ttl must be an integer"),
-        (&["0", "0", "a", "2"], "ttl must be an integer"),
-        (&["-5", "0", "a", "2"], "ttl must be an integer"),
-        (&["1.5", "0", "a", "2"], "ttl must be an integer"),
-        (&["315360001", "0", "a", "2"], "ttl must be an integer"),
-        (&["600", "0"], "nothing to write"),
+        (&["600", "0", "1", "a"], "fewer arguments"),
+        (
+            &["600", "0", "1", "a", "2", "b"],
+            "row 2: counts must be integers",
+        ),
+        (
+            &["600", "0", "1", "a", "2", "0", "1", "b"],
+            "row 2: fewer arguments",
+        ),
+        (
+            &["600", "0", "1", "a", "2", "0", "1", "b", "3", "extra"],
+            "more arguments than",
+        ),
+        (&["abc", "0", "1", "a", "2"], "ttl must be an integer"),
+        (&["0", "0", "1", "a", "2"], "ttl must be an integer"),
+        (&["-5", "0", "1", "a", "2"], "ttl must be an integer"),
+        (&["1.5", "0", "1", "a", "2"], "ttl must be an integer"),
+        (&["315360001", "0", "1", "a", "2"], "ttl must be an integer"),
+        (
+            &["600", "0", "1", "a", "2", "0", "0"],
+            "row 2: nothing to write",
+        ),
         (&[], "ttl must be an integer"),
-        (&["600"], "retract count"),
-        (&["600", "x", "a", "2"], "retract count"),
-        (&["600", "3", "a"], "retract count exceeds"),
-        (&["600", "0", "", "2"], "empty feature name"),
-        (&["600", "1", "", "a", "2"], "empty feature name"),
+        (&["600"], "row 1: counts must be integers"),
+        (&["600", "x", "1", "a", "2"], "counts must be integers"),
+        (&["600", "0", "3001", "a", "2"], "counts must be integers"),
+        (&["600", "3", "0", "a"], "fewer arguments"),
+        (&["600", "0", "1", "", "2"], "empty feature name"),
+        (
+            &["600", "0", "1", "a", "2", "1", "1", "", "b", "2"],
+            "row 2: empty feature name",
+        ),
     ];
     for (args, expected) in cases {
-        for k in [key, "fs:user:fresh"] {
-            let err = error_text(evalsha(&mut c, &WRITE_BATCH_ROW, &[k], args));
-            assert!(
-                err.contains(expected),
-                "args {args:?}: {err:?} should mention {expected:?}"
-            );
-        }
+        let err = error_text(evalsha(
+            &mut c,
+            &WRITE_BATCH_ROWS,
+            &[key, "fs:user:fresh"],
+            args,
+        ));
+        assert!(
+            err.contains(expected),
+            "args {args:?}: {err:?} should mention {expected:?}"
+        );
         assert_eq!(
             hgetall(&mut c, key),
             before,
@@ -208,18 +268,11 @@ fn batch_row_refusals_write_nothing() {
     }
     let err = error_text(evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[],
-        &["600", "0", "a", "1"],
+        &["600", "0", "1", "a", "1"],
     ));
-    assert!(err.contains("wrong number of keys"), "{err}");
-    let err = error_text(evalsha(
-        &mut c,
-        &WRITE_BATCH_ROW,
-        &[key, "fs:user:b"],
-        &["600", "0", "a", "1"],
-    ));
-    assert!(err.contains("wrong number of keys"), "{err}");
+    assert!(err.contains("no keys"), "{err}");
     assert_eq!(common::all_keys(&mut c), vec![key.to_string()]);
 }
 
@@ -236,6 +289,7 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         &[
             "300",
             "86400",
+            "2",
             "tx_count_5m",
             "3",
             "last_device_id",
@@ -244,7 +298,7 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
     );
     assert_eq!(
         ints(reply.expect("write")),
-        vec![2, 1],
+        vec![1],
         "new entity: key TTL pinned"
     );
     let ttls = httl(&mut c, key, &["tx_count_5m", "last_device_id"]);
@@ -260,18 +314,18 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
     let batch_key = "fs:user:batch";
     evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[batch_key],
-        &["1000", "0", "country_iso", "US"],
+        &["1000", "0", "1", "country_iso", "US"],
     )
     .expect("batch");
     let reply = evalsha(
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
-        &["300", "86400", "tx_count_5m", "1"],
+        &["300", "86400", "1", "tx_count_5m", "1"],
     );
-    assert_eq!(ints(reply.expect("write")), vec![1, 0]);
+    assert_eq!(ints(reply.expect("write")), vec![0]);
     assert!(ttl(&mut c, batch_key) <= 1000);
     assert_eq!(httl(&mut c, batch_key, &["country_iso"]), vec![-1]);
 
@@ -284,10 +338,44 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
-        &["300", "86400", "tx_count_5m", "2"],
+        &["300", "86400", "1", "tx_count_5m", "2"],
     );
-    assert_eq!(ints(reply.expect("write")), vec![1, 1]);
+    assert_eq!(ints(reply.expect("write")), vec![1]);
     assert!(ttl(&mut c, batch_key) > 0);
+}
+
+#[test]
+fn streaming_writes_several_entities_in_one_call() {
+    let redis = common::redis();
+    let mut c = common::raw(&redis);
+    load_all(&mut c);
+    evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:old"],
+        &["1000", "0", "1", "country_iso", "US"],
+    )
+    .expect("batch");
+    redis::cmd("SET")
+        .arg("fs:user:str")
+        .arg("x")
+        .query::<()>(&mut c)
+        .expect("SET");
+    let reply = evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &["fs:user:old", "fs:user:str", "fs:user:new"],
+        &[
+            "60", "86400", "1", "a", "1", "1", "a", "2", "2", "a", "3", "b", "4",
+        ],
+    );
+    assert_eq!(ints(reply.expect("write")), vec![0, -1, 1]);
+    assert!((50..=60).contains(&httl(&mut c, "fs:user:new", &["b"])[0]));
+    assert_eq!(
+        ttl(&mut c, "fs:user:str"),
+        -1,
+        "the skipped key is left as it was"
+    );
 }
 
 #[test]
@@ -296,23 +384,42 @@ fn streaming_refusals_write_nothing() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let cases: &[(&[&str], &str)] = &[
-        (&["300", "86400", "a"], "must come in pairs"),
-        (&["300", "86400"], "no fields"),
-        (&["x", "86400", "a", "1"], "field ttl"),
-        (&["0", "86400", "a", "1"], "field ttl"),
-        (&["-1", "86400", "a", "1"], "field ttl"),
-        (&["999999999999", "86400", "a", "1"], "field ttl"),
-        (&["300", "0", "a", "1"], "batch ttl"),
-        (&["300", "", "a", "1"], "batch ttl"),
+        (&["300", "86400", "1", "a"], "fewer arguments"),
+        (&["300", "86400", "1", "a", "1"], "update 2: count must be"),
+        (
+            &["300", "86400", "1", "a", "1", "0"],
+            "update 2: count must be",
+        ),
+        (
+            &["300", "86400", "1", "a", "1", "1", "b", "2", "extra"],
+            "more arguments than",
+        ),
+        (&["x", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
+        (&["0", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
+        (&["-1", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
+        (
+            &["999999999999", "86400", "1", "a", "1", "1", "b", "2"],
+            "field ttl",
+        ),
+        (&["300", "0", "1", "a", "1", "1", "b", "2"], "batch ttl"),
+        (&["300", "", "1", "a", "1", "1", "b", "2"], "batch ttl"),
         (&["300"], "batch ttl"),
         (
-            &["300", "86400", "a", "1", "a", "2"],
-            "repeated feature name",
+            &["300", "86400", "1", "a", "1", "2", "b", "1", "b", "2"],
+            "update 2: empty or repeated feature name",
         ),
-        (&["300", "86400", "", "1"], "empty or repeated"),
+        (
+            &["300", "86400", "1", "a", "1", "1", "", "1"],
+            "update 2: empty or repeated",
+        ),
     ];
     for (args, expected) in cases {
-        let err = error_text(evalsha(&mut c, &WRITE_STREAMING, &["fs:user:s"], args));
+        let err = error_text(evalsha(
+            &mut c,
+            &WRITE_STREAMING,
+            &["fs:user:s", "fs:user:t"],
+            args,
+        ));
         assert!(
             err.contains(expected),
             "args {args:?}: {err:?} should mention {expected:?}"
@@ -326,9 +433,9 @@ fn streaming_refusals_write_nothing() {
         &mut c,
         &WRITE_STREAMING,
         &[],
-        &["300", "86400", "a", "1"],
+        &["300", "86400", "1", "a", "1"],
     ));
-    assert!(err.contains("wrong number of keys"), "{err}");
+    assert!(err.contains("no keys"), "{err}");
 }
 
 /// The HEXPIRE code check: with the script's own arguments every code is 1,
@@ -339,25 +446,28 @@ fn streaming_refusals_write_nothing() {
 fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
-    let call = "redis.call('HEXPIRE', key, ARGV[1], 'FIELDS', #names, unpack(names))";
+    let call = "redis.call('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names))";
     assert!(
         WRITE_STREAMING.source.contains(call),
         "the script's HEXPIRE call changed; update this test"
     );
     let provoking = WRITE_STREAMING.source.replace(
         call,
-        "redis.call('HEXPIRE', key, ARGV[1], 'XX', 'FIELDS', #names, unpack(names))",
+        "redis.call('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names))",
     );
     let err = redis::Script::new(&provoking)
         .key("fs:user:x")
         .arg(300)
         .arg(86400)
+        .arg(2)
         .arg("a")
         .arg(1)
         .arg("b")
         .arg(2)
         .invoke::<Value>(&mut c)
         .expect_err("HEXPIRE answered 0: the write must fail");
+    // Even the failed call left no key without a TTL.
+    assert!(ttl(&mut c, "fs:user:x") > 0);
     assert!(
         err.to_string()
             .contains("HEXPIRE did not set every field TTL: 0,0"),
@@ -373,16 +483,16 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
     let key = "fs:user:r";
     evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &[key],
-        &["1000", "0", "country_iso", "US"],
+        &["1000", "0", "1", "country_iso", "US"],
     )
     .expect("batch");
     evalsha(
         &mut c,
         &WRITE_STREAMING,
         &[key],
-        &["300", "86400", "tx_count_5m", "3"],
+        &["300", "86400", "1", "tx_count_5m", "3"],
     )
     .expect("stream");
 
@@ -445,10 +555,10 @@ fn read_fresh_runs_on_a_read_only_replica_path() {
         .query(&mut c);
     assert!(ok.is_ok(), "{ok:?}");
     let refused: RedisResult<Value> = redis::cmd("EVALSHA_RO")
-        .arg(WRITE_BATCH_ROW.sha())
+        .arg(WRITE_BATCH_ROWS.sha())
         .arg(1)
         .arg("fs:user:a")
-        .arg(&["60", "0", "x", "1"])
+        .arg(&["60", "0", "1", "x", "1"])
         .query(&mut c);
     assert!(refused.is_err());
     assert!(common::all_keys(&mut c).is_empty());
@@ -465,9 +575,9 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
         .expect("SCRIPT FLUSH");
     let err = error_text(evalsha(
         &mut c,
-        &WRITE_BATCH_ROW,
+        &WRITE_BATCH_ROWS,
         &["fs:user:a"],
-        &["60", "0", "x", "1"],
+        &["60", "0", "1", "x", "1"],
     ));
     assert!(err.to_uppercase().contains("NOSCRIPT"), "{err}");
 
@@ -533,9 +643,10 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
             .unwrap_or(0)
     };
     // 25 bulk rows + 1 single + 5 pipelined streaming writes: each ran once,
-    // none twice (only the NOSCRIPT entries were re-sent).
+    // none twice (only the calls that met NOSCRIPT were re-sent). Every
+    // write sets a key TTL (streaming ones with EXPIRE NX).
     assert_eq!(calls("hset"), 31, "{stats:?}");
-    assert_eq!(calls("expire"), 25, "{stats:?}");
+    assert_eq!(calls("expire"), 31, "{stats:?}");
     // 3 loads by the test, then one reload per flush.
     assert_eq!(calls("script|load"), 7, "{stats:?}");
 }

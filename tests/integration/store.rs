@@ -23,6 +23,7 @@ fn bulk_load_writes_every_row_across_chunks() {
         &redis,
         StoreConfig {
             chunk_size: 7,
+            entities_per_call: 3,
             ..common::store_config()
         },
     );
@@ -75,6 +76,68 @@ fn bulk_load_reports_bad_rows_and_writes_the_rest() {
         common::all_keys(&mut conn),
         ["fs:user:u0001", "fs:user:u0003", "fs:user:u0004"]
     );
+}
+
+#[test]
+fn a_key_of_another_type_fails_only_its_own_row() {
+    let redis = common::redis();
+    let store = common::store_with(
+        &redis,
+        StoreConfig {
+            entities_per_call: 4,
+            ..common::store_config()
+        },
+    );
+    let mut conn = common::raw(&redis);
+    redis::cmd("SET")
+        .arg("fs:user:u0003")
+        .arg("not a hash")
+        .query::<()>(&mut conn)
+        .expect("SET");
+    let rows: Vec<_> = synth::users(8, 1).collect();
+    let report = store.bulk_load(&rows, 600).expect("bulk load");
+    assert_eq!(report.written, 7);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(
+        (report.failed[0].index, report.failed[0].id.as_str()),
+        (2, "u0003")
+    );
+    assert!(
+        report.failed[0].error.to_string().contains("WRONGTYPE"),
+        "{:?}",
+        report.failed[0]
+    );
+
+    let events: Vec<_> = rows
+        .iter()
+        .map(|(id, _)| (id.clone(), streaming(&[("tx_count_5m", 1i64.into())])))
+        .collect();
+    let report = store.update_streaming_many(&events, 60).expect("streaming");
+    assert_eq!((report.written, report.failed.len()), (7, 1));
+    let err = store
+        .update_streaming("u0003", &events[2].1, 60)
+        .expect_err("a string key is not an entity");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    let value: String = redis::cmd("GET")
+        .arg("fs:user:u0003")
+        .query(&mut conn)
+        .expect("GET");
+    assert_eq!(value, "not a hash");
+}
+
+#[test]
+fn entities_per_call_is_validated() {
+    let redis = common::redis();
+    for bad in [0, feature_store::store::MAX_ENTITIES_PER_CALL + 1] {
+        let config = StoreConfig {
+            entities_per_call: bad,
+            ..common::store_config()
+        };
+        let err = feature_store::FeatureStore::open(&redis.url(), config)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("entities per call"), "{err}");
+    }
 }
 
 #[test]
