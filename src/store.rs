@@ -359,30 +359,31 @@ impl FeatureStore {
         Ok(self.count_read(zip_present(names, values)))
     }
 
-    /// Pipelined `HMGET` for many entities in one round trip; the result is
-    /// in the order of `ids` (an empty map for a missing entity).
+    /// Pipelined `HMGET` for many entities in one round trip. Row `i` holds
+    /// `ids[i]`'s values in the order of `names` (a feature vector for
+    /// scoring), `None` where a feature or the whole entity is missing.
     pub fn batch_get_features<I: AsRef<str>, N: AsRef<str>>(
         &self,
         ids: &[I],
         names: &[N],
-    ) -> Result<Vec<BTreeMap<String, String>>, StoreError> {
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
         check_names(names)?;
         let keys = ids
             .iter()
             .map(|id| self.key_for(id.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if names.is_empty() || keys.is_empty() {
-            return Ok(vec![BTreeMap::new(); keys.len()]);
+            return Ok(vec![Vec::new(); keys.len()]);
         }
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.add_command(hmget(key, names));
         }
         let rows: Vec<Vec<Option<String>>> = self.run_pipeline(&pipe)?;
-        Ok(rows
-            .into_iter()
-            .map(|values| self.count_read(zip_present(names, values)))
-            .collect())
+        let present = rows.iter().flatten().filter(|v| v.is_some()).count();
+        self.counters.reads.fetch_add(rows.len() as u64, Relaxed);
+        self.counters.read_fields.fetch_add(present as u64, Relaxed);
+        Ok(rows)
     }
 
     /// Values, per-field TTLs and the key TTL in one round trip (`read_fresh`).

@@ -230,13 +230,14 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let started = Instant::now();
     let rows = app.store.batch_get_features(ids, &fields)?;
     let elapsed_ms = ms_since(started);
-    let field_count: usize = rows.iter().map(|r| r.len()).sum();
-    let found = rows.iter().filter(|r| !r.is_empty()).count();
+    let present = |r: &Vec<Option<String>>| r.iter().filter(|v| v.is_some()).count();
+    let field_count: usize = rows.iter().map(present).sum();
+    let found = rows.iter().filter(|r| present(r) > 0).count();
     let sample: Vec<_> = ids
         .iter()
         .zip(&rows)
         .take(10)
-        .map(|(id, r)| json!({ "id": id, "field_count": r.len() }))
+        .map(|(id, r)| json!({ "id": id, "field_count": present(r) }))
         .collect();
     json_reply(&json!({
         "entity_count": ids.len(),

@@ -309,24 +309,35 @@ fn get_features_leaves_out_missing_fields_and_entities() {
 }
 
 #[test]
-fn batch_get_features_keeps_the_order_of_ids() {
+fn batch_get_features_returns_feature_vectors_in_order() {
     let redis = common::redis();
     let store = common::store(&redis);
     let rows: Vec<_> = synth::users(30, 8).collect();
     store.bulk_load(&rows, 600).expect("load");
     let ids = ["u0030", "u0404", "u0001", "u0015"];
-    let got = store
-        .batch_get_features(&ids, &["risk_segment", "tx_count_7d", "nope"])
-        .expect("read");
+    let names = ["risk_segment", "nope", "tx_count_7d"];
+    let got = store.batch_get_features(&ids, &names).expect("read");
     assert_eq!(got.len(), 4);
-    assert!(got[1].is_empty(), "missing entity is an empty map");
+    assert_eq!(
+        got[1],
+        vec![None, None, None],
+        "a missing entity is all None"
+    );
     for (i, id) in [(0, "u0030"), (2, "u0001"), (3, "u0015")] {
         let n: usize = id[1..].parse().expect("number");
         let want = &rows[n - 1].1;
-        assert_eq!(got[i]["risk_segment"], want["risk_segment"].encode());
-        assert_eq!(got[i]["tx_count_7d"], want["tx_count_7d"].encode());
-        assert_eq!(got[i].len(), 2);
+        assert_eq!(
+            got[i],
+            vec![
+                Some(want["risk_segment"].encode()),
+                None,
+                Some(want["tx_count_7d"].encode())
+            ],
+            "{id}"
+        );
     }
+    let stats = store.stats();
+    assert_eq!((stats.reads_total, stats.read_fields_total), (4, 6));
     assert!(store
         .batch_get_features::<&str, &str>(&[], &["a"])
         .expect("empty")
