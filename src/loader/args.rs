@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The only place the conventional local Redis is named: the loader is what
 /// a nightly job runs against the real server, so it defaults to it.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379"; // the default, as redis-cli's
 pub const DEFAULT_BATCH_TTL_SECONDS: u64 = 24 * 3600;
 pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
 

@@ -184,31 +184,31 @@ mod tests {
     fn form_and_json_agree() {
         let mut f = Params::default();
         f.add_form("user=u0001&field=a&field=b&count=5&ttl=60")
-            .unwrap();
+            .expect("valid in this test");
         let mut j = Params::default();
         j.add_json(br#"{"user":"u0001","fields":["a","b"],"count":5,"ttl":"60"}"#)
-            .unwrap();
+            .expect("valid in this test");
         for p in [&f, &j] {
-            assert_eq!(p.user().unwrap(), "u0001");
+            assert_eq!(p.user().expect("valid in this test"), "u0001");
             assert_eq!(p.fields, ["a", "b"]);
-            assert_eq!(p.count(1, 1, 10).unwrap(), 5);
-            assert_eq!(p.ttl(1, 1, 100).unwrap(), 60);
+            assert_eq!(p.count(1, 1, 10).expect("valid in this test"), 5);
+            assert_eq!(p.ttl(1, 1, 100).expect("valid in this test"), 60);
         }
     }
 
     #[test]
     fn ranges_are_reported() {
         let mut p = Params::default();
-        p.add_form("count=0").unwrap();
+        p.add_form("count=0").expect("valid in this test");
         let e = p.count(1, 1, 10).unwrap_err().to_string();
         assert!(e.contains("1 to 10"), "{e}");
-        p.add_form("count=abc").unwrap();
+        p.add_form("count=abc").expect("valid in this test");
         assert!(p.count(1, 1, 10).is_err());
     }
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("a+b%3Cc%3E").unwrap(), "a b<c>");
+        assert_eq!(percent_decode("a+b%3Cc%3E").expect("valid in this test"), "a b<c>");
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%").is_err());
     }
