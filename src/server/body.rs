@@ -208,7 +208,10 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("a+b%3Cc%3E").expect("valid in this test"), "a b<c>");
+        assert_eq!(
+            percent_decode("a+b%3Cc%3E").expect("valid in this test"),
+            "a b<c>"
+        );
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%").is_err());
     }

@@ -3,9 +3,9 @@
 
 mod common;
 
-mod scripts;
-mod store;
-mod invariants;
-mod server;
-mod loader;
 mod bench;
+mod invariants;
+mod loader;
+mod scripts;
+mod server;
+mod store;
