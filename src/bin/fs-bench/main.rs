@@ -146,7 +146,9 @@ fn run(args: Args) -> BResult<()> {
     eprintln!("fs-bench: CPU idle states {cpu_idle}");
     eprintln!("fs-bench: starting redis-server ...");
     let redis = ManagedRedis::start()?;
-    let store = FeatureStore::open(&redis.url(), StoreConfig::default())?;
+    let config = StoreConfig::default();
+    let per_call = config.entities_per_call;
+    let store = FeatureStore::open(&redis.url(), config)?;
     let mut raw = library::raw_connection(&redis.url())?;
     let version = library::redis_version(&mut raw)?;
     let mut machine = Machine::probe(
@@ -172,6 +174,7 @@ fn run(args: Args) -> BResult<()> {
         sizes: &sizes,
         loaded: 0,
         streamed: 0,
+        per_call,
     };
 
     step("bulk_load", &mut rows, library::bulk_load(&mut ctx))?;
