@@ -6,12 +6,19 @@
 # otherwise build Debian trixie's redis source package into the cache. Debian
 # 12 ships 7.0 (no HEXPIRE) and trixie's binary packages need a newer glibc,
 # so building the source package is the one way that works on these machines.
-# With FS_WITH_VALKEY=1 it also builds sid's valkey (>= 9.0) next to it.
+# With --valkey it does the same for Debian sid's valkey (>= 9.0) instead and
+# prints the valkey-server path.
 set -euo pipefail
 
 log() { printf 'ensure-redis: %s\n' "$*" >&2; }
 
 cache="${FS_REDIS_CACHE:-$HOME/.cache/redis-feature-store}"
+want=redis
+case "${1:-}" in
+  --valkey) want=valkey ;;
+  "") ;;
+  *) echo "usage: $0 [--valkey]" >&2; exit 2 ;;
+esac
 
 # version_ok BINARY -> succeeds when BINARY reports a version >= 7.4
 version_ok() {
@@ -22,11 +29,12 @@ version_ok() {
   [ "$major" -gt 7 ] || { [ "$major" -eq 7 ] && [ "$minor" -ge 4 ]; }
 }
 
-if [ -n "${FS_REDIS_SERVER:-}" ]; then
+if [ "$want" = redis ] && [ -n "${FS_REDIS_SERVER:-}" ]; then
   version_ok "$FS_REDIS_SERVER" || { log "FS_REDIS_SERVER=$FS_REDIS_SERVER is not a redis-server >= 7.4"; exit 1; }
   echo "$FS_REDIS_SERVER"; exit 0
 fi
-if command -v redis-server >/dev/null 2>&1 && version_ok "$(command -v redis-server)"; then
+if [ "$want" = redis ] && command -v redis-server >/dev/null 2>&1 \
+   && version_ok "$(command -v redis-server)"; then
   command -v redis-server; exit 0
 fi
 
@@ -72,10 +80,14 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9   # two concurrent runs must not both build
 
+if [ "$want" = valkey ]; then
+  if ! { [ -x "$cache/valkey/bin/valkey-server" ] && version_ok "$cache/valkey/bin/valkey-server"; }; then
+    build_from_debian sid valkey valkey
+  fi
+  echo "$cache/valkey/bin/valkey-server"
+  exit 0
+fi
 if ! { [ -x "$cache/redis/bin/redis-server" ] && version_ok "$cache/redis/bin/redis-server"; }; then
   build_from_debian trixie redis redis
-fi
-if [ "${FS_WITH_VALKEY:-0}" = 1 ] && [ ! -x "$cache/valkey/bin/valkey-server" ]; then
-  build_from_debian sid valkey valkey
 fi
 echo "$cache/redis/bin/redis-server"
