@@ -15,48 +15,40 @@ use crate::measure::{paired, Recorder};
 use crate::report::{Check, Figures, RatioOn, Row};
 use crate::BResult;
 
-/// `fs-server` next to this executable (cargo puts every binary of the
-/// package in the same directory). `cargo run --bin fs-bench` builds only
-/// the bench, so a release bench first asks cargo to bring `fs-server` up
-/// to date (a no-op when it is); a debug one (the test suite's, which passes
-/// `--server-bin`) never builds.
-pub fn default_server_bin() -> BResult<PathBuf> {
+/// `name` (one of this package's binaries) next to this executable: cargo
+/// puts every binary of the package in the same directory. `cargo run --bin
+/// fs-bench` builds only the bench, so a release bench first asks cargo to
+/// bring `name` up to date (a no-op when it is); a debug one (the test
+/// suite's, where `cargo test` has built every binary) never builds.
+pub fn sibling_bin(name: &str) -> BResult<PathBuf> {
     let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name(format!("fs-server{}", std::env::consts::EXE_SUFFIX));
+    let bin = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !cfg!(debug_assertions) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        eprintln!("fs-bench: cargo build --release --bin fs-server ...");
+        eprintln!("fs-bench: cargo build --release --bin {name} ...");
         let built = Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "--bin",
-                "fs-server",
-                "--manifest-path",
-            ])
+            .args(["build", "--release", "--bin", name, "--manifest-path"])
             .arg(&manifest)
             .stdin(Stdio::null())
             .status();
         match built {
             Ok(s) if s.success() => {}
             Ok(s) if bin.exists() => {
-                eprintln!("fs-bench: building fs-server failed ({s}); using the one there")
+                eprintln!("fs-bench: building {name} failed ({s}); using the one there")
             }
             Err(e) if bin.exists() => {
-                eprintln!("fs-bench: could not run cargo ({e}); using the fs-server there")
+                eprintln!("fs-bench: could not run cargo ({e}); using the {name} there")
             }
-            Ok(s) => {
-                return Err(format!("cargo build --release --bin fs-server failed ({s})").into())
-            }
-            Err(e) => return Err(format!("running cargo to build fs-server: {e}").into()),
+            Ok(s) => return Err(format!("cargo build --release --bin {name} failed ({s})").into()),
+            Err(e) => return Err(format!("running cargo to build {name}: {e}").into()),
         }
     }
     if bin.exists() {
         Ok(bin)
     } else {
         Err(format!(
-            "no fs-server next to {} (build it: cargo build --release --bins), or pass --server-bin / --no-http",
+            "no {name} next to {} (build it: cargo build --release --bins)",
             exe.display()
         )
         .into())

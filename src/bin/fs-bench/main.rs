@@ -9,6 +9,7 @@
 
 mod http;
 mod library;
+mod loader;
 mod measure;
 mod report;
 
@@ -44,6 +45,9 @@ struct Args {
     /// The fs-server binary (default: next to this executable).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// The fs-loader binary (default: next to this executable).
+    #[arg(long)]
+    loader_bin: Option<PathBuf>,
     /// Users for the bulk_load row (default 1,000,000; 20,000 with --quick).
     #[arg(long)]
     users: Option<usize>,
@@ -203,9 +207,25 @@ fn run(args: Args) -> BResult<()> {
     } else {
         let server_bin = match args.server_bin.clone() {
             Some(p) => p,
-            None => http::default_server_bin()?,
+            None => http::sibling_bin("fs-server")?,
         };
         http::rows(&mut ctx, &server_bin, &mut rows)?;
+    }
+
+    // Last: it adds a million keys the other rows should not read among.
+    let raw_bulk = rows
+        .iter()
+        .find(|r| r.id == "bulk_load")
+        .map(|r| r.baseline);
+    match (args.loader_bin.clone(), raw_bulk) {
+        (_, None) => skipped.push("the loader row (no bulk_load baseline)".into()),
+        (bin, Some(raw_bulk)) => {
+            let bin = match bin {
+                Some(p) => p,
+                None => http::sibling_bin("fs-loader")?,
+            };
+            step("loader", &mut rows, loader::row(&ctx, &bin, raw_bulk))?;
+        }
     }
 
     machine.load_end = report::loadavg();

@@ -66,6 +66,10 @@ pub enum Figures {
         p99: Duration,
         per_sec: f64,
     },
+    /// One end-to-end run: a rate, no latency distribution.
+    Rate {
+        per_sec: f64,
+    },
 }
 
 impl Figures {
@@ -74,6 +78,7 @@ impl Figures {
             Figures::Timed(s) => s.p50.as_secs_f64(),
             Figures::Bytes { mean, .. } => mean,
             Figures::External { p50, .. } => p50.as_secs_f64(),
+            Figures::Rate { .. } => 0.0,
         }
     }
     fn per_sec(&self) -> f64 {
@@ -81,6 +86,7 @@ impl Figures {
             Figures::Timed(s) => s.per_sec,
             Figures::Bytes { .. } => 0.0,
             Figures::External { per_sec, .. } => per_sec,
+            Figures::Rate { per_sec } => per_sec,
         }
     }
     fn cells(&self, unit: &str) -> (String, String, String) {
@@ -96,6 +102,11 @@ impl Figures {
             Figures::Bytes { p50, p99, .. } => {
                 (format!("{p50:.0} B"), format!("{p99:.0} B"), "-".into())
             }
+            Figures::Rate { per_sec } => (
+                "-".into(),
+                "-".into(),
+                format!("{} {unit}/s", count(per_sec)),
+            ),
         }
     }
     fn short(&self, unit: &str) -> String {
@@ -115,6 +126,7 @@ impl Figures {
                 )
             }
             Figures::Bytes { p50, mean, .. } => format!("p50 {p50:.0} B, mean {mean:.1} B"),
+            Figures::Rate { per_sec } => format!("{} {unit}/s", count(per_sec)),
         }
     }
 }
@@ -157,6 +169,8 @@ impl Row {
             Figures::Timed(s) => (s.p50, s.p99, s.per_sec),
             Figures::External { p50, p99, per_sec } => (p50, p99, per_sec),
             Figures::Bytes { .. } => (Duration::ZERO, Duration::ZERO, 0.0),
+            // A single run has no latency to check.
+            Figures::Rate { per_sec } => (Duration::ZERO, Duration::ZERO, per_sec),
         };
         Some(self.goal.iter().all(|c| match *c {
             Check::RatioAtMost(x) => ratio <= x,
@@ -394,7 +408,7 @@ pub fn markdown(machine: &Machine, rows: &[Row], skipped: &[String], analysis: &
             let _ = writeln!(out, "- {s}");
         }
     }
-    out.push_str("\n## Goals (issue 5)\n\n");
+    out.push_str("\n## Goals (issues 4 and 5)\n\n");
     let met = rows.iter().filter(|r| r.met() == Some(true)).count();
     let with_goal = rows.iter().filter(|r| r.met().is_some()).count();
     let _ = writeln!(out, "{met} of {with_goal} goals met in this run.\n");
