@@ -155,7 +155,11 @@ pub fn bulk_load(ctx: &mut Ctx) -> BResult<Row> {
     })
 }
 
-fn raw_bulk(raw: &mut redis::Connection, rows: &[(String, FeatureMap)], ttl: u64) -> BResult<()> {
+pub fn raw_bulk(
+    raw: &mut redis::Connection,
+    rows: &[(String, FeatureMap)],
+    ttl: u64,
+) -> BResult<()> {
     let mut pipe = redis::pipe();
     for (id, features) in rows {
         let key = format!("{RAW_PREFIX}{id}");

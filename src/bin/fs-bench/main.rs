@@ -212,21 +212,12 @@ fn run(args: Args) -> BResult<()> {
         http::rows(&mut ctx, &server_bin, &mut rows)?;
     }
 
-    // Last: it adds a million keys the other rows should not read among.
-    let raw_bulk = rows
-        .iter()
-        .find(|r| r.id == "bulk_load")
-        .map(|r| r.baseline);
-    match (args.loader_bin.clone(), raw_bulk) {
-        (_, None) => skipped.push("the loader row (no bulk_load baseline)".into()),
-        (bin, Some(raw_bulk)) => {
-            let bin = match bin {
-                Some(p) => p,
-                None => http::sibling_bin("fs-loader")?,
-            };
-            step("loader", &mut rows, loader::row(&ctx, &bin, raw_bulk))?;
-        }
-    }
+    // Last, on Redis servers of its own.
+    let loader_bin = match args.loader_bin.clone() {
+        Some(p) => p,
+        None => http::sibling_bin("fs-loader")?,
+    };
+    step("loader", &mut rows, loader::row(&ctx, &loader_bin))?;
 
     machine.load_end = report::loadavg();
     machine.elapsed = started.elapsed();
