@@ -1,10 +1,13 @@
 //! `FeatureStore`: the synchronous client the server, the loader and model
 //! servers use.
 //!
-//! Writes go through the Lua scripts (one `EVALSHA` per entity, pipelined in
-//! chunks for bulk work); the hot reads are plain `HMGET`s. Two private
-//! functions are the only places that talk to more than one key at a time,
-//! `run_pipeline` and `scan_keys`: a cluster backend replaces those two.
+//! Writes go through the Lua scripts (each entity's write atomic; bulk work
+//! sends `entities_per_call` entities per `EVALSHA` and `chunk_size` per
+//! pipelined round trip); the hot reads are plain `HMGET`s. The places that
+//! talk to more than one key at a time are few and named: `run_pipeline`,
+//! `scan_keys`, and `write_scripted` (which groups entities into calls). A
+//! cluster backend changes those three: pipelines split by node, SCAN on
+//! every primary, and calls grouped by hash slot.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
