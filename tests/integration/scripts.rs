@@ -23,6 +23,19 @@ fn evalsha(
         .query(conn)
 }
 
+/// A call that must succeed, and its reply as integers (one per entity for
+/// the write scripts).
+fn write_ok(
+    conn: &mut redis::Connection,
+    script: &LuaScript,
+    keys: &[&str],
+    args: &[&str],
+) -> Vec<i64> {
+    let reply = evalsha(conn, script, keys, args)
+        .unwrap_or_else(|e| panic!("{} {keys:?} {args:?}: {e}", script.name));
+    ints(reply)
+}
+
 fn load_all(conn: &mut redis::Connection) {
     for s in scripts::all() {
         let sha = s.load(conn).expect("SCRIPT LOAD");
@@ -66,8 +79,7 @@ fn batch_rows_set_fields_and_key_ttl() {
     load_all(&mut c);
     let key = "fs:user:u0001";
     let args = ["86400", "0", "2", "country_iso", "US", "tx_count_7d", "14"];
-    let reply = evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &args);
-    assert_eq!(ints(reply.expect("write")), vec![2]);
+    assert_eq!(write_ok(&mut c, &WRITE_BATCH_ROWS, &[key], &args), vec![2]);
     let h = hgetall(&mut c, key);
     assert_eq!(h.len(), 2);
     assert_eq!(h["country_iso"], "US");
@@ -96,7 +108,7 @@ fn batch_rows_write_several_entities_in_one_call() {
         .arg("x")
         .query::<()>(&mut c)
         .expect("SET");
-    let reply = evalsha(
+    let reply = write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &["fs:user:a", "fs:user:str", "fs:user:b"],
@@ -105,7 +117,7 @@ fn batch_rows_write_several_entities_in_one_call() {
         ],
     );
     assert_eq!(
-        ints(reply.expect("write")),
+        reply,
         vec![1, -1, 2],
         "a non-hash key is skipped, the rest written"
     );
@@ -130,21 +142,19 @@ fn batch_rows_retract_in_the_same_call() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0002";
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
         &["600", "0", "2", "a", "1", "b", "2"],
-    )
-    .expect("first row");
-    let reply = evalsha(
+    );
+    let reply = write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
         &["900", "1", "1", "b", "a", "10"],
-    )
-    .expect("second row");
-    assert_eq!(ints(reply), vec![1]);
+    );
+    assert_eq!(reply, vec![1]);
     let h = hgetall(&mut c, key);
     assert_eq!(h, HashMap::from([("a".to_string(), "10".to_string())]));
     assert!(
@@ -153,9 +163,8 @@ fn batch_rows_retract_in_the_same_call() {
     );
 
     // Retracting every field leaves no key behind (and no error).
-    let reply =
-        evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &["900", "1", "0", "a"]).expect("retract all");
-    assert_eq!(ints(reply), vec![0]);
+    let reply = write_ok(&mut c, &WRITE_BATCH_ROWS, &[key], &["900", "1", "0", "a"]);
+    assert_eq!(reply, vec![0]);
     assert_eq!(ttl(&mut c, key), -2);
 }
 
@@ -165,21 +174,19 @@ fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:moved";
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[key],
         &["300", "86400", "1", "segment", "hot"],
-    )
-    .expect("streaming");
+    );
     assert!(httl(&mut c, key, &["segment"])[0] > 0);
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
         &["86400", "0", "1", "segment", "warm"],
-    )
-    .expect("batch");
+    );
     assert_eq!(
         httl(&mut c, key, &["segment"]),
         vec![-1],
@@ -193,13 +200,12 @@ fn batch_row_refusals_write_nothing() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:existing";
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
         &["600", "0", "1", "a", "1"],
-    )
-    .expect("seed row");
+    );
     let before = hgetall(&mut c, key);
     let before_ttl = ttl(&mut c, key);
 
@@ -282,7 +288,7 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:new";
-    let reply = evalsha(
+    let reply = write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[key],
@@ -296,11 +302,7 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
             "ios-9f02",
         ],
     );
-    assert_eq!(
-        ints(reply.expect("write")),
-        vec![1],
-        "new entity: key TTL pinned"
-    );
+    assert_eq!(reply, vec![1], "new entity: key TTL pinned");
     let ttls = httl(&mut c, key, &["tx_count_5m", "last_device_id"]);
     assert!(
         ttls.iter().all(|t| (290..=300).contains(t)),
@@ -312,20 +314,19 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
     // An entity with a batch TTL keeps it: the streaming write does not
     // extend the entity's life.
     let batch_key = "fs:user:batch";
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[batch_key],
         &["1000", "0", "1", "country_iso", "US"],
-    )
-    .expect("batch");
-    let reply = evalsha(
+    );
+    let reply = write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
         &["300", "86400", "1", "tx_count_5m", "1"],
     );
-    assert_eq!(ints(reply.expect("write")), vec![0]);
+    assert_eq!(reply, vec![0]);
     assert!(ttl(&mut c, batch_key) <= 1000);
     assert_eq!(httl(&mut c, batch_key, &["country_iso"]), vec![-1]);
 
@@ -334,13 +335,13 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         .arg(batch_key)
         .query::<()>(&mut c)
         .expect("DEL");
-    let reply = evalsha(
+    let reply = write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
         &["300", "86400", "1", "tx_count_5m", "2"],
     );
-    assert_eq!(ints(reply.expect("write")), vec![1]);
+    assert_eq!(reply, vec![1]);
     assert!(ttl(&mut c, batch_key) > 0);
 }
 
@@ -349,19 +350,18 @@ fn streaming_writes_several_entities_in_one_call() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &["fs:user:old"],
         &["1000", "0", "1", "country_iso", "US"],
-    )
-    .expect("batch");
+    );
     redis::cmd("SET")
         .arg("fs:user:str")
         .arg("x")
         .query::<()>(&mut c)
         .expect("SET");
-    let reply = evalsha(
+    let reply = write_ok(
         &mut c,
         &WRITE_STREAMING,
         &["fs:user:old", "fs:user:str", "fs:user:new"],
@@ -369,7 +369,7 @@ fn streaming_writes_several_entities_in_one_call() {
             "60", "86400", "1", "a", "1", "1", "a", "2", "2", "a", "3", "b", "4",
         ],
     );
-    assert_eq!(ints(reply.expect("write")), vec![0, -1, 1]);
+    assert_eq!(reply, vec![0, -1, 1]);
     assert!((50..=60).contains(&httl(&mut c, "fs:user:new", &["b"])[0]));
     assert_eq!(
         ttl(&mut c, "fs:user:str"),
@@ -481,20 +481,18 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:r";
-    evalsha(
+    write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
         &["1000", "0", "1", "country_iso", "US"],
-    )
-    .expect("batch");
-    evalsha(
+    );
+    write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[key],
         &["300", "86400", "1", "tx_count_5m", "3"],
-    )
-    .expect("stream");
+    );
 
     let reply = evalsha(
         &mut c,
@@ -502,7 +500,7 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
         &[key],
         &["country_iso", "tx_count_5m", "nope"],
     )
-    .expect("read");
+    .expect("read_fresh");
     let (key_ttl, names, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
     assert!((990..=1000).contains(&key_ttl), "{key_ttl}");
@@ -516,21 +514,21 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
     assert_eq!(ttls[2], -2);
 
     // No names: the whole hash (inspect).
-    let reply = evalsha(&mut c, &READ_FRESH, &[key], &[]).expect("inspect");
+    let reply = evalsha(&mut c, &READ_FRESH, &[key], &[]).expect("read_fresh");
     let (_, mut names, _, _): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
     names.sort();
     assert_eq!(names, ["country_iso", "tx_count_5m"]);
 
     // A missing entity: -2, nils, -2s.
-    let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &["a", "b"]).expect("missing");
+    let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &["a", "b"]).expect("read_fresh");
     let (key_ttl, _, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
     assert_eq!(
         (key_ttl, values, ttls),
         (-2, vec![None, None], vec![-2, -2])
     );
-    let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &[]).expect("missing inspect");
+    let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &[]).expect("read_fresh");
     let (key_ttl, names, _, _): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
         redis::from_redis_value(reply).expect("reply shape");
     assert_eq!((key_ttl, names.len()), (-2, 0));
