@@ -486,7 +486,11 @@ fn loader_redis_lost_mid_load_is_accounted_exactly_and_a_rerun_completes() {
     let s = summary(&out);
     assert_accounted(&s);
     assert_eq!(count(&s, "written"), 50, "{s:?}");
-    assert!(count(&s, "failed") >= 10, "{s:?}");
+    // How many of rows 51..80 were read before the loader gave up depends on
+    // how the pipe's writes and reads interleave (it sends what it has when
+    // the pipe runs dry); at least one was, and none of them was written.
+    assert!(count(&s, "failed") >= 1, "{s:?}");
+    assert!(count(&s, "read") <= 80, "{s:?}");
     assert_eq!(count(&s, "rejected"), 0);
     assert!(s["status"].starts_with("stopped: "), "{s:?}");
     // Every row read and not written is listed, by line and id.
