@@ -238,6 +238,7 @@ impl FeatureStore {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
+            &self.counters.batch_writes,
             &[ttl_seconds],
             rows,
             |(id, _)| id,
@@ -253,9 +254,6 @@ impl FeatureStore {
                 ))
             },
         );
-        self.counters
-            .batch_writes
-            .fetch_add(report.written as u64, Relaxed);
         Ok(report)
     }
 
@@ -269,6 +267,7 @@ impl FeatureStore {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
+            &self.counters.batch_writes,
             &[ttl_seconds],
             rows,
             |row| &row.id,
@@ -293,9 +292,6 @@ impl FeatureStore {
                 ))
             },
         );
-        self.counters
-            .batch_writes
-            .fetch_add(report.written as u64, Relaxed);
         Ok(report)
     }
 
@@ -333,14 +329,54 @@ impl FeatureStore {
         check_ttl("ttl", ttl_seconds)?;
         let report = self.write_scripted(
             &WRITE_STREAMING,
+            &self.counters.streaming_writes,
             &[ttl_seconds, self.config.batch_ttl_seconds],
             events,
             |(id, _)| id,
             |(id, fields)| self.streaming_update(id, fields),
         );
-        self.counters
-            .streaming_writes
-            .fetch_add(report.written as u64, Relaxed);
+        Ok(report)
+    }
+
+    /// Like `update_streaming_many`, for rows already in their wire form
+    /// (the loader's `stream` input). A streaming write cannot retract: a row
+    /// with retractions is refused.
+    pub fn update_streaming_rows(
+        &self,
+        rows: &[BatchRow],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let report = self.write_scripted(
+            &WRITE_STREAMING,
+            &self.counters.streaming_writes,
+            &[ttl_seconds, self.config.batch_ttl_seconds],
+            rows,
+            |row| &row.id,
+            |row| {
+                let key = self.key_for(&row.id)?;
+                if !row.retract.is_empty() {
+                    return Err(StoreError::invalid(
+                        "a streaming write cannot retract features",
+                    ));
+                }
+                if row.set.is_empty() {
+                    return Err(StoreError::invalid(
+                        "a streaming write needs at least one feature",
+                    ));
+                }
+                check_counts(row.set.len(), 0)?;
+                for (name, _) in &row.set {
+                    validate::feature_name(name)?;
+                }
+                Ok(EntityArgs::streaming_update(
+                    key,
+                    row.set
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+                ))
+            },
+        );
         Ok(report)
     }
 
@@ -441,25 +477,15 @@ impl FeatureStore {
 
     /// Entities under the prefix (a full SCAN: keep it off request paths).
     pub fn count_entities(&self) -> Result<u64, StoreError> {
-        let mut n = 0u64;
-        self.scan_keys(|keys| {
-            n += keys.len() as u64;
-            ControlFlow::Continue(())
-        })?;
-        Ok(n)
+        self.count_and_list_entities(0).map(|(count, _)| count)
     }
 
     /// Up to `limit` entity ids, sorted. SCAN stops once `limit` are found.
     pub fn list_entity_ids(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let prefix = self.config.key_prefix.as_str();
         let mut ids = Vec::new();
         if limit > 0 {
             self.scan_keys(|keys| {
-                for key in keys {
-                    if let Some(id) = key.strip_prefix(prefix) {
-                        ids.push(id.to_owned());
-                    }
-                }
+                self.take_ids(keys, &mut ids, limit);
                 if ids.len() >= limit {
                     ControlFlow::Break(())
                 } else {
@@ -468,8 +494,32 @@ impl FeatureStore {
             })?;
         }
         ids.sort();
-        ids.truncate(limit);
         Ok(ids)
+    }
+
+    /// How many entities there are and up to `limit` of their ids (sorted),
+    /// in one full SCAN: what a status page needs, for the price of a count.
+    pub fn count_and_list_entities(&self, limit: usize) -> Result<(u64, Vec<String>), StoreError> {
+        let mut count = 0u64;
+        let mut ids = Vec::new();
+        self.scan_keys(|keys| {
+            count += keys.len() as u64;
+            self.take_ids(keys, &mut ids, limit);
+            ControlFlow::Continue(())
+        })?;
+        ids.sort();
+        Ok((count, ids))
+    }
+
+    /// Moves ids from `keys` into `ids` until it holds `limit`.
+    fn take_ids(&self, keys: Vec<String>, ids: &mut Vec<String>, limit: usize) {
+        let room = limit.saturating_sub(ids.len());
+        let prefix = self.config.key_prefix.as_str();
+        ids.extend(
+            keys.into_iter()
+                .take(room)
+                .filter_map(|key| key.strip_prefix(prefix).map(str::to_owned)),
+        );
     }
 
     /// Deletes every entity under the prefix (SCAN + UNLINK, one batch of
@@ -563,6 +613,7 @@ impl FeatureStore {
     fn write_scripted<'a, T>(
         &self,
         script: &LuaScript,
+        written: &AtomicU64,
         head: &[u64],
         items: &'a [T],
         id_of: impl Fn(&T) -> &str,
@@ -619,6 +670,7 @@ impl FeatureStore {
             }
         }
         report.failed.sort_by_key(|f| f.index);
+        written.fetch_add(report.written as u64, Relaxed);
         report
     }
 

@@ -17,7 +17,6 @@ use super::progress::Progress;
 use super::summary::{Counts, FailureSink, Kind, Tally};
 use crate::error::StoreError;
 use crate::store::{BatchRow, FeatureStore, WriteReport};
-use crate::value::{FeatureMap, FeatureValue};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -385,23 +384,9 @@ fn write_rows(
     match mode {
         WriteMode::Batch { ttl_seconds } => store.write_batch_rows(rows, ttl_seconds),
         WriteMode::Stream { field_ttl_seconds } => {
-            store.update_streaming_many(&streaming_events(rows), field_ttl_seconds)
+            store.update_streaming_rows(rows, field_ttl_seconds)
         }
     }
-}
-
-/// Stream rows never carry retractions (the reader rejects them).
-fn streaming_events(rows: &[BatchRow]) -> Vec<(String, FeatureMap)> {
-    rows.iter()
-        .map(|row| {
-            let features = row
-                .set
-                .iter()
-                .map(|(k, v)| (k.clone(), FeatureValue::Str(v.clone())))
-                .collect();
-            (row.id.clone(), features)
-        })
-        .collect()
 }
 
 fn kind_of(e: &StoreError) -> Kind {

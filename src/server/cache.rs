@@ -63,9 +63,7 @@ impl EntityCache {
     /// across Redis calls; an older scan never replaces a newer one.
     pub fn refresh(&self, store: &FeatureStore) {
         let started = Instant::now();
-        let result = store
-            .count_entities()
-            .and_then(|count| Ok((count, store.list_entity_ids(ID_LIMIT)?)));
+        let result = store.count_and_list_entities(ID_LIMIT);
         let mut cur = lock(&self.current);
         if cur.taken_at > started {
             return;

@@ -281,6 +281,41 @@ fn update_streaming_many_is_one_call_per_entity() {
 }
 
 #[test]
+fn update_streaming_rows_writes_wire_form_rows_and_refuses_retractions() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let row = |id: &str, set: &[(&str, &str)], retract: &[&str]| BatchRow {
+        id: id.into(),
+        set: set
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        retract: retract.iter().map(|s| s.to_string()).collect(),
+    };
+    let rows = [
+        row("u0001", &[("tx_count_5m", "3")], &[]),
+        row("u0002", &[("tx_count_5m", "4")], &["last_device_id"]),
+        row("u0003", &[], &[]),
+    ];
+    let report = store.update_streaming_rows(&rows, 60).expect("write");
+    assert_eq!(report.written, 1);
+    let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
+    assert_eq!(failed, vec![1, 2]);
+    assert!(report.failed[0]
+        .error
+        .to_string()
+        .contains("cannot retract"));
+    let ttl = store.field_ttls("u0001", &["tx_count_5m"]).expect("ttl")[0];
+    assert!((50..=60).contains(&ttl), "{ttl}");
+    assert_eq!(
+        store.key_ttl("u0002").expect("ttl"),
+        -2,
+        "a refused row writes nothing"
+    );
+    assert_eq!(store.stats().streaming_writes_total, 1);
+}
+
+#[test]
 fn get_features_leaves_out_missing_fields_and_entities() {
     let redis = common::redis();
     let store = common::store(&redis);
@@ -459,6 +494,9 @@ fn listing_counting_and_deleting_stay_under_the_prefix() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted: {ids:?}");
     assert!(ids.iter().all(|id| id.starts_with('u')));
     assert_eq!(store.list_entity_ids(0).expect("list").len(), 0);
+    let (count, first) = store.count_and_list_entities(20).expect("census");
+    assert_eq!((count, first.len()), (2500, 20));
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "sorted: {first:?}");
     assert_eq!(store.list_entity_ids(100_000).expect("list").len(), 2500);
 
     assert_eq!(store.delete_all().expect("delete"), 2500);
