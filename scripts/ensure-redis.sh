@@ -52,7 +52,12 @@ SRC
               -o "APT::Get::List-Cleanup=0" -o "Acquire::AllowInsecureRepositories=1")
   log "fetching $pkg source from $suite"
   apt-get "${opts[@]}" -o APT::Sandbox::User=root -qq update >&2
-  (cd "$dest" && apt-get "${opts[@]}" -o APT::Sandbox::User=root -qq source --download-only "$pkg/$suite" >&2)
+  # Only the upstream tarball is built; a mirror that lacks the .dsc or the
+  # Debian patches (a security update whose files moved) is not a failure.
+  (cd "$dest" && apt-get "${opts[@]}" -o APT::Sandbox::User=root -qq source --download-only "$pkg/$suite" >&2) \
+    || log "apt-get source reported missing files; using the upstream tarball if it arrived"
+  ls "$dest"/"${pkg}"_*.orig.tar.* >/dev/null 2>&1 \
+    || { log "no $pkg source tarball could be fetched for $suite: check the machine's apt mirror/proxy"; exit 1; }
 }
 
 # build_from_debian SUITE PACKAGE BINARY_PREFIX -> installs into $cache/PACKAGE
