@@ -1,0 +1,440 @@
+//! The fault suite: the real `fs-server` and `fs-loader` against a Redis the
+//! test kills, restarts (with and without persistence), flushes the scripts
+//! of and pauses, under traffic.
+//!
+//! After each fault: the server is up and never panicked, every failed
+//! request was a 5xx `{"error": ...}` answered within the configured
+//! timeouts, the server recovered by itself (no restart), every key under
+//! the prefix still has a key TTL and every streaming field a field TTL, and
+//! the loader's accounting is exact. Each test prints one line of the fault
+//! table in docs/operating.md (`cargo test --test faults -- --nocapture`).
+
+#[path = "../integration/common.rs"]
+mod common;
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+/// The server's `--redis-timeout-ms` in every fault test.
+const REDIS_TIMEOUT_MS: u64 = 500;
+
+/// The longest a failing request may take. The server uses the Redis
+/// timeout for connect and pool checkout and at least 2 s for a command's
+/// I/O, and retries a transport failure once on a fresh connection: two
+/// command timeouts, plus slack for a loaded 2-core machine.
+fn failure_bound() -> Duration {
+    let io = Duration::from_millis(REDIS_TIMEOUT_MS).max(Duration::from_secs(2));
+    2 * io + Duration::from_millis(1500)
+}
+
+/// How long Redis stays dead or paused: longer than every timeout above.
+const OUTAGE: Duration = Duration::from_millis(3000);
+
+/// `--threads` in every fault test but the pool one.
+const THREADS: &str = "4";
+
+fn server_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let threads = if extra.contains(&"--threads") {
+        None
+    } else {
+        Some(THREADS)
+    };
+    let mut flags = vec!["--redis-timeout-ms", "500"];
+    if let Some(t) = threads {
+        flags.extend(["--threads", t]);
+    }
+    flags.extend(["--refresh-ms", "200", "--streaming-ttl-seconds", "120"]);
+    flags.extend_from_slice(extra);
+    flags
+}
+
+/// The worker writing 10 entities every 20 ms, on 200 seeded users.
+const WORKER: &[&str] = &[
+    "--seed-demo",
+    "--seed-users",
+    "200",
+    "--tick-ms",
+    "20",
+    "--users-per-tick",
+    "10",
+];
+
+fn streaming_writes(server: &Server) -> u64 {
+    server.get("/state").body()["stats"]["streaming_writes_total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn persistence(persistent: bool) -> &'static str {
+    if persistent {
+        "AOF on"
+    } else {
+        "no persistence"
+    }
+}
+
+// ---------------------------------------------------------------- kill
+
+fn kill_during_reads(persistent: bool) {
+    let _one_at_a_time = serial();
+    let mut redis = Redis::start(persistent);
+    let mut server = Server::start(&redis.url(), &server_flags(&[]));
+    assert!(server.post("/bulk-load", "count=200").ok());
+    let traffic = Traffic::start(server.addr, 4, READS);
+    std::thread::sleep(Duration::from_millis(300)); // some traffic before the fault
+
+    redis.kill();
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    let back = Instant::now();
+    let recovered = time_to_recover(&server, back);
+    std::thread::sleep(Duration::from_millis(200)); // some traffic after it
+    let samples = traffic.finish();
+
+    let what = format!("redis killed during reads, {}", persistence(persistent));
+    let seen = check_failures(&what, &samples, failure_bound());
+    assert!(
+        samples.iter().any(|s| !s.reply.ok()),
+        "{what}: no request saw the outage: {seen}"
+    );
+    server.assert_alive_without_panic(&what);
+    let read = server.post("/read", "user=u0001&field=country_iso");
+    assert!(read.ok(), "{what}: {read:?}");
+    // With the AOF the data is back; without it, Redis came back empty.
+    let expected = if persistent { 1 } else { 0 };
+    assert_eq!(read.body()["returned_count"], expected, "{what}: {read:?}");
+    check_invariants(&mut redis.conn(), &what);
+    report(&what, &seen, recovered);
+}
+
+#[test]
+fn redis_killed_during_reads_without_persistence_fails_fast_and_recovers() {
+    kill_during_reads(false);
+}
+
+#[test]
+fn redis_killed_during_reads_with_aof_fails_fast_and_recovers_with_the_data() {
+    kill_during_reads(true);
+}
+
+fn kill_during_streaming_writes(persistent: bool) {
+    let _one_at_a_time = serial();
+    let mut redis = Redis::start(persistent);
+    let mut server = Server::start(&redis.url(), &server_flags(WORKER));
+    wait_until("the worker writes", Duration::from_secs(10), || {
+        streaming_writes(&server) > 50
+    });
+    let traffic = Traffic::start(server.addr, 2, READS);
+
+    redis.kill();
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    let back = Instant::now();
+    let recovered = time_to_recover(&server, back);
+    if !persistent {
+        // Redis came back empty: give the worker entities again.
+        assert!(server.post("/bulk-load", "count=200").ok());
+    }
+    let before = streaming_writes(&server);
+    wait_until(
+        "the worker writes again, without a restart",
+        Duration::from_secs(10),
+        || streaming_writes(&server) > before + 50,
+    );
+    let samples = traffic.finish();
+
+    let what = format!(
+        "redis killed during streaming writes, {}",
+        persistence(persistent)
+    );
+    let seen = check_failures(&what, &samples, failure_bound());
+    server.assert_alive_without_panic(&what);
+    let state = server.get("/state");
+    assert_eq!(state.body()["worker"]["running"], true, "{what}: {state:?}");
+    let keys = check_invariants(&mut redis.conn(), &what);
+    assert!(keys >= 200, "{what}: {keys} keys");
+    report(&what, &seen, recovered);
+}
+
+#[test]
+fn redis_killed_during_streaming_writes_without_persistence_leaves_no_field_without_ttl() {
+    kill_during_streaming_writes(false);
+}
+
+#[test]
+fn redis_killed_during_streaming_writes_with_aof_leaves_no_field_without_ttl() {
+    kill_during_streaming_writes(true);
+}
+
+/// Rows in the loader's file for the bulk-load faults.
+const LOAD_ROWS: usize = 30_000;
+
+fn kill_during_bulk_load(persistent: bool) {
+    let _one_at_a_time = serial();
+    let mut redis = Redis::start(persistent);
+    let mut server = Server::start(&redis.url(), &server_flags(&[]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_rows(dir.path(), LOAD_ROWS);
+    let loader = spawn_loader(
+        &redis.url(),
+        &file,
+        &["--chunk-size", "500", "--connect-timeout-ms", "300"],
+    );
+    // The server's own bulk load runs too.
+    let traffic = Traffic::start(server.addr, 1, &[("/bulk-load", "count=2000")]);
+    let mut conn = redis.conn();
+    wait_until("the load is under way", Duration::from_secs(60), || {
+        dbsize(&mut conn) > 3000
+    });
+    drop(conn);
+
+    redis.kill();
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    let back = Instant::now();
+    let recovered = time_to_recover(&server, back);
+    let out = loader.wait_with_output().expect("waiting for fs-loader");
+    let samples = traffic.finish();
+
+    let what = format!(
+        "redis killed during a bulk load, {}",
+        persistence(persistent)
+    );
+    let seen = check_failures(&what, &samples, failure_bound());
+    server.assert_alive_without_panic(&what);
+    let summary = Summary::of(&out);
+    summary.assert_accounted();
+    // The default retries (5, from 200 ms doubling) outlast the outage.
+    assert_eq!(summary.code, Some(0), "{what}:\n{}", summary.text);
+    assert_eq!(
+        summary.count("written"),
+        LOAD_ROWS as u64,
+        "{}",
+        summary.text
+    );
+    let mut conn = redis.conn();
+    let present = rows_present(&mut conn, LOAD_ROWS);
+    if persistent {
+        // Every row Redis confirmed was fsynced before the confirmation.
+        assert_eq!(present, LOAD_ROWS, "{what}: rows written but not present");
+    } else {
+        // What Redis held when it died is gone; a re-run puts it back.
+        let again = spawn_loader(&redis.url(), &file, &[])
+            .wait_with_output()
+            .expect("re-running fs-loader");
+        let again = Summary::of(&again);
+        assert_eq!(again.code, Some(0), "{}", again.text);
+        assert_eq!(rows_present(&mut conn, LOAD_ROWS), LOAD_ROWS);
+    }
+    check_invariants(&mut conn, &what);
+    report(
+        &what,
+        &format!(
+            "server {seen}; loader exit 0, written {} of {LOAD_ROWS}, {present} present after",
+            summary.count("written")
+        ),
+        recovered,
+    );
+}
+
+#[test]
+fn redis_killed_during_a_bulk_load_without_persistence_is_accounted_exactly() {
+    kill_during_bulk_load(false);
+}
+
+#[test]
+fn redis_killed_during_a_bulk_load_with_aof_loses_no_written_row() {
+    kill_during_bulk_load(true);
+}
+
+// ---------------------------------------------------------------- scripts
+
+/// The script cache emptied every 10 ms (a failover storm, an operator's
+/// `SCRIPT FLUSH` in a loop) while the server bulk-loads, serves reads and
+/// runs the worker and the loader writes: Redis keeps answering, so nothing
+/// may fail.
+#[test]
+fn script_flush_every_10ms_under_traffic_fails_nothing() {
+    let _one_at_a_time = serial();
+    let redis = Redis::start(false);
+    let mut server = Server::start(&redis.url(), &server_flags(WORKER));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = 20_000;
+    let file = write_rows(dir.path(), rows);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let stop = stop.clone();
+        let mut conn = redis.conn();
+        std::thread::spawn(move || {
+            let mut flushes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query::<()>(&mut conn)
+                    .expect("SCRIPT FLUSH");
+                flushes += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            flushes
+        })
+    };
+    let reads = Traffic::start(server.addr, 2, READS);
+    let loads = Traffic::start(server.addr, 1, &[("/bulk-load", "count=2000")]);
+    let before = streaming_writes(&server);
+    let out = spawn_loader(&redis.url(), &file, &["--chunk-size", "100"])
+        .wait_with_output()
+        .expect("fs-loader");
+    let worker_writes = streaming_writes(&server) - before;
+    let mut samples = reads.finish();
+    samples.extend(loads.finish());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flushes = flusher.join().expect("flusher");
+    let end = Instant::now();
+
+    let what = "SCRIPT FLUSH every 10 ms";
+    let seen = check_failures(what, &samples, failure_bound());
+    server.assert_alive_without_panic(what);
+    let failed: Vec<_> = samples.iter().filter(|s| !s.reply.ok()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: Redis answered throughout, yet {} of {} requests failed, first {:?}",
+        failed.len(),
+        samples.len(),
+        failed.first()
+    );
+    let summary = Summary::of(&out);
+    summary.assert_accounted();
+    assert_eq!(summary.code, Some(0), "{what}:\n{}", summary.text);
+    assert_eq!(summary.count("written"), rows as u64, "{}", summary.text);
+    let mut conn = redis.conn();
+    assert_eq!(rows_present(&mut conn, rows), rows);
+    assert!(worker_writes > 0, "{what}: the worker wrote nothing");
+    check_invariants(&mut conn, what);
+    let recovered = time_to_recover(&server, end);
+    report(
+        what,
+        &format!(
+            "{flushes} flushes; server {seen}; loader exit 0, {rows} of {rows} written; worker kept writing"
+        ),
+        recovered,
+    );
+}
+
+// ---------------------------------------------------------------- pauses
+
+/// Runs `pause` (which stalls Redis for `OUTAGE`) under reads and the
+/// worker, then checks and reports.
+fn paused(what: &str, pause: impl FnOnce(&Redis)) {
+    let _one_at_a_time = serial();
+    let redis = Redis::start(false);
+    let mut server = Server::start(&redis.url(), &server_flags(WORKER));
+    wait_until("the worker writes", Duration::from_secs(10), || {
+        streaming_writes(&server) > 20
+    });
+    let traffic = Traffic::start(server.addr, 4, READS);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    pause(&redis);
+    let end = started + OUTAGE;
+    std::thread::sleep(end.saturating_duration_since(Instant::now()));
+    let recovered = time_to_recover(&server, end);
+    let before = streaming_writes(&server);
+    wait_until("the worker writes again", Duration::from_secs(10), || {
+        streaming_writes(&server) > before + 20
+    });
+    let samples = traffic.finish();
+
+    let seen = check_failures(what, &samples, failure_bound());
+    server.assert_alive_without_panic(what);
+    check_invariants(&mut redis.conn(), what);
+    report(what, &seen, recovered);
+}
+
+#[test]
+fn redis_client_pause_longer_than_the_timeouts_fails_fast_and_recovers() {
+    paused("CLIENT PAUSE 3000 ALL", |redis| {
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(OUTAGE.as_millis() as u64)
+            .arg("ALL")
+            .query::<()>(&mut redis.conn())
+            .expect("CLIENT PAUSE");
+    });
+}
+
+#[test]
+fn redis_debug_sleep_longer_than_the_timeouts_fails_fast_and_recovers() {
+    paused("DEBUG SLEEP 3", |redis| {
+        let mut conn = redis.conn();
+        // DEBUG SLEEP blocks the caller too: run it aside.
+        std::thread::spawn(move || {
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(OUTAGE.as_secs_f64())
+                .query::<()>(&mut conn)
+                .expect("DEBUG SLEEP (needs --enable-debug-command yes)");
+        });
+    });
+}
+
+/// Six times as many concurrent requests as request threads, three times
+/// the Redis pool, all arriving while Redis is paused: every one is
+/// answered (a 5xx JSON in time, or a 200 once Redis is back), none hangs.
+#[test]
+fn more_requests_than_the_pool_while_redis_is_paused_are_all_answered() {
+    let _one_at_a_time = serial();
+    let redis = Redis::start(false);
+    // --threads 2: a pool of 8 Redis connections (threads + 4, at least 8).
+    let mut server = Server::start(&redis.url(), &server_flags(&["--threads", "2"]));
+    assert!(server.post("/bulk-load", "count=50").ok());
+    let clients = 24;
+
+    let started = Instant::now();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(OUTAGE.as_millis() as u64)
+        .arg("ALL")
+        .query::<()>(&mut redis.conn())
+        .expect("CLIENT PAUSE");
+    let addr = server.addr;
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (path, body) = READS[i % READS.len()];
+                let t = Instant::now();
+                Sample {
+                    path,
+                    started: t,
+                    reply: request(addr, "POST", path, body.as_bytes(), Duration::from_secs(60)),
+                }
+            })
+        })
+        .collect();
+    let samples: Vec<Sample> = threads
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    let end = started + OUTAGE;
+    let what = "pool exhausted: 24 requests, 2 threads, pool 8, Redis paused 3 s";
+    let seen = check_failures(what, &samples, failure_bound());
+    // Queued requests wait for a thread, so the last ones finish later than
+    // the bound of one request: but all by the end of the pause plus one
+    // bound, not one bound per queued request.
+    for s in &samples {
+        assert!(
+            s.started + s.reply.elapsed <= end + failure_bound(),
+            "{what}: {} answered {:?} after {:?}",
+            s.path,
+            s.reply.result,
+            s.reply.elapsed
+        );
+    }
+    server.assert_alive_without_panic(what);
+    let recovered = time_to_recover(&server, end);
+    check_invariants(&mut redis.conn(), what);
+    report(what, &seen, recovered);
+}
