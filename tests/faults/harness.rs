@@ -435,6 +435,7 @@ impl Traffic {
 pub fn check_failures(what: &str, samples: &[Sample], bound: Duration) -> String {
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut slowest_failure = Duration::ZERO;
+    let mut errors: Vec<String> = Vec::new();
     for s in samples {
         let key = match s.reply.status() {
             Some(code) => code.to_string(),
@@ -459,6 +460,14 @@ pub fn check_failures(what: &str, samples: &[Sample], bound: Duration) -> String
             s.reply.elapsed
         );
         slowest_failure = slowest_failure.max(s.reply.elapsed);
+        let (code, body) = s.reply.result.as_ref().expect("checked above");
+        let error = format!("{code} {}", body["error"].as_str().unwrap_or_default());
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
+    }
+    for e in &errors {
+        eprintln!("  {what}: {e}");
     }
     let mut parts: Vec<_> = counts.into_iter().collect();
     parts.sort();
