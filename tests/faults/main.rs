@@ -326,8 +326,8 @@ fn script_flush_every_10ms_under_traffic_fails_nothing() {
 
 // ---------------------------------------------------------------- pauses
 
-/// Runs `pause` (which stalls Redis for `OUTAGE`) under reads and the
-/// worker, then checks and reports.
+/// Runs `pause` (which stalls Redis for `OUTAGE`) under reads, the worker
+/// and a loader, then checks and reports.
 fn paused(what: &str, pause: impl FnOnce(&Redis)) {
     let _one_at_a_time = serial();
     let redis = Redis::start(false);
@@ -335,8 +335,14 @@ fn paused(what: &str, pause: impl FnOnce(&Redis)) {
     wait_until("the worker writes", Duration::from_secs(10), || {
         streaming_writes(&server) > 20
     });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_rows(dir.path(), LOAD_ROWS);
+    let loader = spawn_loader(&redis.url(), &file, &["--chunk-size", "500"]);
     let traffic = Traffic::start(server.addr, 4, READS);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = redis.conn();
+    wait_until("the load is under way", Duration::from_secs(60), || {
+        dbsize(&mut conn) > 1200
+    });
 
     let started = Instant::now();
     pause(&redis);
@@ -347,12 +353,28 @@ fn paused(what: &str, pause: impl FnOnce(&Redis)) {
     wait_until("the worker writes again", Duration::from_secs(10), || {
         streaming_writes(&server) > before + 20
     });
+    let out = loader.wait_with_output().expect("waiting for fs-loader");
     let samples = traffic.finish();
 
     let seen = check_failures(what, &samples, failure_bound());
     server.assert_alive_without_panic(what);
-    check_invariants(&mut redis.conn(), what);
-    report(what, &seen, recovered);
+    let summary = Summary::of(&out);
+    summary.assert_accounted();
+    // Redis answers again well within the loader's retries.
+    assert_eq!(summary.code, Some(0), "{what}:\n{}", summary.text);
+    assert_eq!(
+        summary.count("written"),
+        LOAD_ROWS as u64,
+        "{}",
+        summary.text
+    );
+    assert_eq!(rows_present(&mut conn, LOAD_ROWS), LOAD_ROWS, "{what}");
+    check_invariants(&mut conn, what);
+    report(
+        what,
+        &format!("server {seen}; loader exit 0, {LOAD_ROWS} of {LOAD_ROWS} written"),
+        recovered,
+    );
 }
 
 #[test]
