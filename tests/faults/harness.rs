@@ -496,7 +496,9 @@ pub fn time_to_recover(server: &Server, since: Instant) -> Duration {
     since.elapsed()
 }
 
-/// One line of the fault table (copied into docs/operating.md).
+/// One line of the fault table (copied into docs/operating.md): the time
+/// to recover runs from the end of the fault (the restart command, the end
+/// of the pause) to the first working `/read`.
 pub fn report(fault: &str, seen: &str, recovered: Duration) {
     eprintln!("FAULT | {fault} | {seen} | {} ms", recovered.as_millis());
 }

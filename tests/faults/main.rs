@@ -88,9 +88,10 @@ fn kill_during_reads(persistent: bool) {
 
     redis.kill();
     std::thread::sleep(OUTAGE);
+    let restarting = Instant::now();
     redis.restart();
-    let back = Instant::now();
-    let recovered = time_to_recover(&server, back);
+    let restart = restarting.elapsed();
+    let recovered = time_to_recover(&server, restarting);
     std::thread::sleep(Duration::from_millis(200)); // some traffic after it
     let samples = traffic.finish();
 
@@ -107,7 +108,11 @@ fn kill_during_reads(persistent: bool) {
     let expected = if persistent { 1 } else { 0 };
     assert_eq!(read.body()["returned_count"], expected, "{what}: {read:?}");
     check_invariants(&mut redis.conn(), &what);
-    report(&what, &seen, recovered);
+    report(
+        &what,
+        &format!("{seen}; Redis up again in {} ms", restart.as_millis()),
+        recovered,
+    );
 }
 
 #[test]
@@ -131,9 +136,10 @@ fn kill_during_streaming_writes(persistent: bool) {
 
     redis.kill();
     std::thread::sleep(OUTAGE);
+    let restarting = Instant::now();
     redis.restart();
-    let back = Instant::now();
-    let recovered = time_to_recover(&server, back);
+    let restart = restarting.elapsed();
+    let recovered = time_to_recover(&server, restarting);
     if !persistent {
         // Redis came back empty: give the worker entities again.
         assert!(server.post("/bulk-load", "count=200").ok());
@@ -156,7 +162,11 @@ fn kill_during_streaming_writes(persistent: bool) {
     assert_eq!(state.body()["worker"]["running"], true, "{what}: {state:?}");
     let keys = check_invariants(&mut redis.conn(), &what);
     assert!(keys >= 200, "{what}: {keys} keys");
-    report(&what, &seen, recovered);
+    report(
+        &what,
+        &format!("{seen}; Redis up again in {} ms", restart.as_millis()),
+        recovered,
+    );
 }
 
 #[test]
@@ -193,9 +203,10 @@ fn kill_during_bulk_load(persistent: bool) {
 
     redis.kill();
     std::thread::sleep(OUTAGE);
+    let restarting = Instant::now();
     redis.restart();
-    let back = Instant::now();
-    let recovered = time_to_recover(&server, back);
+    let restart = restarting.elapsed();
+    let recovered = time_to_recover(&server, restarting);
     let out = loader.wait_with_output().expect("waiting for fs-loader");
     let samples = traffic.finish();
 
@@ -233,8 +244,9 @@ fn kill_during_bulk_load(persistent: bool) {
     report(
         &what,
         &format!(
-            "server {seen}; loader exit 0, written {} of {LOAD_ROWS}, {present} present after",
-            summary.count("written")
+            "server {seen}; loader exit 0, written {} of {LOAD_ROWS}, {present} present after; Redis up again in {} ms",
+            summary.count("written"),
+            restart.as_millis()
         ),
         recovered,
     );
