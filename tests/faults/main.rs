@@ -310,15 +310,16 @@ fn script_flush_every_10ms_under_traffic_fails_nothing() {
     let what = "SCRIPT FLUSH every 10 ms";
     let seen = check_failures(what, &samples, failure_bound());
     server.assert_alive_without_panic(what);
+    let summary = Summary::of(&out);
     let failed: Vec<_> = samples.iter().filter(|s| !s.reply.ok()).collect();
     assert!(
         failed.is_empty(),
-        "{what}: Redis answered throughout, yet {} of {} requests failed, first {:?}",
+        "{what}: Redis answered throughout, yet {} of {} requests failed, first {:?}\nthe loader meanwhile: {}",
         failed.len(),
         samples.len(),
-        failed.first()
+        failed.first(),
+        summary.text
     );
-    let summary = Summary::of(&out);
     summary.assert_accounted();
     assert_eq!(summary.code, Some(0), "{what}:\n{}", summary.text);
     assert_eq!(summary.count("written"), rows as u64, "{}", summary.text);
