@@ -188,7 +188,7 @@ fn kill_during_bulk_load(persistent: bool) {
     let mut server = Server::start(&redis.url(), &server_flags(&[]));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_rows(dir.path(), LOAD_ROWS);
-    let loader = spawn_loader(
+    let mut loader = spawn_loader(
         &redis.url(),
         &file,
         &["--chunk-size", "500", "--connect-timeout-ms", "300"],
@@ -202,6 +202,10 @@ fn kill_during_bulk_load(persistent: bool) {
     drop(conn);
 
     redis.kill();
+    assert!(
+        loader.try_wait().expect("try_wait").is_none(),
+        "the loader finished before the fault: make the file longer"
+    );
     std::thread::sleep(OUTAGE);
     let restarting = Instant::now();
     redis.restart();
@@ -350,7 +354,7 @@ fn paused(what: &str, pause: impl FnOnce(&Redis)) {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_rows(dir.path(), LOAD_ROWS);
-    let loader = spawn_loader(&redis.url(), &file, &["--chunk-size", "500"]);
+    let mut loader = spawn_loader(&redis.url(), &file, &["--chunk-size", "500"]);
     let traffic = Traffic::start(server.addr, 4, READS);
     let mut conn = redis.conn();
     wait_until("the load is under way", Duration::from_secs(60), || {
@@ -359,6 +363,10 @@ fn paused(what: &str, pause: impl FnOnce(&Redis)) {
 
     let started = Instant::now();
     pause(&redis);
+    assert!(
+        loader.try_wait().expect("try_wait").is_none(),
+        "the loader finished before the fault: make the file longer"
+    );
     let end = started + OUTAGE;
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
     let recovered = time_to_recover(&server, end);
