@@ -27,8 +27,9 @@ const IDLE: usize = 200;
 /// The server's request threads (its default).
 const THREADS: usize = 8;
 /// `--max-connections`, when the server has the flag: room for the 264
-/// connections held plus the bulk loader and the test's own probes.
-const MAX_CONNECTIONS: usize = 300;
+/// connections held plus the bulk loader, the test's own probes and a few
+/// reconnects; the thread and fd bounds follow from it.
+const MAX_CONNECTIONS: usize = 280;
 
 fn seconds() -> u64 {
     std::env::var("FS_LOAD_SECONDS")
