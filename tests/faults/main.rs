@@ -341,6 +341,83 @@ fn script_flush_every_10ms_under_traffic_fails_nothing() {
     );
 }
 
+/// Every client connection dropped by Redis every 100 ms (`CLIENT KILL TYPE
+/// normal`: what a proxy's idle timeout, a Redis `timeout` setting or a
+/// failover does to pooled connections) under reads, the worker and a
+/// loader: Redis itself answers throughout, so a request retried on a fresh
+/// connection must succeed and the loader must write every row.
+#[test]
+fn client_connections_killed_every_100ms_fail_nothing() {
+    let _one_at_a_time = serial();
+    let redis = Redis::start(false);
+    let mut server = Server::start(&redis.url(), &server_flags(WORKER));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_rows(dir.path(), LOAD_ROWS);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        let mut conn = redis.conn();
+        std::thread::spawn(move || {
+            let mut killed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SKIPME: this connection survives its own kills.
+                killed += redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query::<u64>(&mut conn)
+                    .expect("CLIENT KILL");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            killed
+        })
+    };
+    let traffic = Traffic::start(server.addr, 4, READS);
+    let before = streaming_writes(&server);
+    let out = spawn_loader(&redis.url(), &file, &["--chunk-size", "500"])
+        .wait_with_output()
+        .expect("fs-loader");
+    // At least two seconds of traffic, however fast the load was.
+    std::thread::sleep(Duration::from_secs(2));
+    let worker_writes = streaming_writes(&server) - before;
+    let samples = traffic.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.join().expect("killer");
+    let end = Instant::now();
+
+    let what = "CLIENT KILL TYPE normal every 100 ms";
+    let seen = check_failures(what, &samples, failure_bound());
+    server.assert_alive_without_panic(what);
+    let summary = Summary::of(&out);
+    summary.assert_accounted();
+    let failed: Vec<_> = samples.iter().filter(|s| !s.reply.ok()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: Redis answered throughout, yet {} of {} requests failed ({} /read, {} /batch-read), first {:?}\nthe loader meanwhile: {}",
+        failed.len(),
+        samples.len(),
+        failed.iter().filter(|s| s.path == "/read").count(),
+        failed.iter().filter(|s| s.path == "/batch-read").count(),
+        failed.first(),
+        summary.text
+    );
+    assert_eq!(summary.code, Some(0), "{what}:\n{}", summary.text);
+    let mut conn = redis.conn();
+    assert_eq!(rows_present(&mut conn, LOAD_ROWS), LOAD_ROWS);
+    assert!(worker_writes > 0, "{what}: the worker wrote nothing");
+    assert!(killed > 0, "{what}: no connection was killed");
+    check_invariants(&mut conn, what);
+    let recovered = time_to_recover(&server, end);
+    report(
+        what,
+        &format!("{killed} connections killed; server {seen}; loader exit 0, {LOAD_ROWS} of {LOAD_ROWS} written"),
+        recovered,
+    );
+}
+
 // ---------------------------------------------------------------- pauses
 
 /// Runs `pause` (which stalls Redis for `OUTAGE`) under reads, the worker
