@@ -179,6 +179,53 @@ fn redis_killed_during_streaming_writes_with_aof_leaves_no_field_without_ttl() {
     kill_during_streaming_writes(true);
 }
 
+/// Redis restarted while no request is running (a quick failover, a
+/// restart at night): the pool still holds connections to the old process,
+/// and the first requests afterwards must not fail on them.
+#[test]
+fn redis_restarted_while_the_server_is_idle_fails_no_request_after() {
+    let _one_at_a_time = serial();
+    let mut redis = Redis::start(true);
+    let mut server = Server::start(&redis.url(), &server_flags(&[]));
+    assert!(server.post("/bulk-load", "count=20").ok());
+    // Concurrent reads leave several connections idle in the pool.
+    let warm = Traffic::start(server.addr, 4, READS);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(warm.finish().iter().all(|s| s.reply.ok()));
+
+    redis.kill();
+    let restarting = Instant::now();
+    redis.restart();
+    let restart = restarting.elapsed();
+    let replies: Vec<Reply> = (0..8)
+        .map(|i| {
+            let (path, body) = READS[i % READS.len()];
+            server.post(path, body)
+        })
+        .collect();
+    let recovered = time_to_recover(&server, restarting);
+
+    let what = "redis restarted while the server is idle, AOF on";
+    server.assert_alive_without_panic(what);
+    let failed: Vec<_> = replies.iter().filter(|r| !r.ok()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: Redis was back, yet {} of the {} requests after failed, first {:?}",
+        failed.len(),
+        replies.len(),
+        failed.first()
+    );
+    check_invariants(&mut redis.conn(), what);
+    report(
+        what,
+        &format!(
+            "the 8 requests after: all 200; Redis up again in {} ms",
+            restart.as_millis()
+        ),
+        recovered,
+    );
+}
+
 /// Rows in the loader's file for the bulk-load faults.
 const LOAD_ROWS: usize = 30_000;
 
