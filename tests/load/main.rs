@@ -319,18 +319,37 @@ fn load_64_keepalive_clients_and_200_idle_connections_see_no_error_and_flat_reso
         .filter(|(_, r)| matches!(r, Ok((200, _))))
         .count();
     let peak = |f: fn(&Usage) -> usize| samples.iter().map(f).max().unwrap_or(0);
+    // RSS flat: after warm-up (the first fifth of the run, at least 2 s),
+    // the peak of the last third stays within 1.5x of the peak of the
+    // first third.
+    let warm = (duration / 5).max(Duration::from_secs(2));
+    let after: Vec<&Usage> = samples.iter().filter(|u| u.at >= warm).collect();
+    let third = (after.len() / 3).max(1);
+    let early = after[..third].iter().map(|u| u.rss_kb).max().unwrap_or(0);
+    let late = after[after.len() - third..]
+        .iter()
+        .map(|u| u.rss_kb)
+        .max()
+        .unwrap_or(0);
+
     eprintln!(
-        "LOAD | {seconds} s | {CLIENTS} keep-alive clients + {idle_held} idle connections | {count} requests ({:.0}/s), {} errors, {reconnects} client reconnects, {} idle reopened | p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms | {bulk_ok} bulk loads of 100000 ({:?}) | peak threads {}, fds {}, RSS {} kB",
+        "LOAD | {seconds} s | {CLIENTS} keep-alive clients + {idle_held} idle connections | {count} requests ({:.0}/s), {} errors, {reconnects} client reconnects, {} idle reopened | p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms | {bulk_ok} bulk loads of 100000 (median {:.1} s) | peak threads {}, fds {}, RSS {} MB (peak in the first third after warm-up {} MB, in the last third {} MB)",
         count as f64 / elapsed.as_secs_f64(),
         errors.len(),
         idle_reopened.load(Ordering::Relaxed),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        bulk_loads.iter().map(|(d, _)| format!("{:.1} s", d.as_secs_f64())).collect::<Vec<_>>(),
+        {
+            let mut took: Vec<f64> = bulk_loads.iter().map(|(d, _)| d.as_secs_f64()).collect();
+            took.sort_by(f64::total_cmp);
+            took.get(took.len() / 2).copied().unwrap_or(0.0)
+        },
         peak(|u| u.threads),
         peak(|u| u.fds),
-        peak(|u| u.rss_kb),
+        peak(|u| u.rss_kb) / 1024,
+        early / 1024,
+        late / 1024,
     );
 
     // Zero errors, on the clients and on the bulk loads.
@@ -377,18 +396,6 @@ fn load_64_keepalive_clients_and_200_idle_connections_see_no_error_and_flat_reso
         );
     }
 
-    // RSS flat: after warm-up (the first fifth of the run, at least 2 s),
-    // the peak of the last third stays within 1.5x of the peak of the
-    // first third.
-    let warm = (duration / 5).max(Duration::from_secs(2));
-    let after: Vec<&Usage> = samples.iter().filter(|u| u.at >= warm).collect();
-    let third = (after.len() / 3).max(1);
-    let early = after[..third].iter().map(|u| u.rss_kb).max().unwrap_or(0);
-    let late = after[after.len() - third..]
-        .iter()
-        .map(|u| u.rss_kb)
-        .max()
-        .unwrap_or(0);
     assert!(
         late as f64 <= early as f64 * 1.5,
         "RSS grew: {early} kB after warm-up, {late} kB at the end"
