@@ -12,9 +12,15 @@ pub enum StoreError {
     /// of the store is idempotent.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
-    /// Redis answered with an error (a script refusal, WRONGTYPE, OOM ...).
+    /// Redis answered with an error (a script refusal, OOM ...), or with a
+    /// reply the store could not decode. Never an outage: retrying the same
+    /// call gets the same answer.
     #[error("redis error: {0}")]
     Redis(String),
+    /// The entity's key exists but holds another type (a key another tool
+    /// wrote under the prefix): an error for that entity only.
+    #[error("key {key} holds a {kind}, not a hash")]
+    WrongType { key: String, kind: String },
 }
 
 impl StoreError {
@@ -45,7 +51,12 @@ impl From<r2d2::Error> for StoreError {
 }
 
 /// Errors that say nothing about the command, only about the connection:
-/// the connection they happened on must not be reused.
+/// the connection they happened on must not be reused. `Parse` is here
+/// because redis-rs gives the same kind to a garbled reply stream (the
+/// connection is lost) and to a reply that does not fit the Rust type asked
+/// for (the connection is fine): the store therefore asks for raw `Value`s
+/// and decodes them itself, so a value it cannot decode is a `Redis` error
+/// about that value, never an outage.
 pub(crate) fn is_transport_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()

@@ -17,7 +17,7 @@ pub mod value;
 pub use error::StoreError;
 pub use managed_redis::ManagedRedis;
 pub use store::{FeatureStore, StoreConfig};
-pub use value::{FeatureMap, FeatureValue};
+pub use value::{FeatureMap, FeatureValue, ReadValue};
 
 pub mod loader;
 pub mod server;

@@ -13,7 +13,7 @@ use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
 use crate::error::StoreError;
-use crate::store::{FieldState, MAX_TTL_SECONDS};
+use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 use crate::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 
 pub const PAGE: &str = include_str!("page.html");
@@ -126,6 +126,7 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
             StoreError::Unavailable(_) => ApiError::Unavailable(msg),
             StoreError::InvalidInput(_) => ApiError::BadRequest(msg),
             StoreError::Redis(_) => ApiError::Internal(msg),
+            StoreError::WrongType { .. } => ApiError::Conflict(msg),
         });
     }
     json_reply(&json!({
@@ -230,22 +231,40 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let started = Instant::now();
     let rows = app.store.batch_get_features(ids, &fields)?;
     let elapsed_ms = ms_since(started);
-    let present = |r: &Vec<Option<String>>| r.iter().filter(|v| v.is_some()).count();
-    let field_count: usize = rows.iter().map(present).sum();
-    let found = rows.iter().filter(|r| present(r) > 0).count();
+    let present = |r: &FeatureRow| r.iter().filter(|v| v.is_some()).count();
+    let mut values_found = 0;
+    let mut found = 0;
+    let mut errors = Vec::new();
+    for (id, row) in ids.iter().zip(&rows) {
+        match row {
+            Ok(row) => {
+                let n = present(row);
+                values_found += n;
+                found += usize::from(n > 0);
+            }
+            // One entity's problem (a key of another type) is reported for
+            // that entity; the others are answered.
+            Err(e) => errors.push(json!({ "id": id, "error": e.to_string() })),
+        }
+    }
     let sample: Vec<_> = ids
         .iter()
         .zip(&rows)
         .take(10)
-        .map(|(id, r)| json!({ "id": id, "field_count": present(r) }))
+        .map(|(id, r)| match r {
+            Ok(r) => json!({ "id": id, "values_found": present(r) }),
+            Err(e) => json!({ "id": id, "values_found": 0, "error": e.to_string() }),
+        })
         .collect();
     json_reply(&json!({
         "entity_count": ids.len(),
         "found_count": found,
-        "field_count": field_count,
+        "field_count": fields.len(),
+        "values_found": values_found,
         "requested": fields,
         "elapsed_ms": elapsed_ms,
         "sample": sample,
+        "errors": errors,
     }))
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use feature_store::store::BatchRow;
 use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
-use feature_store::{FeatureMap, FeatureValue, StoreConfig, StoreError};
+use feature_store::{FeatureMap, FeatureValue, ReadValue, StoreConfig, StoreError};
 
 use crate::common;
 
@@ -34,9 +34,9 @@ fn bulk_load_writes_every_row_across_chunks() {
     assert_eq!(store.count_entities().expect("count"), 50);
     for (id, features) in rows.iter().step_by(9) {
         let got = store.get_features(id, &BATCH_FEATURES).expect("read");
-        let want: BTreeMap<String, String> = features
+        let want: BTreeMap<String, ReadValue> = features
             .iter()
-            .map(|(k, v)| (k.clone(), v.encode()))
+            .map(|(k, v)| (k.clone(), v.encode().into()))
             .collect();
         assert_eq!(got, want, "{id}");
         let ttl = store.key_ttl(id).expect("ttl");
@@ -173,7 +173,10 @@ fn write_batch_rows_sets_and_retracts_atomically() {
         .expect("write");
     assert_eq!(report.written, 1);
     let got = store.get_features("u0001", &["a", "b"]).expect("read");
-    assert_eq!(got, BTreeMap::from([("a".to_string(), "3".to_string())]));
+    assert_eq!(
+        got,
+        BTreeMap::from([("a".to_string(), ReadValue::from("3"))])
+    );
     let report = store
         .write_batch_rows(&[row(&[], &[])], 600)
         .expect("write");
@@ -355,7 +358,7 @@ fn batch_get_features_returns_feature_vectors_in_order() {
     assert_eq!(got.len(), 4);
     assert_eq!(
         got[1],
-        vec![None, None, None],
+        Ok(vec![None, None, None]),
         "a missing entity is all None"
     );
     for (i, id) in [(0, "u0030"), (2, "u0001"), (3, "u0015")] {
@@ -363,11 +366,11 @@ fn batch_get_features_returns_feature_vectors_in_order() {
         let want = &rows[n - 1].1;
         assert_eq!(
             got[i],
-            vec![
-                Some(want["risk_segment"].encode()),
+            Ok(vec![
+                Some(want["risk_segment"].encode().into()),
                 None,
-                Some(want["tx_count_7d"].encode())
-            ],
+                Some(want["tx_count_7d"].encode().into())
+            ]),
             "{id}"
         );
     }
@@ -398,11 +401,11 @@ fn read_fresh_and_inspect_report_freshness() {
         .expect("read");
     assert!(read.exists());
     assert!((890..=900).contains(&read.key_ttl_seconds));
-    assert_eq!(read.fields[0].value.as_deref(), Some("7"));
+    assert_eq!(read.fields[0].text(), Some("7"));
     assert!((90..=100).contains(&read.fields[0].ttl_seconds));
     assert_eq!(read.fields[1].ttl_seconds, -1);
     assert_eq!(
-        (read.fields[2].value.as_deref(), read.fields[2].ttl_seconds),
+        (read.fields[2].text(), read.fields[2].ttl_seconds),
         (None, -2)
     );
 
