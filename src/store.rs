@@ -873,7 +873,8 @@ impl FeatureStore {
     /// (one more round trip, on this error path only).
     fn name_wrong_type(&self, key: &str, e: StoreError) -> StoreError {
         match &e {
-            StoreError::Redis(m) if m.starts_with("WRONGTYPE") => {
+            // redis-rs prints the error code first, quoted: "WRONGTYPE": ...
+            StoreError::Redis(m) if m.trim_start_matches('"').starts_with("WRONGTYPE") => {
                 let mut cmd = redis::cmd("TYPE");
                 cmd.arg(key);
                 let kind = self

@@ -98,6 +98,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "entity_count": snap.count,
         "entity_ids": ids,
         "entity_ids_age_ms": snap.taken_at.elapsed().as_millis() as u64,
+        "entity_ids_unlisted": snap.unlisted,
         "entity_ids_error": snap.error,
         "stats": app.store.stats(),
         "worker": app.worker.status(),
@@ -289,13 +290,17 @@ fn reset(app: &App) -> Result<Reply, ApiError> {
     let before = app.worker.status();
     app.worker.pause();
     let result = if app.worker.wait_for_idle(Duration::from_secs(10)) {
-        app.store.delete_all().map_err(ApiError::from)
+        let deleted = app.store.delete_all().map_err(ApiError::from);
+        // Forget the old ids before the worker resumes, so it never writes
+        // to a deleted id, even when the refresh below fails or a scan from
+        // before the delete lands late (the cache drops those).
+        app.cache.clear();
+        deleted
     } else {
         Err(ApiError::Unavailable(
             "the worker's tick did not finish within 10 s".into(),
         ))
     };
-    // Refresh before resuming, so the worker never writes to deleted ids.
     app.cache.refresh(&app.store);
     if before.running && !before.paused {
         app.worker.resume();
