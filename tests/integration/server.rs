@@ -1058,6 +1058,10 @@ fn server_page_in_headless_chromium() {
         !dom.contains("<img"),
         "markup from Redis became an element:\n{dom}"
     );
+    // The batch panel: 11 fields asked for each entity, the values found
+    // counted apart (before, "fields" showed the values found).
+    assert!(dom.contains("fields <b>11 each</b>"), "{dom}");
+    assert!(dom.contains("values found <b>"), "{dom}");
     assert!(dom.contains("Deleted 20 entities."), "{dom}");
     assert!(dom.contains("Loaded 200 users"), "{dom}");
     let (_, state) = server.get("/state");
