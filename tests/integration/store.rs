@@ -651,6 +651,54 @@ fn values_that_are_not_utf8_are_returned_as_bytes_by_every_read_path() {
     );
 }
 
+/// Property: any bytes another tool stores as a value come back unchanged
+/// from every read path, as text exactly when they are UTF-8.
+#[test]
+fn any_value_bytes_come_back_unchanged_from_every_read_path() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let conn = std::cell::RefCell::new(common::raw(&redis));
+    let values = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    runner
+        .run(&values, |values| {
+            let names: Vec<String> = (0..values.len()).map(|i| format!("v{i}")).collect();
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg("fs:user:p1");
+            for (name, value) in names.iter().zip(&values) {
+                cmd.arg(name).arg(value.as_slice());
+            }
+            cmd.query::<()>(&mut *conn.borrow_mut()).expect("HSET");
+            let check = |got: &ReadValue, want: &[u8]| {
+                prop_assert_eq!(got.as_bytes(), want);
+                prop_assert_eq!(got.as_str().is_some(), std::str::from_utf8(want).is_ok());
+                Ok(())
+            };
+            let got = store.get_features("p1", &names).expect("get_features");
+            let rows = store.batch_get_features(&["p1"], &names).expect("batch");
+            let fresh = store.read_fresh("p1", &names).expect("read_fresh");
+            let whole = store.inspect("p1").expect("inspect");
+            let row = rows[0].as_ref().expect("row");
+            for (i, (name, want)) in names.iter().zip(&values).enumerate() {
+                check(&got[name], want)?;
+                check(row[i].as_ref().expect("present"), want)?;
+                check(fresh.fields[i].value.as_ref().expect("present"), want)?;
+                check(whole.fields[i].value.as_ref().expect("present"), want)?;
+            }
+            redis::cmd("DEL")
+                .arg("fs:user:p1")
+                .query::<()>(&mut *conn.borrow_mut())
+                .expect("DEL");
+            Ok(())
+        })
+        .expect("property");
+}
+
 /// An entity of 10,000 fields (four loader-sized rows): every read path
 /// serves it whole. `read_fresh` once failed with Lua's "too many results
 /// to unpack" past ~8000 names.
