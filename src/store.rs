@@ -832,12 +832,7 @@ impl FeatureStore {
             .map_err(|e| self.name_wrong_type(&key, e))?;
         // Raw bytes first: a field name or value another tool wrote may be
         // anything, and must not fail the read.
-        let (key_ttl_seconds, got_names, values, ttls): (
-            i64,
-            Vec<Vec<u8>>,
-            Vec<Option<Vec<u8>>>,
-            Vec<i64>,
-        ) = decode("read_fresh", reply)?;
+        let (key_ttl_seconds, got_names, values, ttls): FreshReply = decode("read_fresh", reply)?;
         if got_names.len() != values.len() || got_names.len() != ttls.len() {
             return Err(StoreError::Redis(
                 "read_fresh: reply arrays differ in length".into(),
@@ -958,6 +953,9 @@ fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
     }
     cmd
 }
+
+/// `read_fresh`'s reply as bytes: {key TTL, names, values, field TTLs}.
+type FreshReply = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>);
 
 /// A reply decoded after the connection is done with it: a reply that does
 /// not fit is an error about that reply, never an outage.
