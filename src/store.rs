@@ -151,8 +151,8 @@ pub struct Census {
 /// One feature as `read_fresh` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldState {
-    /// As asked for; from `inspect`, as stored (bytes that are not UTF-8
-    /// escaped as `\xNN`, see `value::escape_bytes`).
+    /// As stored; a name another tool wrote with bytes that are not UTF-8
+    /// (or a backslash) is escaped (`\xNN`, `\\`: `value::escape_bytes`).
     pub name: String,
     /// `None` when the field is missing (never written, expired, retracted).
     /// In JSON a string, or `{"base64": ...}` for a value that is not UTF-8.
@@ -497,8 +497,8 @@ impl FeatureStore {
     }
 
     /// The whole hash with field TTLs and the key TTL (debugging; `HGETALL`
-    /// cost). Fields are sorted by name; a field name that is not UTF-8
-    /// (written by another tool) is shown escaped (`value::escape_bytes`).
+    /// cost). Fields are sorted by name; a field name another tool wrote
+    /// with bytes that are not UTF-8 is shown escaped (`value::escape_bytes`).
     pub fn inspect(&self, id: &str) -> Result<FreshRead, StoreError> {
         let mut read = self.fresh_read_script::<&str>(id, &[])?;
         read.fields.sort_by(|a, b| a.name.cmp(&b.name));
@@ -843,10 +843,7 @@ impl FeatureStore {
             .zip(values)
             .zip(ttls)
             .map(|((name, value), ttl_seconds)| FieldState {
-                name: match String::from_utf8(name) {
-                    Ok(name) => name,
-                    Err(e) => escape_bytes(e.as_bytes()),
-                },
+                name: escape_bytes(&name),
                 value: value.map(ReadValue::from),
                 ttl_seconds,
             })
