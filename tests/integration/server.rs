@@ -698,32 +698,38 @@ fn bytes_that_are_not_utf8_never_look_like_an_outage() {
 }
 
 /// Issue 8, case 6: three loader rows of 3000 distinct fields each for one
-/// id made `/inspect` answer 500 "too many results to unpack". At 10,000
-/// fields every read endpoint answers.
+/// id made `/inspect` answer 500 "too many results to unpack". An entity
+/// the loader wrote with 10,000 fields is served by every read endpoint.
 #[test]
 fn an_entity_of_10000_fields_is_served_by_every_endpoint() {
     let redis = common::redis();
     let server = Server::start(&redis.url(), &[]);
-    let mut conn = common::raw(&redis);
-    for chunk in (0..10_000).collect::<Vec<_>>().chunks(2500) {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg("fs:user:wide1");
-        for i in chunk {
-            cmd.arg(format!("f{i:05}")).arg(i);
-        }
-        cmd.query::<()>(&mut conn).unwrap();
+    // What the loader accepts: rows of up to 3000 features, several rows
+    // per id. Four rows of 2500 distinct features, then one more.
+    let mut input = String::new();
+    for row in 0..4 {
+        let features: serde_json::Map<String, Value> = (row * 2500..(row + 1) * 2500)
+            .map(|i| (format!("f{i:05}"), json!(i)))
+            .collect();
+        input.push_str(&json!({"id": "wide1", "features": features}).to_string());
+        input.push('\n');
     }
-    let _: () = redis::cmd("HSET")
-        .arg("fs:user:wide1")
-        .arg("country_iso")
-        .arg("US")
-        .query(&mut conn)
-        .unwrap();
-    let _: () = redis::cmd("EXPIRE")
-        .arg("fs:user:wide1")
-        .arg(600)
-        .query(&mut conn)
-        .unwrap();
+    input.push_str("{\"id\": \"wide1\", \"country_iso\": \"US\"}\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wide.jsonl");
+    std::fs::write(&path, input).expect("writing the input");
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-loader"))
+        .env_remove("FS_REDIS_URL")
+        .env_remove("FS_KEY_PREFIX")
+        .args(["--redis-url", &redis.url(), "--quiet", "--from"])
+        .arg(&path)
+        .output()
+        .expect("running fs-loader");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let (status, inspect) = get_large(server.addr, "/inspect?user=wide1");
     assert_eq!(status, 200, "{inspect}");

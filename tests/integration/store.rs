@@ -510,6 +510,42 @@ fn listing_counting_and_deleting_stay_under_the_prefix() {
     );
 }
 
+/// Issue 8, case 10: a float 1e308 was stored as a 309-digit string. Floats
+/// are stored as the shortest text that parses back to the same number.
+#[test]
+fn floats_are_stored_as_their_shortest_round_trip_text() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let cases = [
+        ("big", 1e308, "1e308"),
+        ("tiny", 5e-324, "5e-324"),
+        ("tenth", 0.1, "0.1"),
+        ("negzero", -0.0, "-0"),
+        ("plain", 123456789.0, "123456789"),
+    ];
+    let features: FeatureMap = cases
+        .iter()
+        .map(|(name, x, _)| (name.to_string(), FeatureValue::Float(*x)))
+        .collect();
+    let report = store
+        .bulk_load(&[("f1".to_string(), features)], 600)
+        .expect("load");
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let mut conn = common::raw(&redis);
+    for (name, x, text) in cases {
+        let stored: String = redis::cmd("HGET")
+            .arg("fs:user:f1")
+            .arg(name)
+            .query(&mut conn)
+            .expect("HGET");
+        assert_eq!(stored, text);
+        assert_eq!(
+            stored.parse::<f64>().expect("parses").to_bits(),
+            x.to_bits()
+        );
+    }
+}
+
 /// Keys another tool put under the prefix: a name that is not UTF-8 and one
 /// with a space. The old scan decoded every name as a string, so one such
 /// key failed every count (0 shown) and every reset (nothing deleted).
