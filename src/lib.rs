@@ -5,6 +5,7 @@
 //! `write_streaming` with a per-field TTL; reads are plain `HMGET` (pipelined
 //! for batches) or the `read_fresh` script when TTLs are wanted too.
 
+pub mod capabilities;
 pub mod error;
 pub mod managed_redis;
 pub mod pool;
