@@ -9,15 +9,15 @@
 //! SIGKILLed or aborts never runs its `Drop`, and an orphaned redis-server
 //! would keep its port and memory. The parent-death signal is tied to the
 //! *thread* that spawned the child (the kernel sends it when that thread
-//! exits), so spawn from a thread that lives as long as the process needs
-//! the Redis: `fs-server` starts it on its main thread; a test that starts
-//! one on its own thread stops it before the thread ends anyway.
+//! exits, not the process), so every child is spawned by one thread that
+//! lives as long as the process: a Redis started or restarted from a
+//! short-lived thread (a test's helper thread) then stays up.
 
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -150,7 +150,7 @@ impl ManagedRedis {
     fn spawn_and_wait(&mut self) -> Result<(), ManagedRedisError> {
         let mut command = Command::new(&self.bin);
         die_with_parent(&mut command);
-        let child = command
+        command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -162,9 +162,9 @@ impl ManagedRedis {
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| ManagedRedisError::Spawn {
+            .stderr(Stdio::null());
+        let child =
+            spawn_from_lasting_thread(command).map_err(|source| ManagedRedisError::Spawn {
                 bin: self.bin.display().to_string(),
                 source,
             })?;
@@ -198,6 +198,35 @@ impl Drop for ManagedRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Spawns `command` from one thread kept for the life of the process, so
+/// that the parent-death signal (tied to the spawning thread) fires only
+/// when the process itself dies.
+fn spawn_from_lasting_thread(command: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Result<mpsc::Sender<Request>, String>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                // Ends never: `SPAWNER` holds the sender for good.
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map(|_| requests)
+            .map_err(|e| format!("starting the spawner thread: {e}"))
+    });
+    let requests = spawner.as_ref().map_err(|e| io::Error::other(e.clone()))?;
+    let (reply, answer) = mpsc::channel();
+    requests
+        .send((command, reply))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
 }
 
 /// Asks the kernel to SIGTERM the child when the spawning thread exits

@@ -36,8 +36,6 @@ fn run(args: Args) -> Result<(), String> {
     let (mode, url) = match &args.redis_url {
         Some(url) => ("external", url.clone()),
         None => {
-            // Started on the main thread: its parent-death signal fires
-            // when the spawning thread exits (see managed_redis).
             let redis =
                 ManagedRedis::start().map_err(|e| format!("starting a managed Redis: {e}"))?;
             let url = redis.url();

@@ -910,3 +910,23 @@ fn managed_redis_dies_when_the_server_is_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The parent-death signal is tied to the spawning thread: a Redis started
+/// (or restarted) on a helper thread must not die when that thread ends.
+#[test]
+fn managed_redis_started_from_a_finished_thread_keeps_running() {
+    let mut redis = std::thread::spawn(common::redis)
+        .join()
+        .expect("the starting thread");
+    let mut conn = common::raw(&redis);
+    // Nothing to poll for: give a signal, if one were sent, time to land.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis.is_running(), "{}", redis.log());
+    let pong: String = redis::cmd("PING").query(&mut conn).expect("PING");
+    assert_eq!(pong, "PONG");
+    std::thread::scope(|s| {
+        s.spawn(|| redis.restart().expect("restart"));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis.is_running(), "{}", redis.log());
+}
