@@ -710,8 +710,8 @@ fn streaming_write_without_hexpire_writes_nothing_and_leaves_no_key_without_a_tt
             "4",
         ],
     ));
-    assert!(err.contains("HEXPIRE is refused"), "{err}");
     assert_eq!(keys_without_ttl(&mut c), Vec::<String>::new());
+    assert!(err.contains("HEXPIRE is refused"), "{err}");
     assert_eq!(common::all_keys(&mut c), vec!["fs:user:old1"]);
     assert_eq!(
         hgetall(&mut c, "fs:user:old1"),
@@ -740,6 +740,7 @@ fn batch_rows_without_expire_write_nothing_and_leave_no_key_without_a_ttl() {
             "FR",
         ],
     ));
+    assert_eq!(keys_without_ttl(&mut c), Vec::<String>::new());
     assert!(err.contains("EXPIRE is refused"), "{err}");
     // The streaming script needs EXPIRE too.
     let err = error_text(evalsha(
@@ -770,6 +771,7 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
         &["fs:user:new1"],
         &["86400", "0", "1", "country_iso", "US"],
     ));
+    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
     assert!(err.contains("EXPIRE is refused"), "{err}");
     let err = error_text(evalsha(
         &mut c,
@@ -817,8 +819,8 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
             "FR",
         ],
     ));
-    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
     assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
+    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
     assert_eq!(
         common::all_keys(&mut admin),
         vec!["fs:user:a1", "fs:user:b2"]
