@@ -21,6 +21,15 @@ pub enum ApiError {
     PayloadTooLarge { declared: u64, limit: usize },
     #[error("request body not received in time")]
     BodyTimeout,
+    /// A mutating request from another origin (a cross-site form or fetch).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body whose declared type is not one we parse.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A handler panicked; the panic was logged and the thread lives on.
+    #[error("internal error")]
+    Panicked,
     #[error("redis unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -38,10 +47,12 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Forbidden(_) => 403,
             ApiError::BodyTimeout => 408,
             ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Panicked => 500,
         }
     }
 

@@ -69,8 +69,15 @@ pub fn spawn_heartbeat(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>)
 }
 
 /// The request body, at most `limit` bytes. A declared length over the
-/// limit is refused before a byte is read (see module docs).
-pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// limit is refused before a byte is read (see module docs). A body that
+/// stops short of its declared length is refused too: past the request
+/// deadline (the watchdog shut the socket's read side) as 408, otherwise as
+/// 400.
+pub fn read_body(
+    req: &mut Request,
+    limit: usize,
+    deadline_passed: impl Fn() -> bool,
+) -> Result<Vec<u8>, ApiError> {
     let declared = req.body_length();
     if let Some(n) = declared {
         if n > limit {
@@ -94,6 +101,7 @@ pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
         {
             return Err(ApiError::BodyTimeout)
         }
+        Err(_) if deadline_passed() => return Err(ApiError::BodyTimeout),
         Err(e) => {
             return Err(ApiError::bad(format!(
                 "could not read the request body: {e}"
@@ -106,7 +114,40 @@ pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
             limit,
         });
     }
+    if let Some(n) = declared {
+        if body.len() < n {
+            if deadline_passed() {
+                return Err(ApiError::BodyTimeout);
+            }
+            return Err(ApiError::bad(format!(
+                "the request body ended after {} of {n} declared bytes",
+                body.len()
+            )));
+        }
+    }
     Ok(body)
+}
+
+/// The request's body is still in the socket when we get the request:
+/// tiny_http buffers a declared body of at most 1024 bytes itself, unless
+/// the client expects `100 Continue`; chunked bodies are always read live.
+pub fn body_on_socket(req: &Request) -> bool {
+    let header = |name: &'static str| req.headers().iter().any(|h| h.field.equiv(name));
+    if header("Transfer-Encoding") {
+        return true;
+    }
+    match req.body_length() {
+        Some(0) | None => false,
+        Some(n) => n > 1024 || header("Expect"),
+    }
+}
+
+/// The value of the first header called `name`.
+pub fn header<'r>(req: &'r Request, name: &'static str) -> Option<&'r str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
 }
 
 /// What a route answers with.
