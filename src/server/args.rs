@@ -56,9 +56,10 @@ pub struct Args {
     #[arg(long, env = "FS_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
-    /// Open client connections above this are closed, newest first (each
-    /// costs a thread inside tiny_http). Default: 1024, or less if the
-    /// open-files limit (raised to its hard limit at start) is lower.
+    /// Open client connections above this are closed, those longest without
+    /// a request first (each costs a thread inside tiny_http). Default:
+    /// 1024, or less if the open-files limit (raised to its hard limit at
+    /// start) is lower.
     #[arg(long, env = "FS_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_connections: Option<u64>,

@@ -1,12 +1,12 @@
 //! Connection control on top of tiny_http 0.12: a total deadline for each
-//! request body, a deadline for headers, a cap on open connections, and a
-//! way to end a connection whose body we will not read.
+//! request body, a deadline and a size bound for heads, a cap on open
+//! connections, and a way to end a connection whose body we will not read.
 //!
 //! tiny_http owns every client socket and exposes none of them: it reads
-//! headers on a thread of its own per connection (no limit on their number
-//! or on how long a head may take), and when a `Request` with an unread body
-//! is dropped it drains the rest of the declared length, blocking that
-//! request thread for as long as the client keeps trickling. It cannot be
+//! heads on a thread of its own per connection (no limit on their number,
+//! their size or how long they take), and when a `Request` with an unread
+//! body is dropped it drains the rest of the declared length, blocking that
+//! request thread for as long as the client keeps sending. It cannot be
 //! patched here, so this module finds the sockets itself:
 //!
 //! * **Finding a socket.** Every fd in `/proc/self/fd` whose local address
@@ -17,46 +17,58 @@
 //!   [`WATCH_EVERY`]; an error path that needs a socket not yet scanned
 //!   rescans on the spot. Before acting on an fd its local and peer address
 //!   are checked again, so a closed-and-reused fd number is left alone.
+//!   Only `shutdown` is ever applied: it never closes an fd tiny_http owns.
 //! * **Closing without losing the response.** `shutdown(SHUT_RD)` before
-//!   `respond`: the response is still written, tiny_http's drain then reads
+//!   `respond`: the response is still written; tiny_http's drain then reads
 //!   what is queued and sees end-of-file, and its connection thread, reading
 //!   the next head, sees end-of-file too and closes the connection. A client
-//!   that keeps pumping data defeats `SHUT_RD` (Linux still queues incoming
-//!   data), so a connection still draining after [`DRAIN_GRACE`] has its fds
-//!   replaced by `/dev/null` (`dup2`): every later read is end-of-file, the
-//!   fd numbers stay valid for tiny_http to close, and the socket itself is
-//!   released at once.
+//!   that keeps sending defeats `SHUT_RD` alone (Linux still queues incoming
+//!   data), so a closer thread watches the socket's sent-byte count and, as
+//!   soon as the response is on the wire (or after [`DRAIN_GRACE`]), shuts
+//!   the write side too: Linux answers any further data with a reset, the
+//!   drain's next read fails, and the thread is free.
 //! * **Body deadline.** A request thread registers its body read with a
 //!   deadline (`--request-timeout-ms`); past it the watchdog shuts the
 //!   socket's read side, the blocked read returns end-of-file, and the
 //!   request is answered 408 and closed.
-//! * **Head deadline and the connection cap.** A connection with no request
-//!   in a request thread for longer than idle timeout + request timeout
-//!   (since it was first seen or its last request finished) is trickling a
-//!   head: an idle one would have been closed by the idle timeout already.
-//!   It is closed. Over `--max-connections`, the newest connections with no
-//!   request in hand are closed. Neither touches a connection whose request
-//!   is in a request thread.
+//! * **Heads.** A connection with no request in a request thread for longer
+//!   than idle timeout + request timeout (since it was first seen or its
+//!   last request finished) is trickling a head (an idle one would have
+//!   been closed by the idle timeout already), and one that has made
+//!   tiny_http read more than [`HEAD_BYTES`] meanwhile is sending an endless
+//!   head (tiny_http buffers a head line without limit). Both are closed.
+//! * **The cap.** Over `--max-connections`, the connections that have gone
+//!   longest without a request in a request thread are closed first: they
+//!   are the likeliest tricklers, while a new connection is about to send
+//!   its request (closing the newest would turn a flood into a refusal of
+//!   every new client).
 //!
-//! Only the watchdog and error paths pay for any of this; a keep-alive
-//! request with a small body takes one uncontended lock at its start and one
-//! at its end.
+//! None of these touches a connection whose request is in a handler. Only
+//! the watchdog and error paths pay for any of this; a keep-alive request
+//! with a small body takes one uncontended lock at its start and one at its
+//! end.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
 /// How often the watchdog rescans the connections.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
-/// How long a connection may keep a request thread in tiny_http's drain
-/// after its read side was shut, before its fds are replaced.
+/// The longest a closing connection may hold a request thread in
+/// tiny_http's drain once its response was taken but not seen leaving.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How often the closer looks at connections whose response is going out.
+const CLOSER_EVERY: Duration = Duration::from_millis(1);
+/// Bytes tiny_http may read for one head (request line and headers, plus
+/// a body of at most 1024 bytes it buffers itself) before the connection
+/// is closed.
+pub const HEAD_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -75,7 +87,7 @@ enum Phase {
     /// Body read (or none); in a handler. Never touched.
     Handling,
     /// The read side was shut before responding; tiny_http may be draining.
-    Closing { since: Instant },
+    Closing,
     /// No request in a request thread; the last one finished `at`.
     Idle { at: Instant },
 }
@@ -84,6 +96,9 @@ enum Phase {
 struct Conn {
     fds: Vec<RawFd>,
     first_seen: Instant,
+    /// Bytes the application had read from the socket when it was last
+    /// seen with a request in hand (or first seen).
+    read_mark: u64,
 }
 
 #[derive(Default)]
@@ -92,8 +107,18 @@ struct State {
     conns: HashMap<SocketAddr, Conn>,
     /// What request threads are doing, by peer.
     peers: HashMap<SocketAddr, Phase>,
-    /// Connections closed by the watchdog (head deadline, over the cap).
+    /// Connections closed by the watchdog (head deadline or size, the cap).
     closed_by_watchdog: u64,
+}
+
+/// A connection whose response is going out before it is closed.
+struct Pending {
+    peer: SocketAddr,
+    fd: RawFd,
+    sent_before: u64,
+    since: Instant,
+    /// When tiny_http took the whole response (it writes it right after).
+    handed_over: Option<Instant>,
 }
 
 pub struct Connections {
@@ -101,6 +126,8 @@ pub struct Connections {
     state: Mutex<State>,
     /// Serializes rescans so concurrent error paths share one.
     scanning: Mutex<()>,
+    closing: Mutex<Vec<Pending>>,
+    closer_wake: Condvar,
 }
 
 /// A request in a request thread; marks its peer idle when dropped.
@@ -115,6 +142,8 @@ impl Connections {
             config,
             state: Mutex::new(State::default()),
             scanning: Mutex::new(()),
+            closing: Mutex::new(Vec::new()),
+            closer_wake: Condvar::new(),
         })
     }
 
@@ -139,33 +168,31 @@ impl Connections {
         Ticket { conns: self, peer }
     }
 
-    /// Shuts the read side of every fd of `peer`'s connection; true if one
-    /// was found. Rescans when the last scan does not know the peer.
-    fn shut_read(&self, peer: SocketAddr) -> bool {
-        let mut fds = self.fds_of(peer);
-        if fds.is_empty() {
+    /// The verified fds of `peer`'s connection; rescans when the last scan
+    /// does not know the peer.
+    fn fds_of(&self, peer: SocketAddr) -> Vec<RawFd> {
+        let known = |me: &Self| {
+            me.lock()
+                .conns
+                .get(&peer)
+                .map(|c| c.fds.clone())
+                .unwrap_or_default()
+        };
+        let mut fds = known(self);
+        if fds.iter().all(|fd| !self.still_ours(*fd, peer)) {
             self.rescan();
-            fds = self.fds_of(peer);
+            fds = known(self);
         }
-        let mut done = false;
-        for fd in fds {
-            if self.still_ours(fd, peer) {
-                // SAFETY: the fd was checked just above to be a live socket
-                // of this connection; shutdown does not close it.
-                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-                let sock = SockRef::from(&borrowed);
-                done |= sock.shutdown(std::net::Shutdown::Read).is_ok();
-            }
-        }
-        done
+        fds.retain(|fd| self.still_ours(*fd, peer));
+        fds
     }
 
-    fn fds_of(&self, peer: SocketAddr) -> Vec<RawFd> {
-        self.lock()
-            .conns
-            .get(&peer)
-            .map(|c| c.fds.clone())
-            .unwrap_or_default()
+    /// Shuts `how` on `peer`'s socket; the fd used, if one was found.
+    fn shut(&self, peer: SocketAddr, how: Shutdown) -> Option<RawFd> {
+        // Both fds share one socket: shutting one shuts it.
+        let fd = *self.fds_of(peer).first()?;
+        with_sock(fd, |s| s.shutdown(how)).ok()?;
+        Some(fd)
     }
 
     /// `fd` is still a socket from our listener to `peer`.
@@ -186,8 +213,15 @@ impl Connections {
         let mut state = self.lock();
         let mut conns = HashMap::with_capacity(found.len());
         for (peer, fds) in found {
-            let first_seen = state.conns.get(&peer).map_or(now, |c| c.first_seen);
-            conns.insert(peer, Conn { fds, first_seen });
+            let conn = match state.conns.remove(&peer) {
+                Some(old) => Conn { fds, ..old },
+                None => Conn {
+                    read_mark: fds.first().map_or(0, |fd| app_read(*fd)),
+                    fds,
+                    first_seen: now,
+                },
+            };
+            conns.insert(peer, conn);
         }
         state.conns = conns;
         // Forget idle peers whose connection is gone.
@@ -214,13 +248,14 @@ impl Connections {
         found
     }
 
-    /// One watchdog pass: enforce body deadlines, end drains that outlast
-    /// their grace, close head tricklers and connections over the cap.
+    /// One watchdog pass: enforce body deadlines, close head tricklers,
+    /// endless heads and connections over the cap.
     pub fn watch_once(&self) {
         self.rescan();
         let now = Instant::now();
-        let header_limit = self.config.idle_timeout + self.config.request_timeout;
-        let mut shut = Vec::new(); // (peer, replace fds?)
+        let head_limit = self.config.idle_timeout + self.config.request_timeout;
+        let mut shut_read = Vec::new();
+        let mut shut_both = Vec::new();
         {
             let mut state = self.lock();
             let State {
@@ -229,64 +264,59 @@ impl Connections {
                 closed_by_watchdog,
             } = &mut *state;
             for (peer, phase) in peers.iter() {
-                match *phase {
-                    Phase::Body { deadline } if now >= deadline => shut.push((*peer, false)),
-                    Phase::Closing { since } if now.duration_since(since) >= DRAIN_GRACE => {
-                        shut.push((*peer, true))
-                    }
-                    _ => {}
+                if matches!(*phase, Phase::Body { deadline } if now >= deadline) {
+                    shut_read.push(*peer);
                 }
             }
             let mut idle: Vec<(Instant, SocketAddr)> = Vec::new();
-            for (peer, conn) in conns.iter() {
+            for (peer, conn) in conns.iter_mut() {
+                let read = conn.fds.first().map_or(0, |fd| app_read(*fd));
                 let last = match peers.get(peer) {
                     None => conn.first_seen,
                     Some(Phase::Idle { at }) => (*at).max(conn.first_seen),
-                    Some(_) => continue, // a request thread has it
+                    Some(_) => {
+                        // A request thread has it: whatever was read so far
+                        // belonged to that request.
+                        conn.read_mark = read;
+                        continue;
+                    }
                 };
-                if now.duration_since(last) >= header_limit {
-                    shut.push((*peer, true));
+                if let Some(Phase::Idle { at }) = peers.get(peer) {
+                    if now.duration_since(*at) < WATCH_EVERY * 2 {
+                        // Finished since the last pass or so: the body it read
+                        // counts for that request, not for the next head.
+                        conn.read_mark = conn.read_mark.max(read);
+                    }
+                }
+                let head_bytes = read.saturating_sub(conn.read_mark);
+                if now.duration_since(last) >= head_limit || head_bytes > HEAD_BYTES {
+                    shut_both.push(*peer);
                     *closed_by_watchdog += 1;
                 } else {
-                    idle.push((conn.first_seen, *peer));
+                    idle.push((last, *peer));
                 }
             }
-            let over = conns.len().saturating_sub(self.config.max_connections);
+            let over = conns
+                .len()
+                .saturating_sub(shut_both.len())
+                .saturating_sub(self.config.max_connections);
             if over > 0 {
-                idle.sort_unstable_by(|a, b| b.0.cmp(&a.0)); // newest first
+                // Longest without a request first: the likeliest tricklers;
+                // a new connection is about to send its request.
+                idle.sort_unstable_by_key(|(last, _)| *last);
                 for (_, peer) in idle.into_iter().take(over) {
-                    shut.push((peer, true));
+                    shut_both.push(peer);
                     *closed_by_watchdog += 1;
                 }
             }
         }
-        for (peer, replace) in shut {
-            if replace {
-                self.close_now(peer);
-            } else {
-                self.shut_read(peer);
-            }
+        for peer in shut_read {
+            self.shut(peer, Shutdown::Read);
         }
-    }
-
-    /// Ends `peer`'s connection whatever the client sends: its fds become
-    /// `/dev/null` (end-of-file on read), and the socket is released.
-    fn close_now(&self, peer: SocketAddr) {
-        let Ok(null) = std::fs::File::open("/dev/null") else {
-            self.shut_read(peer);
-            return;
-        };
-        for fd in self.fds_of(peer) {
-            if self.still_ours(fd, peer) {
-                // Wake a thread blocked in read first; then swap the fd.
-                // SAFETY: checked just above to be this connection's socket.
-                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-                let sock = SockRef::from(&borrowed);
-                let _ = sock.shutdown(std::net::Shutdown::Both);
-                // SAFETY: dup2 atomically replaces an fd we verified; the fd
-                // number stays open, so its owner closes it as usual.
-                unsafe { libc::dup2(null.as_raw_fd(), fd) };
-            }
+        for peer in shut_both {
+            // Wakes tiny_http's blocked read with end-of-file; any byte the
+            // client sends after this is answered with a reset.
+            self.shut(peer, Shutdown::Both);
         }
     }
 
@@ -296,9 +326,11 @@ impl Connections {
         (state.conns.len(), state.closed_by_watchdog)
     }
 
-    /// Runs `watch_once` every [`WATCH_EVERY`] until `stop` is set.
-    pub fn spawn_watchdog(self: &Arc<Self>, stop: Arc<AtomicBool>) -> io::Result<()> {
+    /// Starts the watchdog (every [`WATCH_EVERY`]) and the closer; both
+    /// stop when `stop` is set.
+    pub fn spawn_threads(self: &Arc<Self>, stop: Arc<AtomicBool>) -> io::Result<()> {
         let me = self.clone();
+        let stop2 = stop.clone();
         std::thread::Builder::new()
             .name("fs-conn-watchdog".into())
             .spawn(move || {
@@ -308,8 +340,63 @@ impl Connections {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.watch_once()));
                     std::thread::sleep(WATCH_EVERY);
                 }
-            })
-            .map(drop)
+            })?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("fs-conn-closer".into())
+            .spawn(move || {
+                while !stop2.load(Relaxed) {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        me.close_pending()
+                    }));
+                }
+            })?;
+        Ok(())
+    }
+
+    /// tiny_http has taken `peer`'s whole response; its one write follows.
+    pub fn response_handed_over(&self, peer: SocketAddr) {
+        let mut pending = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        for p in pending.iter_mut().filter(|p| p.peer == peer) {
+            p.handed_over.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// One closer pass: waits for closing connections, then shuts each
+    /// fully once its response has left (or its grace is over).
+    fn close_pending(&self) {
+        let mut pending = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            pending = self
+                .closer_wake
+                .wait_timeout(pending, WATCH_EVERY)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        let now = Instant::now();
+        pending.retain(|p| {
+            if !self.still_ours(p.fd, p.peer) {
+                return false; // already closed
+            }
+            let sent = tcp_info(p.fd).map_or(0, |i| i.tcpi_bytes_sent);
+            // Sent, or taken and not seen leaving (a kernel without the
+            // counter, a full window), or never taken (HEAD, a failed write).
+            let overdue = p
+                .handed_over
+                .map_or(now.duration_since(p.since) >= DRAIN_GRACE * 4, |t| {
+                    now.duration_since(t) >= DRAIN_GRACE
+                });
+            if sent > p.sent_before || overdue {
+                let _ = with_sock(p.fd, |s| s.shutdown(Shutdown::Both));
+                return false;
+            }
+            true
+        });
+        let busy = !pending.is_empty();
+        drop(pending);
+        if busy {
+            std::thread::sleep(CLOSER_EVERY);
+        }
     }
 }
 
@@ -322,17 +409,24 @@ impl Ticket<'_> {
     }
 
     /// The body will not be read to its end: shut the connection's read
-    /// side so the response still goes out but tiny_http's drain ends at
-    /// once and the connection closes.
+    /// side so the response still goes out but tiny_http's drain ends and
+    /// the connection closes; the closer shuts the rest once the response
+    /// has left. The response must go out in one write (see
+    /// `http::respond`), so "bytes were sent" means "all of it was".
     pub fn close_after_response(&self) {
-        if let Some(p) = self.peer {
-            self.conns.lock().peers.insert(
-                p,
-                Phase::Closing {
-                    since: Instant::now(),
-                },
-            );
-            self.conns.shut_read(p);
+        let Some(peer) = self.peer else { return };
+        self.conns.lock().peers.insert(peer, Phase::Closing);
+        if let Some(fd) = self.conns.shut(peer, Shutdown::Read) {
+            let sent_before = tcp_info(fd).map_or(0, |i| i.tcpi_bytes_sent);
+            let mut pending = self.conns.closing.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(Pending {
+                peer,
+                fd,
+                sent_before,
+                since: Instant::now(),
+                handed_over: None,
+            });
+            self.conns.closer_wake.notify_one();
         }
     }
 
@@ -357,15 +451,54 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// Runs `f` on the socket behind `fd`.
+fn with_sock<T>(fd: RawFd, f: impl FnOnce(&SockRef<'_>) -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: the fd is only borrowed for calls that fail harmlessly (EBADF,
+    // ENOTSOCK) if it is not, or no longer, a socket; callers check it is
+    // the connection they mean right before. Nothing here closes it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(&SockRef::from(&borrowed))
+}
+
 /// The local and peer address of `fd`, if it is a connected socket.
 fn socket_addrs(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
-    // SAFETY: only getsockname/getpeername are called; on an fd that is
-    // not (or no longer) a socket they fail and nothing else happens.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let sock = SockRef::from(&borrowed);
-    let local = sock.local_addr().ok()?.as_socket()?;
-    let peer = sock.peer_addr().ok()?.as_socket()?;
-    Some((local, peer))
+    with_sock(fd, |s| {
+        let local = s.local_addr()?.as_socket();
+        let peer = s.peer_addr()?.as_socket();
+        Ok(local.zip(peer))
+    })
+    .ok()
+    .flatten()
+}
+
+/// The kernel's TCP counters for `fd`.
+fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (rc == 0).then_some(info)
+    }
+}
+
+/// Bytes the application has read from `fd`'s socket: received minus what
+/// still waits in the receive queue.
+fn app_read(fd: RawFd) -> u64 {
+    let received = tcp_info(fd).map_or(0, |i| i.tcpi_bytes_received);
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    if rc != 0 {
+        return received;
+    }
+    received.saturating_sub(queued.max(0) as u64)
 }
 
 /// Raises the soft open-files limit to the hard one and returns it; a

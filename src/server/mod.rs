@@ -53,7 +53,7 @@ pub struct HttpConfig {
     /// Total time a request's body may take to arrive (and, added to
     /// `io_timeout`, a connection's next head).
     pub request_timeout: Duration,
-    /// Open client connections above this are closed (newest first).
+    /// Open client connections above this are closed (longest idle first).
     pub max_connections: usize,
     /// Origins besides our own allowed to POST (see `origin`).
     pub allowed_origins: Vec<String>,
@@ -104,7 +104,7 @@ impl HttpServer {
             idle_timeout: config.io_timeout,
             request_timeout: config.request_timeout,
         });
-        conns.spawn_watchdog(stop.clone())?;
+        conns.spawn_threads(stop.clone())?;
         let shared = Arc::new(Shared {
             app,
             conns: conns.clone(),
@@ -184,11 +184,16 @@ fn handle(shared: &Shared, mut req: Request) {
         route(shared, &mut req, &ticket, &mut body_read)
     }))
     .unwrap_or(Err(ApiError::Panicked));
+    let mut on_sent: Option<Box<dyn FnOnce() + Send>> = None;
     if on_socket && !body_read {
         ticket.close_after_response();
+        if let Some(peer) = req.remote_addr().copied() {
+            let conns = shared.conns.clone();
+            on_sent = Some(Box::new(move || conns.response_handed_over(peer)));
+        }
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        http::respond(req, result, &shared.headers)
+        http::respond(req, result, &shared.headers, on_sent)
     }));
     drop(ticket);
 }
@@ -223,6 +228,13 @@ fn route(
             declared: n as u64,
             limit: shared.body_limit,
         });
+    }
+    if allowed == "GET" && http::body_on_socket(req) {
+        // Never read, so the connection is closed after the answer, which
+        // must then be short (see `http::respond`).
+        return Err(ApiError::bad(
+            "a GET request must not carry a body (over 1024 bytes)",
+        ));
     }
     let mut params = Params::default();
     params.add_form(query)?;

@@ -4,6 +4,7 @@
 mod common;
 
 mod bench;
+mod http_hostile;
 mod invariants;
 mod loader;
 mod scripts;
