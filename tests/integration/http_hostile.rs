@@ -270,6 +270,53 @@ fn head_tricklers_beyond_max_connections_are_closed_and_threads_stay_bounded() {
     assert!(healthz_latency(server.addr).is_some());
 }
 
+/// tiny_http buffers a head line without limit: a client streaming one
+/// endless header grew the server's memory for as long as it sent. Now the
+/// connection is cut once tiny_http has read about a megabyte of head, and
+/// the server's peak memory stays small.
+#[test]
+fn an_endless_request_head_is_cut_off_before_it_costs_memory() {
+    let redis = common::redis();
+    let server = Server::start(&redis.url(), &[]);
+    let pid = server.pid();
+    let mut s = TcpStream::connect(server.addr).expect("connecting");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        .expect("head start");
+    let limit = 256usize << 20;
+    let pump = {
+        let mut w = s.try_clone().expect("clone");
+        w.set_write_timeout(Some(Duration::from_secs(2))).ok();
+        std::thread::spawn(move || {
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut sent = 0usize;
+            while sent < limit && w.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        })
+    };
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(20)),
+        "an endless head was still being read after 20 s"
+    );
+    let cut_after = started.elapsed();
+    let sent = pump.join().expect("pump");
+    let peak_kb = proc_status(pid, "VmHWM:");
+    eprintln!(
+        "endless head: closed after {cut_after:?}, {} MiB sent; server peak RSS {} MiB",
+        sent >> 20,
+        peak_kb >> 10
+    );
+    assert!(
+        sent < limit,
+        "the server took {} MiB of one head",
+        limit >> 20
+    );
+    assert!(peak_kb < 128 * 1024, "server peak RSS {peak_kb} kB");
+    assert!(healthz_latency(server.addr).is_some());
+}
+
 /// The acceptance check: 1e15 and u64::MAX lengths, 400 idle
 /// connections and 96 half-sent 5 MB bodies held open together; `/healthz`
 /// polled throughout answers within a second each time, and the process
