@@ -1,7 +1,8 @@
 //! Request parameters from a query string, a form body or a JSON body, in
 //! one shape the routes read from.
 //!
-//! Both encodings the seeds' users know are accepted: the form
+//! Both encodings are accepted, each under its own content type (see
+//! `origin::body_kind`): the form
 //! `user=u0001&field=a&field=b&count=100&ttl=60` and the JSON
 //! `{"user": "u0001", "fields": ["a", "b"], "count": 100, "ttl": 60,
 //! "ids": [...]}`. Later sources override earlier ones (body over query).

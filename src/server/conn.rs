@@ -523,7 +523,7 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The default `--max-connections`: 1024, or less when the open-files

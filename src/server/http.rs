@@ -1,5 +1,5 @@
 //! HTTP plumbing around tiny_http 0.12: the listener, bounded body reads,
-//! and responses. DESIGN section 9 lists the traps this module closes.
+//! and responses. The tiny_http traps it closes (with `conn` and `alloc`):
 //!
 //! * TCP_NODELAY: set on the listener, inherited by every accepted socket
 //!   (Linux copies socket options on accept), so keep-alive responses do not
@@ -15,7 +15,9 @@
 //! * Huge declared bodies: checked against the cap before the body is
 //!   touched and answered 413; tiny_http's drain of the unread body then
 //!   allocates the declared length, which `alloc::HugeAllocSafe` serves
-//!   lazily, and stops at the read timeout or when the client closes.
+//!   with a bounded lazy mapping (a length over `isize::MAX` panics instead,
+//!   caught by the request thread), and `conn` ends the drain by closing
+//!   the connection once the answer has left.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
