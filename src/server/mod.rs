@@ -269,11 +269,11 @@ pub fn install_panic_hook() {
             .unwrap_or_default();
         let first = seen
             .lock()
-            .map(|mut s| s.len() < 1000 && s.insert(at))
+            .map(|mut s| s.len() < 1000 && s.insert(at.clone()))
             .unwrap_or(false);
         if first {
             default(info);
-            eprintln!("fs-server: the panic was caught; the thread lives on (repeats of it are not logged)");
+            eprintln!("fs-server: further panics at {at} are not logged (a request thread catches its own and lives on)");
         }
     }));
 }
