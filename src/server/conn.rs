@@ -205,8 +205,9 @@ impl Connections {
         local.port() == l.port() && (l.ip().is_unspecified() || local.ip() == l.ip())
     }
 
-    /// Rescans `/proc/self/fd` and updates the connection table.
-    fn rescan(&self) {
+    /// Rescans `/proc/self/fd` and updates the connection table; returns
+    /// when (the first-seen time of connections new in this scan).
+    fn rescan(&self) -> Instant {
         let _one = self.scanning.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.scan();
         let now = Instant::now();
@@ -227,6 +228,7 @@ impl Connections {
         // Forget idle peers whose connection is gone.
         let State { conns, peers, .. } = &mut *state;
         peers.retain(|p, phase| !matches!(phase, Phase::Idle { .. }) || conns.contains_key(p));
+        now
     }
 
     /// Client connections of our listener: peer -> fds.
@@ -251,7 +253,7 @@ impl Connections {
     /// One watchdog pass: enforce body deadlines, close head tricklers,
     /// endless heads and connections over the cap.
     pub fn watch_once(&self) {
-        self.rescan();
+        let scanned = self.rescan();
         let now = Instant::now();
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
         let mut shut_read = Vec::new();
@@ -292,7 +294,9 @@ impl Connections {
                 if now.duration_since(last) >= head_limit || head_bytes > HEAD_BYTES {
                     shut_both.push(*peer);
                     *closed_by_watchdog += 1;
-                } else {
+                } else if conn.first_seen < scanned {
+                    // Only connections seen before this pass: a new one gets
+                    // one pass to hand over its request.
                     idle.push((last, *peer));
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod args;
+pub mod bodies;
 pub mod body;
 pub mod cache;
 pub mod conn;
@@ -24,6 +25,7 @@ use tiny_http::{Method, Request};
 
 use crate::store::FeatureStore;
 use crate::worker::Worker;
+use bodies::{BodyPool, Permits};
 use body::Params;
 use cache::EntityCache;
 use conn::{ConnConfig, Connections, Ticket};
@@ -81,6 +83,10 @@ struct Shared {
     headers: Headers,
     origins: OriginPolicy,
     body_limit: usize,
+    /// Where requests with a body still on the socket are read.
+    bodies: Arc<BodyPool>,
+    /// How many of those may be in a handler at once (`--threads`).
+    body_handlers: Permits,
 }
 
 impl HttpServer {
@@ -111,6 +117,8 @@ impl HttpServer {
             headers: Headers::default(),
             origins: OriginPolicy::new(&config.allowed_origins),
             body_limit: config.max_body_bytes,
+            bodies: BodyPool::new(config.max_connections.max(1)),
+            body_handlers: Permits::new(config.threads.max(1)),
         });
         let threads = (0..config.threads.max(1))
             .map(|_| {
@@ -158,7 +166,12 @@ impl HttpServer {
 }
 
 /// Takes requests until `stop` (or the accept loop dies).
-fn serve(server: &tiny_http::Server, shared: &Shared, stop: &AtomicBool, events: &Sender<Event>) {
+fn serve(
+    server: &tiny_http::Server,
+    shared: &Arc<Shared>,
+    stop: &AtomicBool,
+    events: &Sender<Event>,
+) {
     while !stop.load(Relaxed) {
         // A timeout, not `recv`, so the stop flag is seen.
         match server.recv_timeout(Duration::from_millis(250)) {
@@ -172,16 +185,34 @@ fn serve(server: &tiny_http::Server, shared: &Shared, stop: &AtomicBool, events:
     }
 }
 
+/// Answers one request; one whose body is still on the socket is passed
+/// to a body thread (see `bodies`), so a slow sender holds no request
+/// thread.
+fn handle(shared: &Arc<Shared>, req: Request) {
+    let declared_ok = req.body_length().is_none_or(|n| n <= shared.body_limit);
+    if *req.method() == Method::Post && declared_ok && http::body_on_socket(&req) {
+        let me = shared.clone();
+        let job = Box::new(move || answer(&me, req, Some(&me.body_handlers)));
+        match shared.bodies.submit(job) {
+            Ok(()) => {}
+            Err(job) => job(), // every body thread busy: read it here
+        }
+        return;
+    }
+    answer(shared, req, None)
+}
+
 /// Routes and answers one request. Neither a handler's panic nor one in
 /// tiny_http's drain (a declared length over `isize::MAX` makes its
 /// `vec![0; n]` panic) can end the thread: both are caught here, and the
-/// request is never dropped while unwinding.
-fn handle(shared: &Shared, mut req: Request) {
+/// request is never dropped while unwinding. `permits`: taken before the
+/// handler runs (on body threads).
+fn answer(shared: &Shared, mut req: Request, permits: Option<&Permits>) {
     let on_socket = http::body_on_socket(&req);
     let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
     let mut body_read = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        route(shared, &mut req, &ticket, &mut body_read)
+        route(shared, &mut req, &ticket, &mut body_read, permits)
     }))
     .unwrap_or(Err(ApiError::Panicked));
     let mut on_sent: Option<Box<dyn FnOnce() + Send>> = None;
@@ -203,6 +234,7 @@ fn route(
     req: &mut Request,
     ticket: &Ticket,
     body_read: &mut bool,
+    permits: Option<&Permits>,
 ) -> Result<Reply, ApiError> {
     let url = req.url();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -254,6 +286,7 @@ fn route(
             }
         }
     }
+    let _permit = permits.map(Permits::acquire);
     routes::dispatch(&shared.app, endpoint, &params)
 }
 
