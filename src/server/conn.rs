@@ -27,10 +27,10 @@
 //!   soon as the response is on the wire (or after [`DRAIN_GRACE`]), shuts
 //!   the write side too: Linux answers any further data with a reset, the
 //!   drain's next read fails, and the thread is free.
-//! * **Body deadline.** A request thread registers its body read with a
-//!   deadline (`--request-timeout-ms`); past it the watchdog shuts the
-//!   socket's read side, the blocked read returns end-of-file, and the
-//!   request is answered 408 and closed.
+//! * **Body deadline.** The thread reading a body (a body thread, see
+//!   `bodies`) registers the read with a deadline (`--request-timeout-ms`);
+//!   past it the watchdog shuts the socket's read side, the blocked read
+//!   returns end-of-file, and the request is answered 408 and closed.
 //! * **Heads.** A connection with no request in a request thread for longer
 //!   than idle timeout + request timeout (since it was first seen or its
 //!   last request finished) is trickling a head (an idle one would have
@@ -44,9 +44,9 @@
 //!   every new client).
 //!
 //! None of these touches a connection whose request is in a handler. Only
-//! the watchdog and error paths pay for any of this; a keep-alive request
-//! with a small body takes one uncontended lock at its start and one at its
-//! end.
+//! the watchdog and error paths pay for finding sockets; a keep-alive
+//! request takes one uncontended lock at its start and one at its end (one
+//! more when its body is on the socket).
 
 use std::collections::HashMap;
 use std::io;
