@@ -63,6 +63,8 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// The longest a closing connection may hold a request thread in
 /// tiny_http's drain once its response was taken but not seen leaving.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// The watchdog reports the connections it closed at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often the closer looks at connections whose response is going out.
 const CLOSER_EVERY: Duration = Duration::from_millis(1);
 /// Bytes tiny_http may read for one head (request line and headers, plus
@@ -338,10 +340,24 @@ impl Connections {
         std::thread::Builder::new()
             .name("fs-conn-watchdog".into())
             .spawn(move || {
+                let (mut logged, mut logged_at) = (0, None::<Instant>);
                 while !stop.load(Relaxed) {
                     // A panic here must not end the watchdog.
                     let _ =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.watch_once()));
+                    // What an operator needs to see, at most every LOG_EVERY.
+                    let (open, closed) = me.counts();
+                    if closed > logged && logged_at.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                        eprintln!(
+                            "fs-server: closed {} client connection(s) that sent no request \
+                             in time, sent an oversized head, or exceeded --max-connections \
+                             ({} open, cap {})",
+                            closed - logged,
+                            open,
+                            me.config.max_connections
+                        );
+                        (logged, logged_at) = (closed, Some(Instant::now()));
+                    }
                     std::thread::sleep(WATCH_EVERY);
                 }
             })?;

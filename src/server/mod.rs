@@ -73,7 +73,6 @@ pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    conns: Arc<Connections>,
 }
 
 /// What every request thread shares.
@@ -143,13 +142,7 @@ impl HttpServer {
             addr,
             stop,
             threads,
-            conns,
         })
-    }
-
-    /// Client connections open now, and how many the watchdog closed.
-    pub fn connection_counts(&self) -> (usize, u64) {
-        self.conns.counts()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
