@@ -10,9 +10,10 @@ use clap::Parser;
 use feature_store::pool::PoolConfig;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
+use feature_store::server::conn;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
-use feature_store::synth;
 use feature_store::worker::{Worker, WorkerConfig};
+use feature_store::{capabilities, synth};
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
 /// Survives tiny_http's drain of a body declared 100 GB long (see the module).
@@ -21,6 +22,7 @@ static ALLOC: HugeAllocSafe = HugeAllocSafe;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    feature_store::server::install_panic_hook();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -59,6 +61,13 @@ fn run(args: Args) -> Result<(), String> {
         ..StoreConfig::default()
     };
     let store = Arc::new(FeatureStore::open(&url, config).map_err(|e| e.to_string())?);
+    // An unsuitable Redis would fail every write: refuse to start. A Redis
+    // that is down now is served as an outage (503s) until it is back.
+    match store.missing_capabilities() {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => return Err(capabilities::describe(&missing)),
+        Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
+    }
 
     let demo = managed.is_some() || args.seed_demo;
     if demo && args.seed_users > 0 {
@@ -110,6 +119,10 @@ fn run(args: Args) -> Result<(), String> {
         let _ = on_signal.send(Event::Signal);
     })
     .map_err(|e| format!("installing the signal handler: {e}"))?;
+    let nofile = conn::raise_nofile_limit();
+    let max_connections = args
+        .max_connections
+        .map_or_else(|| conn::default_max_connections(nofile), |n| n as usize);
     let http = HttpServer::start(
         app.clone(),
         &HttpConfig {
@@ -117,6 +130,9 @@ fn run(args: Args) -> Result<(), String> {
             threads: args.threads as usize,
             max_body_bytes: args.max_body_bytes as usize,
             io_timeout: Duration::from_millis(args.idle_timeout_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            max_connections,
+            allowed_origins: args.allowed_origins.clone(),
         },
         events,
     )
@@ -142,6 +158,10 @@ fn run(args: Args) -> Result<(), String> {
     println!(
         "worker: {} users every {} ms",
         args.users_per_tick, args.tick_ms
+    );
+    println!(
+        "http: {} threads, at most {max_connections} connections, request timeout {} ms",
+        args.threads, args.request_timeout_ms
     );
     println!("open http://{addr}/");
 

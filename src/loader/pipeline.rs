@@ -392,7 +392,9 @@ fn write_rows(
 fn kind_of(e: &StoreError) -> Kind {
     match e {
         StoreError::InvalidInput(_) => Kind::Rejected,
-        StoreError::Unavailable(_) | StoreError::Redis(_) => Kind::Failed,
+        StoreError::Unavailable(_) | StoreError::Redis(_) | StoreError::WrongType { .. } => {
+            Kind::Failed
+        }
     }
 }
 

@@ -19,8 +19,21 @@ pub enum ApiError {
     },
     #[error("request body too large: {declared} bytes declared, at most {limit} accepted")]
     PayloadTooLarge { declared: u64, limit: usize },
+    /// The request is fine but the data is not what the store expects: an
+    /// entity's key holds another type (written by another tool).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body not received in time")]
     BodyTimeout,
+    /// A mutating request from another origin (a cross-site form or fetch).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body whose declared type is not one we parse.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A handler panicked; the panic was logged and the thread lives on.
+    #[error("internal error")]
+    Panicked,
     #[error("redis unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -38,10 +51,13 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Forbidden(_) => 403,
             ApiError::BodyTimeout => 408,
+            ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Panicked => 500,
         }
     }
 
@@ -58,6 +74,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidInput(m) => ApiError::BadRequest(m),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Redis(m) => ApiError::Internal(format!("redis error: {m}")),
+            e @ StoreError::WrongType { .. } => ApiError::Conflict(e.to_string()),
         }
     }
 }

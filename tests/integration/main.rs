@@ -4,6 +4,8 @@
 mod common;
 
 mod bench;
+mod ensure_redis;
+mod http_hostile;
 mod invariants;
 mod loader;
 mod scripts;
