@@ -36,11 +36,19 @@ pub struct ManagedRedis {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
+    /// More `redis-server` arguments, e.g. `--proto-max-bulk-len 1mb`.
+    extra_args: Vec<String>,
 }
 
 impl ManagedRedis {
     /// Starts a fresh server on a free port and waits until it answers PING.
     pub fn start() -> Result<Self, ManagedRedisError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like `start`, with more `redis-server` arguments (a smaller
+    /// `--proto-max-bulk-len`, a `--rename-command`), kept across `restart`.
+    pub fn start_with_args(extra_args: &[&str]) -> Result<Self, ManagedRedisError> {
         let bin = redis_server_binary()?;
         let spawn_err = |source| ManagedRedisError::Spawn {
             bin: bin.display().to_string(),
@@ -55,6 +63,7 @@ impl ManagedRedis {
             dir,
             port: 0,
             bin: bin.clone(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         // The port is free when picked but another process may take it
         // before redis binds it: pick again a few times.
@@ -135,6 +144,7 @@ impl ManagedRedis {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
