@@ -472,7 +472,10 @@ fn send_rows(
         let index = range.start + failure.index;
         let row_origins = &chunk.origins()[index];
         written -= row_origins.len();
-        if failure.error.is_unavailable() {
+        // A protocol error is one argument's fault, not its whole call's:
+        // sent again row by row (`isolate`), only that row fails.
+        let protocol_error = range.len() > 1 && is_protocol_error(&failure.error);
+        if failure.error.is_unavailable() || protocol_error {
             settled.unconfirmed.push(index);
             settled.last_error = Some(failure.error);
         } else {
@@ -482,7 +485,7 @@ fn send_rows(
                 &failure.id,
                 row_origins,
                 kind,
-                &failure.error.to_string(),
+                &explain(&failure.error),
             );
         }
     }
@@ -618,6 +621,22 @@ fn write_rows(
             store.update_streaming_rows(rows, field_ttl_seconds)
         }
     }
+}
+
+/// The reason listed for a row Redis refused; a protocol error (Redis
+/// then closes the connection) says which limit it most likely hit.
+fn explain(e: &StoreError) -> String {
+    match e {
+        StoreError::Redis(_) if is_protocol_error(e) => format!(
+            "{e} (Redis refused the request and closed the connection: an argument over \
+             its proto-max-bulk-len?)"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+fn is_protocol_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(m) if m.contains("Protocol error"))
 }
 
 fn kind_of(e: &StoreError) -> Kind {

@@ -1232,3 +1232,518 @@ mod last_row_wins {
         REDIS.get_or_init(|| std::sync::Mutex::new(common::redis()))
     }
 }
+
+// ---- one oversized value costs its own row ------------------------------
+
+/// The issue's CSV: 300 rows, row `u0150`'s blob cell 2 MB.
+fn csv_with_one_huge_cell(dir: &Path) -> PathBuf {
+    let mut text = String::from("user_id,country_iso,blob\n");
+    for i in 0..300 {
+        let blob = if i == 150 {
+            "x".repeat(2 << 20)
+        } else {
+            "small".into()
+        };
+        text.push_str(&format!("u{i:04},US,{blob}\n"));
+    }
+    write_file(dir, "huge.csv", &text)
+}
+
+fn assert_one_huge_row_refused(out: &Output, failures: &Path, kind: &str, limit: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", show(out));
+    let s = summary(out);
+    assert_accounted(&s);
+    assert_eq!(
+        (count(&s, "read"), count(&s, "written")),
+        (300, 299),
+        "{s:?}"
+    );
+    let rows = failure_rows(failures);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0][2].as_str(), rows[0][3].as_str()), ("u0150", kind));
+    assert!(rows[0][4].contains(limit), "{limit:?} in {:?}", rows[0][4]);
+}
+
+#[test]
+fn loader_one_oversized_cell_is_rejected_alone_naming_the_limit() {
+    let redis = ManagedRedis::start_with_args(&["--proto-max-bulk-len", "1mb"])
+        .expect("starting redis with a 1 MB bulk limit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = csv_with_one_huge_cell(dir.path());
+    let failures = dir.path().join("failed.csv");
+    let path = csv.to_str().expect("path");
+    let failures_path = failures.to_str().expect("path");
+
+    // Our own limit (1 MiB by default) refuses it before sending.
+    let out = run(&redis, &["--from", path, "--failures", failures_path]);
+    assert_one_huge_row_refused(&out, &failures, "rejected", "--max-value-bytes (1048576)");
+    let mut conn = raw(&redis);
+    assert_eq!(dbsize(&mut conn), 299);
+
+    // Our limit raised above Redis's: Redis's own, read at the start.
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            path,
+            "--failures",
+            failures_path,
+            "--max-value-bytes",
+            "4000000",
+        ],
+    );
+    assert_one_huge_row_refused(&out, &failures, "rejected", "proto-max-bulk-len (1048576)");
+    assert_eq!(dbsize(&mut conn), 299);
+    let exists: bool = conn.exists("fs:user:u0150").expect("EXISTS");
+    assert!(!exists);
+}
+
+#[test]
+fn loader_a_row_redis_drops_the_connection_on_fails_alone_and_the_load_goes_on() {
+    // CONFIG hidden: the loader cannot learn Redis's limit, sends the row,
+    // and Redis answers with a protocol error and closes the connection.
+    let redis = ManagedRedis::start_with_args(&[
+        "--proto-max-bulk-len",
+        "1mb",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ])
+    .expect("starting redis without CONFIG");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = csv_with_one_huge_cell(dir.path());
+    let failures = dir.path().join("failed.csv");
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            csv.to_str().expect("path"),
+            "--failures",
+            failures.to_str().expect("path"),
+            "--max-value-bytes",
+            "4000000",
+        ],
+    );
+    assert_one_huge_row_refused(&out, &failures, "failed", "proto-max-bulk-len");
+    assert_eq!(dbsize(&mut raw(&redis)), 299);
+}
+
+// ---- NOSCRIPT storms ---------------------------------------------------
+
+#[test]
+fn loader_writes_every_row_while_scripts_are_flushed_every_10_ms() {
+    let redis = common::redis();
+    let out = {
+        let _flush = FaultLoop::start(&redis, Fault::ScriptFlush, Duration::from_millis(10));
+        run(&redis, &["--count", "20000", "--chunk-size", "200"])
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (count(&s, "written"), count(&s, "failed")),
+        (20000, 0),
+        "{s:?}"
+    );
+    let mut conn = raw(&redis);
+    let keys = common::all_keys(&mut conn);
+    assert_eq!(keys.len(), 20000);
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("TTL").arg(key);
+    }
+    let ttls: Vec<i64> = pipe.query(&mut conn).expect("TTLs");
+    assert!(ttls.iter().all(|t| *t > 0), "a key without a TTL");
+}
+
+// ---- hostile input -----------------------------------------------------
+
+mod hostile_input {
+    use super::*;
+    use feature_store::loader::input::{self, ReadOptions};
+    use feature_store::loader::limits::Limits;
+    use feature_store::loader::pipeline::{self, Input, Settings, WriteMode};
+    use feature_store::loader::progress::Progress;
+    use feature_store::loader::summary::{Counts, FailureSink};
+    use feature_store::FeatureStore;
+    use proptest::prelude::*;
+
+    /// What a generated line must end as.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Class {
+        Good,
+        Rejected,
+        Malformed,
+        /// Blank: skipped, not a row.
+        Blank,
+    }
+
+    /// The value limit the generated inputs run under (small, so an
+    /// oversized cell stays cheap to generate).
+    const MAX_VALUE: usize = 4096;
+
+    fn good_id() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.:@-]{1,24}"
+    }
+
+    fn bad_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z]{0,3}[*?\\[\\] \t\r\n\u{0}\u{1b}\u{7f}{}é\\\\/,\"][a-z]{0,3}",
+            "[a-z]{129,140}",
+        ]
+    }
+
+    fn good_name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_.:-]{0,12}"
+    }
+
+    fn bad_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z]{0,3}[*?\\[ \t\u{1}\n/{}é][a-z]{0,3}",
+            "[a-z]{129,135}",
+        ]
+    }
+
+    fn json_str(s: &str) -> String {
+        serde_json::Value::String(s.to_owned()).to_string()
+    }
+
+    /// A scalar JSON value, as text: every one of them is written.
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,16}".prop_map(|s| json_str(&s)),
+            "[\u{0}-\u{1f}\"\\\\]{0,8}".prop_map(|s| json_str(&s)),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            prop::num::f64::NORMAL.prop_map(|f| f.to_string()),
+            Just("123456789012345678901234567890123".to_owned()),
+            Just("1e308".to_owned()),
+            Just("-0".to_owned()),
+            Just("null".to_owned()),
+        ]
+    }
+
+    fn object(id: &str, features: &[(String, String)]) -> String {
+        let body: Vec<String> = features
+            .iter()
+            .map(|(k, v)| format!("{}: {v}", json_str(k)))
+            .collect();
+        format!(
+            "{{\"id\": {}, \"features\": {{{}}}}}",
+            json_str(id),
+            body.join(", ")
+        )
+    }
+
+    fn good_features() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::btree_map(good_name(), scalar(), 1..5)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn jsonl_line() -> impl Strategy<Value = (Vec<u8>, Class)> {
+        let good = (good_id(), good_features())
+            .prop_map(|(id, f)| (object(&id, &f).into_bytes(), Class::Good));
+        let rejected = prop_oneof![
+            (bad_id(), good_features()).prop_map(|(id, f)| object(&id, &f)),
+            (good_id(), bad_name(), scalar()).prop_map(|(id, name, v)| object(&id, &[(name, v)])),
+            (
+                good_id(),
+                good_name(),
+                prop_oneof![Just("[1, 2]"), Just("{\"a\": 1}"), Just("[]")]
+            )
+                .prop_map(|(id, name, v)| object(&id, &[(name, v.to_owned())])),
+            (good_id(), good_name()).prop_map(|(id, name)| object(
+                &id,
+                &[(name, json_str(&"v".repeat(MAX_VALUE + 1)))]
+            )),
+            good_features().prop_map(|f| {
+                let o = object("x", &f);
+                o.replacen("\"id\": \"x\", ", "", 1)
+            }),
+            good_id().prop_map(|id| format!("{{\"id\": {}}}", json_str(&id))),
+            prop_oneof![
+                Just("1.5"),
+                Just("true"),
+                Just("[\"u1\"]"),
+                Just("{}"),
+                Just("null")
+            ]
+            .prop_map(|id| format!("{{\"id\": {id}, \"features\": {{\"a\": 1}}}}")),
+        ]
+        .prop_map(|s| (s.into_bytes(), Class::Rejected));
+        let malformed = prop_oneof![
+            (good_id(), good_features()).prop_map(|(id, f)| {
+                let mut s = object(&id, &f);
+                s.pop();
+                s.into_bytes()
+            }),
+            (good_id(), good_name()).prop_map(|(id, name)| {
+                let mut s = object(&id, &[(name, "\"ab\"".into())]).into_bytes();
+                let at = s.len() - 4;
+                s.insert(at, 0xFF);
+                s
+            }),
+            prop_oneof![
+                Just("[1, 2]"),
+                Just("42"),
+                Just("\"u1\""),
+                Just("null"),
+                Just("{\"id\": \"u1\", \"x\": 1e400}"),
+                Just("{\"id\": \"u1\", \"x\": 1,}"),
+                Just("{{{{{{{{"),
+                Just("\u{feff}{\"id\": \"u1\", \"x\": 1}"),
+            ]
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+        .prop_map(|b| (b, Class::Malformed));
+        let blank = prop_oneof![Just(""), Just("  "), Just("\t")]
+            .prop_map(|s| (s.as_bytes().to_vec(), Class::Blank));
+        prop_oneof![4 => good, 3 => rejected, 3 => malformed, 1 => blank]
+    }
+
+    /// A CSV cell, always quoted (so commas, quotes and newlines are data).
+    fn quoted(cell: &[u8]) -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for &b in cell {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+        out
+    }
+
+    fn csv_cell() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "\\PC{0,12}", "[,\"\r\n a-z]{0,8}"]
+    }
+
+    /// A CSV body line for a header of `columns` feature columns.
+    fn csv_line(columns: usize) -> impl Strategy<Value = (Vec<u8>, Class)> {
+        let row = move |id: Vec<u8>, cells: Vec<Vec<u8>>| {
+            let mut line = quoted(&id);
+            for c in cells {
+                line.push(b',');
+                line.extend(quoted(&c));
+            }
+            line
+        };
+        let cells = move || prop::collection::vec(csv_cell().prop_map(String::into_bytes), columns);
+        let good =
+            (good_id(), cells()).prop_map(move |(id, c)| (row(id.into_bytes(), c), Class::Good));
+        let bad_id_row =
+            (bad_id(), cells()).prop_map(move |(id, c)| (row(id.into_bytes(), c), Class::Rejected));
+        let huge = (good_id(), cells()).prop_map(move |(id, mut c)| {
+            c[0] = vec![b'h'; MAX_VALUE + 1];
+            (row(id.into_bytes(), c), Class::Rejected)
+        });
+        let ragged = (good_id(), cells(), any::<bool>()).prop_map(move |(id, mut c, more)| {
+            if more {
+                c.push(b"extra".to_vec());
+            } else {
+                c.pop();
+            }
+            (row(id.into_bytes(), c), Class::Malformed)
+        });
+        let bad_utf8 = (good_id(), cells(), any::<bool>()).prop_map(move |(id, mut c, in_id)| {
+            let mut id = id.into_bytes();
+            if in_id {
+                id.push(0xFE);
+            } else {
+                c[columns - 1].extend([0xC3, 0x28]);
+            }
+            (row(id, c), Class::Malformed)
+        });
+        prop_oneof![4 => good, 2 => bad_id_row, 1 => huge, 2 => ragged, 2 => bad_utf8]
+    }
+
+    /// A whole input: its bytes, its format, and the class of each line.
+    fn input_file() -> impl Strategy<Value = (Vec<u8>, bool, Vec<Class>)> {
+        let jsonl = (
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::vec(jsonl_line(), 0..40),
+        )
+            .prop_map(|(bom, crlf, lines)| assemble(bom, crlf, Vec::new(), lines));
+        let csv = (1..4usize).prop_flat_map(|columns| {
+            (
+                any::<bool>(),
+                any::<bool>(),
+                prop::collection::btree_set(good_name(), columns),
+                prop::collection::vec(csv_line(columns), 0..40),
+            )
+                .prop_map(|(bom, crlf, names, lines)| {
+                    let mut header = b"user_id".to_vec();
+                    for n in names {
+                        header.push(b',');
+                        header.extend(n.into_bytes());
+                    }
+                    assemble(bom, crlf, header, lines)
+                })
+        });
+        prop_oneof![
+            jsonl.prop_map(|(b, c)| (b, false, c)),
+            csv.prop_map(|(b, c)| (b, true, c)),
+        ]
+    }
+
+    fn assemble(
+        bom: bool,
+        crlf: bool,
+        header: Vec<u8>,
+        lines: Vec<(Vec<u8>, Class)>,
+    ) -> (Vec<u8>, Vec<Class>) {
+        let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        let mut bytes = Vec::new();
+        if bom {
+            bytes.extend_from_slice(b"\xEF\xBB\xBF");
+        }
+        if !header.is_empty() {
+            bytes.extend(header);
+            bytes.extend_from_slice(end);
+        }
+        let mut classes = Vec::new();
+        for (line, class) in lines {
+            bytes.extend(line);
+            bytes.extend_from_slice(end);
+            classes.push(class);
+        }
+        (bytes, classes)
+    }
+
+    fn expected(classes: &[Class]) -> Counts {
+        let n = |c: Class| classes.iter().filter(|x| **x == c).count() as u64;
+        Counts {
+            read: n(Class::Good) + n(Class::Rejected),
+            written: n(Class::Good),
+            rejected: n(Class::Rejected),
+            failed: 0,
+            malformed: n(Class::Malformed),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_value_bytes: MAX_VALUE,
+            ..Limits::default()
+        }
+    }
+
+    /// Every key in Redis is under the prefix and has a TTL.
+    fn assert_keys_contained(redis: &ManagedRedis, prefix: &str) {
+        let mut conn = raw(redis);
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+        for key in keys {
+            assert!(
+                key.starts_with(prefix.as_bytes()),
+                "key outside the prefix: {key:?}"
+            );
+            let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut conn).expect("TTL");
+            assert!(ttl > 0, "{key:?} has TTL {ttl}");
+        }
+    }
+
+    fn shared_redis() -> &'static std::sync::Mutex<ManagedRedis> {
+        static REDIS: std::sync::OnceLock<std::sync::Mutex<ManagedRedis>> =
+            std::sync::OnceLock::new();
+        REDIS.get_or_init(|| std::sync::Mutex::new(common::redis()))
+    }
+
+    fn load(redis: &ManagedRedis, path: &Path, csv: bool) -> Counts {
+        let store = FeatureStore::open(&redis.url(), common::store_config()).expect("store");
+        let options = ReadOptions {
+            id_column: None,
+            allow_retract: true,
+        };
+        let path = path.to_owned();
+        let format = Some(if csv { Format::Csv } else { Format::Jsonl });
+        let inputs = vec![Input {
+            name: "hostile".into(),
+            open: Box::new(move || input::open(&path)?.into_source(format, &options)),
+        }];
+        let settings = Settings {
+            mode: WriteMode::Batch { ttl_seconds: 3600 },
+            chunk_size: 7,
+            writers: 2,
+            retries: 3,
+            backoff: Duration::from_millis(5),
+            strict: false,
+            limits: limits(),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut failures = FailureSink::create(Some(&dir.path().join("f.csv"))).expect("sink");
+        let outcome = pipeline::run(
+            &store,
+            inputs,
+            settings,
+            &mut failures,
+            &mut Progress::new(true, None),
+        );
+        assert!(
+            outcome.error.is_none(),
+            "{:?}",
+            outcome.error.map(|e| e.to_string())
+        );
+        outcome.counts
+    }
+
+    use feature_store::loader::args::Format;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Generated CSV and JSON lines full of malformed and hostile lines,
+        /// through the loader's readers and pipeline: no panic, every line
+        /// counted as what it is, nothing outside the prefix, every key with
+        /// a TTL.
+        #[test]
+        fn loader_hostile_lines_are_each_counted_and_never_escape_the_prefix(
+            (bytes, csv, classes) in input_file()
+        ) {
+            let redis = shared_redis().lock().unwrap_or_else(|p| p.into_inner());
+            let _: () = redis::cmd("FLUSHALL").query(&mut raw(&redis)).expect("FLUSHALL");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("input");
+            std::fs::write(&path, &bytes).expect("write input");
+            let counts = load(&redis, &path, csv);
+            prop_assert_eq!(counts, expected(&classes));
+            assert_keys_contained(&redis, "fs:user:");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The same through the real binary: exit 0 or 1, never a crash.
+        #[test]
+        fn loader_binary_hostile_input_exits_0_or_1_with_an_exact_account(
+            (bytes, csv, classes) in input_file()
+        ) {
+            let redis = shared_redis().lock().unwrap_or_else(|p| p.into_inner());
+            let _: () = redis::cmd("FLUSHALL").query(&mut raw(&redis)).expect("FLUSHALL");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("input");
+            std::fs::write(&path, &bytes).expect("write input");
+            let max = MAX_VALUE.to_string();
+            let out = run(&redis, &[
+                "--from", path.to_str().expect("path"),
+                "--format", if csv { "csv" } else { "jsonl" },
+                "--max-value-bytes", &max,
+                "--failures", dir.path().join("f.csv").to_str().expect("path"),
+            ]);
+            let want = expected(&classes);
+            let clean = want.rejected == 0 && want.malformed == 0;
+            prop_assert_eq!(out.status.code(), Some(if clean { 0 } else { 1 }), "{}", show(&out));
+            let s = summary(&out);
+            assert_accounted(&s);
+            prop_assert_eq!(
+                (count(&s, "read"), count(&s, "written"), count(&s, "rejected"), count(&s, "malformed")),
+                (want.read, want.written, want.rejected, want.malformed)
+            );
+            assert_keys_contained(&redis, "fs:user:");
+        }
+    }
+}
