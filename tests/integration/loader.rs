@@ -880,6 +880,40 @@ fn loader_stream_mode_keeps_the_last_event_of_an_id_with_chunk_size_1() {
         "{\"id\":\"b0999\",\"x\":\"new\"}\n",
     );
     let mut conn = raw(&redis);
+    // Twenty hot ids, each updated 100 times in pairs: a large event then a
+    // small one right after it (the small one used to overtake it). Each id
+    // ends with its last event.
+    let pad = "p".repeat(3000);
+    let hot_id = |i: usize| (i / 2) % 20;
+    let events: String = (0..2000)
+        .map(|i| {
+            let pad = if i % 2 == 0 { pad.as_str() } else { "" };
+            format!(
+                "{{\"id\": \"h{}\", \"seq\": {i}, \"pad\": \"{pad}-\"}}\n",
+                hot_id(i)
+            )
+        })
+        .collect();
+    let hot = write_file(dir.path(), "hot.jsonl", &events);
+    let out = run(
+        &redis,
+        &[
+            "stream",
+            "--from",
+            hot.to_str().expect("path"),
+            "--chunk-size",
+            "1",
+            "--writers",
+            "4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    for id in 0..20 {
+        let last = (0..2000).filter(|i| hot_id(*i) == id).max();
+        let seq = hget(&mut conn, &format!("fs:user:h{id}"), "seq");
+        assert_eq!(seq, last.map(|i| i.to_string()), "h{id}");
+    }
+
     for _ in 0..3 {
         let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
         let out = run(
