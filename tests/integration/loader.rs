@@ -1781,3 +1781,65 @@ mod hostile_input {
         }
     }
 }
+
+#[test]
+fn loader_rows_merged_into_one_write_are_each_accounted_and_listed() {
+    let redis = common::redis();
+    let mut conn = raw(&redis);
+    // k1's key is not a hash: its write fails, for each of its rows.
+    let _: () = conn.set("fs:user:k1", "a string").expect("SET");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(
+        dir.path(),
+        "rows.jsonl",
+        "{\"id\": \"k1\", \"a\": 1}\n\
+         {\"id\": \"k2\", \"a\": 1, \"b\": 1}\n\
+         {\"id\": \"k1\", \"a\": 2}\n\
+         {\"id\": \"k2\", \"b\": null, \"bad name\": 2}\n\
+         {\"id\": \"k2\", \"a\": 3}\n\
+         {\"id\": \"k1\", \"a\": 3}\n",
+    );
+    let failures = dir.path().join("failed.csv");
+    let out = run(
+        &redis,
+        &[
+            "--from",
+            input.to_str().expect("path"),
+            "--failures",
+            failures.to_str().expect("path"),
+            "--writers",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_accounted(&s);
+    assert_eq!(
+        (
+            count(&s, "written"),
+            count(&s, "rejected"),
+            count(&s, "failed")
+        ),
+        (2, 1, 3),
+        "{s:?}"
+    );
+    // k2: its two good rows, merged; the bad one in between is refused alone.
+    let k2 = hash(&mut conn, "fs:user:k2");
+    assert_eq!(k2.get("a").map(String::as_str), Some("3"));
+    assert_eq!(k2.get("b").map(String::as_str), Some("1"));
+    let rows = failure_rows(&failures);
+    let mut listed: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r[1].clone(), r[2].clone(), r[3].clone()))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("1".into(), "k1".into(), "failed".into()),
+            ("3".into(), "k1".into(), "failed".into()),
+            ("4".into(), "k2".into(), "rejected".into()),
+            ("6".into(), "k1".into(), "failed".into()),
+        ]
+    );
+}
