@@ -1528,7 +1528,9 @@ mod hostile_input {
                 Just("{\"id\": \"u1\", \"x\": 1e400}"),
                 Just("{\"id\": \"u1\", \"x\": 1,}"),
                 Just("{{{{{{{{"),
-                Just("\u{feff}{\"id\": \"u1\", \"x\": 1}"),
+                // A BOM inside a line is not whitespace (one at the start of the
+                // file is skipped).
+                Just("{\u{feff}\"id\": \"u1\", \"x\": 1}"),
             ]
             .prop_map(|s| s.as_bytes().to_vec()),
         ]
