@@ -5,7 +5,9 @@ only, so it may run on a replica.
 
   KEYS[1]  entity hash key, e.g. fs:user:u0001
   ARGV[1 ..]  feature names to read; with none, every field of the hash
-           (the inspect view: avoid it on the request path)
+           (the inspect view: avoid it on the request path). Any number:
+           the reads go in slices of 1000 names, so an entity of 10,000
+           fields is served whole.
 
   Reply: array {key_ttl, names, values, field_ttls}
     key_ttl     integer: seconds left on the key; -1 no TTL; -2 no such key
@@ -33,6 +35,7 @@ if #KEYS ~= 1 then
   return redis.error_reply('ERR read_fresh: wrong number of keys')
 end
 local key = KEYS[1]
+local SLICE = 1000
 local key_ttl = redis.call('TTL', key)
 local names
 if #ARGV == 0 then
@@ -51,6 +54,17 @@ else
   end
   names = ARGV
 end
-local values = redis.call('HMGET', key, unpack(names))
-local ttls = redis.call('HTTL', key, 'FIELDS', #names, unpack(names))
+-- HMGET and HTTL in slices: Lua's unpack() fails past a few thousand
+-- values ("too many results to unpack"), and an entity may hold more fields
+-- than that (the loader accepts 3000 per row, any number of rows).
+local values, ttls = {}, {}
+for first = 1, #names, SLICE do
+  local last = math.min(first + SLICE - 1, #names)
+  local v = redis.call('HMGET', key, unpack(names, first, last))
+  local t = redis.call('HTTL', key, 'FIELDS', last - first + 1, unpack(names, first, last))
+  for i = 1, #v do
+    values[#values + 1] = v[i]
+    ttls[#ttls + 1] = t[i]
+  end
+end
 return {key_ttl, names, values, ttls}

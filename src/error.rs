@@ -12,9 +12,15 @@ pub enum StoreError {
     /// of the store is idempotent.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
-    /// Redis answered with an error (a script refusal, WRONGTYPE, OOM ...).
+    /// Redis answered with an error (a script refusal, OOM ...), or with a
+    /// reply the store could not decode. Never an outage: retrying the same
+    /// call gets the same answer.
     #[error("redis error: {0}")]
     Redis(String),
+    /// The entity's key exists but holds another type (a key another tool
+    /// wrote under the prefix): an error for that entity only.
+    #[error("key {key} holds a {kind}, not a hash")]
+    WrongType { key: String, kind: String },
 }
 
 impl StoreError {
@@ -30,7 +36,13 @@ impl StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        if is_transport_error(&e) {
+        if e.kind() == redis::ErrorKind::Parse {
+            // Almost always a reply that does not fit the type asked for (a
+            // value that is not UTF-8 read as a string): retrying gets the
+            // same reply, so it is not an outage. (The connection is still
+            // dropped, see `is_transport_error`.)
+            StoreError::Redis(format!("unexpected reply: {e}"))
+        } else if is_transport_error(&e) {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Redis(e.to_string())
@@ -45,11 +57,33 @@ impl From<r2d2::Error> for StoreError {
 }
 
 /// Errors that say nothing about the command, only about the connection:
-/// the connection they happened on must not be reused.
+/// the connection they happened on must not be reused. `Parse` is here
+/// because redis-rs gives the same kind to a garbled reply stream (the
+/// connection is lost) and to a reply that does not fit the Rust type asked
+/// for (the connection is fine); dropping a good connection costs one
+/// reconnect, reusing a garbled one costs wrong answers. The store's reads
+/// ask for raw `Value`s and decode them itself, so the data it reads never
+/// raises `Parse` at all.
 pub(crate) fn is_transport_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || matches!(e.kind(), redis::ErrorKind::Parse | redis::ErrorKind::Client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_reply_that_does_not_decode_is_not_an_outage() {
+        let value = redis::Value::BulkString(vec![0xff, 0xfe]);
+        let parse = redis::from_redis_value::<String>(value).expect_err("not UTF-8");
+        let e = StoreError::from(redis::RedisError::from(parse));
+        assert!(matches!(e, StoreError::Redis(_)), "{e:?}");
+        assert!(!e.is_unavailable());
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(StoreError::from(io).is_unavailable());
+    }
 }

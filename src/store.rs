@@ -24,7 +24,7 @@ use crate::scripts::{
     WRITE_BATCH_ROWS, WRITE_STREAMING,
 };
 use crate::validate;
-use crate::value::FeatureMap;
+use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
 /// The longest TTL the store accepts (ten years); longer is almost surely a
 /// unit mistake (milliseconds for seconds).
@@ -132,14 +132,40 @@ impl WriteReport {
     }
 }
 
+/// One entity's values in the order of the names asked for: `None` where a
+/// feature (or the whole entity) is missing.
+pub type FeatureRow = Vec<Option<ReadValue>>;
+
+/// What one SCAN of the prefix found (`FeatureStore::census`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Every key under the prefix.
+    pub count: u64,
+    /// Up to the limit asked for, sorted; only ids the store accepts.
+    pub ids: Vec<String>,
+    /// Keys under the prefix whose id the store would refuse (another
+    /// tool's keys): counted, never listed.
+    pub unlisted: u64,
+}
+
 /// One feature as `read_fresh` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldState {
+    /// As stored; a name another tool wrote with bytes that are not UTF-8
+    /// (or a backslash) is escaped (`\xNN`, `\\`: `value::escape_bytes`).
     pub name: String,
     /// `None` when the field is missing (never written, expired, retracted).
-    pub value: Option<String>,
+    /// In JSON a string, or `{"base64": ...}` for a value that is not UTF-8.
+    pub value: Option<ReadValue>,
     /// Seconds left; -1 no field TTL (batch field); -2 missing.
     pub ttl_seconds: i64,
+}
+
+impl FieldState {
+    /// The value when it is present and UTF-8 text.
+    pub fn text(&self) -> Option<&str> {
+        self.value.as_ref().and_then(ReadValue::as_str)
+    }
 }
 
 /// Values and freshness of one entity, read in one round trip.
@@ -422,43 +448,69 @@ impl FeatureStore {
     // ---- read path --------------------------------------------------------
 
     /// One `HMGET`: the named features that exist; missing ones are left out.
+    /// Values are returned as stored, text or not (`ReadValue`).
     pub fn get_features<N: AsRef<str>>(
         &self,
         id: &str,
         names: &[N],
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+    ) -> Result<BTreeMap<String, ReadValue>, StoreError> {
         let key = self.key_for(id)?;
         check_names(names)?;
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let values: Vec<Option<String>> =
-            self.with_conn(|c| c.run(|c| hmget(&key, names).query(c)))?;
+        let values = self
+            .query_key(&key, &hmget(&key, names))
+            .and_then(|v| decode_values("HMGET", v))?;
         Ok(self.count_read(zip_present(names, values)))
     }
 
     /// Pipelined `HMGET` for many entities in one round trip. Row `i` holds
     /// `ids[i]`'s values in the order of `names` (a feature vector for
-    /// scoring), `None` where a feature or the whole entity is missing.
+    /// scoring), `None` where a feature or the whole entity is missing; or
+    /// that entity's own error (its key holds another type), which leaves
+    /// the other rows served. The call fails as a whole only for a bad id
+    /// or name, or when Redis does not answer.
     pub fn batch_get_features<I: AsRef<str>, N: AsRef<str>>(
         &self,
         ids: &[I],
         names: &[N],
-    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+    ) -> Result<Vec<Result<FeatureRow, StoreError>>, StoreError> {
         check_names(names)?;
         let keys = ids
             .iter()
             .map(|id| self.key_for(id.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if names.is_empty() || keys.is_empty() {
-            return Ok(vec![Vec::new(); keys.len()]);
+            return Ok(vec![Ok(Vec::new()); keys.len()]);
         }
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for key in &keys {
             pipe.add_command(hmget(key, names));
         }
-        let rows: Vec<Vec<Option<String>>> = self.run_pipeline(&pipe)?;
-        let present = rows.iter().flatten().filter(|v| v.is_some()).count();
+        let replies: Vec<Value> = self.run_pipeline(&pipe)?;
+        if replies.len() != keys.len() {
+            return Err(StoreError::Redis(format!(
+                "pipelined HMGET: {} replies for {} keys",
+                replies.len(),
+                keys.len()
+            )));
+        }
+        let rows: Vec<_> = keys
+            .iter()
+            .zip(replies)
+            .map(|(key, reply)| match reply {
+                Value::ServerError(e) => Err(self.name_wrong_type(key, server_error(e))),
+                other => decode_values("HMGET", other),
+            })
+            .collect();
+        let present = rows
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|v| v.is_some())
+            .count();
         self.counters.reads.fetch_add(rows.len() as u64, Relaxed);
         self.counters.read_fields.fetch_add(present as u64, Relaxed);
         Ok(rows)
@@ -484,7 +536,8 @@ impl FeatureStore {
     }
 
     /// The whole hash with field TTLs and the key TTL (debugging; `HGETALL`
-    /// cost). Fields are sorted by name.
+    /// cost). Fields are sorted by name; a field name another tool wrote
+    /// with bytes that are not UTF-8 is shown escaped (`value::escape_bytes`).
     pub fn inspect(&self, id: &str) -> Result<FreshRead, StoreError> {
         let mut read = self.fresh_read_script::<&str>(id, &[])?;
         read.fields.sort_by(|a, b| a.name.cmp(&b.name));
@@ -503,28 +556,34 @@ impl FeatureStore {
         for n in names {
             cmd.arg(n.as_ref());
         }
-        self.with_conn(|c| c.run(|c| cmd.query(c)))
+        self.query_key(&key, &cmd).and_then(|v| decode("HTTL", v))
     }
 
     /// `TTL` of the entity's key: seconds left, -1 none, -2 no such entity.
     pub fn key_ttl(&self, id: &str) -> Result<i64, StoreError> {
         let key = self.key_for(id)?;
-        self.with_conn(|c| c.run(|c| redis::cmd("TTL").arg(&key).query(c)))
+        let mut cmd = redis::cmd("TTL");
+        cmd.arg(&key);
+        self.query_key(&key, &cmd).and_then(|v| decode("TTL", v))
     }
 
     // ---- keyspace ---------------------------------------------------------
 
-    /// Entities under the prefix (a full SCAN: keep it off request paths).
+    /// Keys under the prefix (a full SCAN: keep it off request paths),
+    /// whatever they hold and whatever bytes their names are.
     pub fn count_entities(&self) -> Result<u64, StoreError> {
-        self.count_and_list_entities(0).map(|(count, _)| count)
+        self.census(0).map(|c| c.count)
     }
 
-    /// Up to `limit` entity ids, sorted. SCAN stops once `limit` are found.
+    /// Up to `limit` entity ids, sorted: only ids the store accepts
+    /// (`validate::entity_id`), so every one can be read back. SCAN stops
+    /// once `limit` are found.
     pub fn list_entity_ids(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         if limit > 0 {
+            let mut unlisted = 0;
             self.scan_keys(|keys| {
-                self.take_ids(keys, &mut ids, limit);
+                self.take_ids(keys, &mut ids, &mut unlisted, limit);
                 if ids.len() >= limit {
                     ControlFlow::Break(())
                 } else {
@@ -539,30 +598,51 @@ impl FeatureStore {
     /// How many entities there are and up to `limit` of their ids (sorted),
     /// in one full SCAN: what a status page needs, for the price of a count.
     pub fn count_and_list_entities(&self, limit: usize) -> Result<(u64, Vec<String>), StoreError> {
-        let mut count = 0u64;
-        let mut ids = Vec::new();
+        self.census(limit).map(|c| (c.count, c.ids))
+    }
+
+    /// One full SCAN: every key under the prefix counted, up to `limit` ids
+    /// listed (sorted), and how many keys have a name the store would refuse
+    /// as an id (written by another tool: not UTF-8, a space, a glob
+    /// character ...). Those are counted and deleted by `delete_all`, never
+    /// listed, so nothing picks an id from the list that it cannot read.
+    pub fn census(&self, limit: usize) -> Result<Census, StoreError> {
+        let mut census = Census::default();
         self.scan_keys(|keys| {
-            count += keys.len() as u64;
-            self.take_ids(keys, &mut ids, limit);
+            census.count += keys.len() as u64;
+            self.take_ids(keys, &mut census.ids, &mut census.unlisted, limit);
             ControlFlow::Continue(())
         })?;
-        ids.sort();
-        Ok((count, ids))
+        census.ids.sort();
+        Ok(census)
     }
 
-    /// Moves ids from `keys` into `ids` until it holds `limit`.
-    fn take_ids(&self, keys: Vec<String>, ids: &mut Vec<String>, limit: usize) {
-        let room = limit.saturating_sub(ids.len());
-        let prefix = self.config.key_prefix.as_str();
-        ids.extend(
-            keys.into_iter()
-                .take(room)
-                .filter_map(|key| key.strip_prefix(prefix).map(str::to_owned)),
-        );
+    /// Moves valid ids from `keys` into `ids` until it holds `limit`;
+    /// counts the keys whose id is not valid in `unlisted`.
+    fn take_ids(
+        &self,
+        keys: Vec<Vec<u8>>,
+        ids: &mut Vec<String>,
+        unlisted: &mut u64,
+        limit: usize,
+    ) {
+        let prefix = self.config.key_prefix.len();
+        for key in keys {
+            let id = key
+                .get(prefix..)
+                .and_then(|id| std::str::from_utf8(id).ok())
+                .filter(|id| validate::entity_id(id).is_ok());
+            match id {
+                Some(id) if ids.len() < limit => ids.push(id.to_owned()),
+                Some(_) => {}
+                None => *unlisted += 1,
+            }
+        }
     }
 
-    /// Deletes every entity under the prefix (SCAN + UNLINK, one batch of
-    /// keys at a time) and nothing else. Returns how many keys went.
+    /// Deletes every key under the prefix (SCAN + UNLINK, one batch of keys
+    /// at a time), whatever its name's bytes, and nothing else. Returns how
+    /// many keys went.
     pub fn delete_all(&self) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         let mut failure = None;
@@ -571,8 +651,13 @@ impl FeatureStore {
                 return ControlFlow::Continue(());
             }
             let mut cmd = redis::cmd("UNLINK");
-            cmd.arg(&keys);
-            match self.with_conn(|c| c.run(|c| cmd.query::<u64>(c))) {
+            for key in &keys {
+                cmd.arg(key.as_slice());
+            }
+            match self
+                .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+                .and_then(|v| decode::<u64>("UNLINK", v))
+            {
                 Ok(n) => {
                     deleted += n;
                     ControlFlow::Continue(())
@@ -592,34 +677,35 @@ impl FeatureStore {
     // ---- the few places that talk to Redis in bulk ------------------------
 
     /// Runs a pipeline on one connection: one round trip. A cluster backend
-    /// splits it by slot here.
+    /// splits it by slot here. The reply is decoded after the connection is
+    /// done with it (see `error::is_transport_error`).
     fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        self.with_conn(|c| c.run(|c| pipe.query(c)))
+        let reply: Value = self.with_conn(|c| c.run(|c| pipe.query(c)))?;
+        decode("pipeline", reply)
     }
 
     /// Calls `each` with batches of keys under the prefix until it breaks or
-    /// the SCAN cursor returns to 0. Keys that do not start with the prefix
+    /// the SCAN cursor returns to 0. Keys are bytes: Redis allows any, and
+    /// one key another tool named with bytes that are not UTF-8 must not
+    /// stop a count or a reset. Keys that do not start with the prefix
     /// (impossible with an escaped pattern, checked anyway) are dropped.
     fn scan_keys(
         &self,
-        mut each: impl FnMut(Vec<String>) -> ControlFlow<()>,
+        mut each: impl FnMut(Vec<Vec<u8>>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let pattern = validate::scan_pattern(&self.config.key_prefix);
-        let prefix = self.config.key_prefix.as_str();
+        let prefix = self.config.key_prefix.as_bytes();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = self.with_conn(|c| {
-                c.run(|c| {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .query(c)
-                })
-            })?;
-            let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let reply: Value = self.with_conn(|c| c.run(|c| cmd.query(c)))?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", reply)?;
+            let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
             if each(keys).is_break() || next == 0 {
                 return Ok(());
             }
@@ -796,24 +882,24 @@ impl FeatureStore {
         for n in names {
             cmd.arg(n.as_ref());
         }
-        let (key_ttl_seconds, names, values, ttls): (
-            i64,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<i64>,
-        ) = self.eval_script(&READ_FRESH, &cmd)?;
-        if names.len() != values.len() || names.len() != ttls.len() {
+        let reply: Value = self
+            .eval_script(&READ_FRESH, &cmd)
+            .map_err(|e| self.name_wrong_type(&key, e))?;
+        // Raw bytes first: a field name or value another tool wrote may be
+        // anything, and must not fail the read.
+        let (key_ttl_seconds, got_names, values, ttls): FreshReply = decode("read_fresh", reply)?;
+        if got_names.len() != values.len() || got_names.len() != ttls.len() {
             return Err(StoreError::Redis(
                 "read_fresh: reply arrays differ in length".into(),
             ));
         }
-        let fields = names
+        let fields = got_names
             .into_iter()
             .zip(values)
             .zip(ttls)
             .map(|((name, value), ttl_seconds)| FieldState {
-                name,
-                value,
+                name: escape_bytes(&name),
+                value: value.map(ReadValue::from),
                 ttl_seconds,
             })
             .collect();
@@ -821,6 +907,34 @@ impl FeatureStore {
             key_ttl_seconds,
             fields,
         })
+    }
+
+    /// Runs one command on the entity at `key`; a WRONGTYPE reply becomes
+    /// `WrongType` naming what the key holds.
+    fn query_key(&self, key: &str, cmd: &Cmd) -> Result<Value, StoreError> {
+        self.with_conn(|c| c.run(|c| cmd.query(c)))
+            .map_err(|e| self.name_wrong_type(key, e))
+    }
+
+    /// A WRONGTYPE error becomes `WrongType`, with the type from `TYPE`
+    /// (one more round trip, on this error path only).
+    fn name_wrong_type(&self, key: &str, e: StoreError) -> StoreError {
+        match &e {
+            // redis-rs prints the error code first, quoted: "WRONGTYPE": ...
+            StoreError::Redis(m) if m.trim_start_matches('"').starts_with("WRONGTYPE") => {
+                let mut cmd = redis::cmd("TYPE");
+                cmd.arg(key);
+                let kind = self
+                    .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+                    .and_then(|v| decode::<String>("TYPE", v))
+                    .unwrap_or_else(|_| "value of another type".into());
+                StoreError::WrongType {
+                    key: key.to_owned(),
+                    kind,
+                }
+            }
+            _ => e,
+        }
     }
 
     /// One entity's part of a `write_streaming` call, after checking it.
@@ -860,7 +974,7 @@ impl FeatureStore {
         })
     }
 
-    fn count_read(&self, row: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    fn count_read(&self, row: BTreeMap<String, ReadValue>) -> BTreeMap<String, ReadValue> {
         self.counters.reads.fetch_add(1, Relaxed);
         self.counters
             .read_fields
@@ -915,10 +1029,28 @@ fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
     cmd
 }
 
-fn zip_present<N: AsRef<str>>(
-    names: &[N],
-    values: Vec<Option<String>>,
-) -> BTreeMap<String, String> {
+/// `read_fresh`'s reply as bytes: {key TTL, names, values, field TTLs}.
+type FreshReply = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>);
+
+/// A reply decoded after the connection is done with it: a reply that does
+/// not fit is an error about that reply, never an outage.
+fn decode<T: redis::FromRedisValue>(what: &str, reply: Value) -> Result<T, StoreError> {
+    redis::from_redis_value(reply)
+        .map_err(|e| StoreError::Redis(format!("{what}: unexpected reply: {e}")))
+}
+
+/// An `HMGET` reply: one value (any bytes) or nil per name.
+fn decode_values(what: &str, reply: Value) -> Result<FeatureRow, StoreError> {
+    let values: Vec<Option<Vec<u8>>> = decode(what, reply)?;
+    Ok(values.into_iter().map(|v| v.map(ReadValue::from)).collect())
+}
+
+/// A pipelined command's own error reply (the others in the pipeline ran).
+fn server_error(e: redis::ServerError) -> StoreError {
+    StoreError::from(redis::RedisError::from(e))
+}
+
+fn zip_present<N: AsRef<str>>(names: &[N], values: FeatureRow) -> BTreeMap<String, ReadValue> {
     names
         .iter()
         .zip(values)

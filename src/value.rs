@@ -1,12 +1,14 @@
-//! Feature values and their wire encoding.
+//! Feature values and their wire encoding, and values as read back.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
 /// One feature's value. Redis stores strings; this is how each kind becomes
-/// one: integers in decimal, floats in shortest round-trip form, booleans as
-/// `true` / `false`.
+/// one: integers in decimal, floats in the shortest text that parses back to
+/// the same number (`1e308`, not 309 digits), booleans as `true` / `false`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeatureValue {
     Str(String),
@@ -19,8 +21,7 @@ pub enum FeatureValue {
 pub type FeatureMap = BTreeMap<String, FeatureValue>;
 
 impl FeatureValue {
-    /// The string written to Redis. Rust's `Display` for `f64` is already the
-    /// shortest text that parses back to the same number.
+    /// The string written to Redis.
     pub fn encode(&self) -> String {
         self.to_string()
     }
@@ -45,10 +46,144 @@ impl fmt::Display for FeatureValue {
         match self {
             FeatureValue::Str(s) => f.write_str(s),
             FeatureValue::Int(i) => write!(f, "{i}"),
-            FeatureValue::Float(x) => write!(f, "{x}"),
+            FeatureValue::Float(x) => f.write_str(&shortest_float(*x)),
             FeatureValue::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
         }
     }
+}
+
+/// The shorter of `{}` and `{:e}`: both print the fewest digits that parse
+/// back to `x` (Rust's float formatting is shortest round-trip), but `{}`
+/// never uses an exponent, so 1e308 would be 309 digits. Ties keep the plain
+/// form (`100`, not `1e2`). The std formatter suffices; no `ryu` needed.
+fn shortest_float(x: f64) -> String {
+    let plain = format!("{x}");
+    let exp = format!("{x:e}");
+    if exp.len() < plain.len() {
+        exp
+    } else {
+        plain
+    }
+}
+
+/// A feature value as read back from Redis: the bytes it holds. What this
+/// store writes is UTF-8 text, but another tool may have written anything,
+/// so a read never fails on a value: text stays text, and other bytes are
+/// kept as they are. In JSON, text is a string and other bytes are
+/// `{"base64": "..."}` (standard alphabet, padded).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReadValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl ReadValue {
+    /// The text, when the value is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            ReadValue::Text(s) => Some(s),
+            ReadValue::Bytes(_) => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ReadValue::Text(s) => s.as_bytes(),
+            ReadValue::Bytes(b) => b,
+        }
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            ReadValue::Text(s) => s.into_bytes(),
+            ReadValue::Bytes(b) => b,
+        }
+    }
+}
+
+impl From<Vec<u8>> for ReadValue {
+    fn from(bytes: Vec<u8>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(s) => ReadValue::Text(s),
+            Err(e) => ReadValue::Bytes(e.into_bytes()),
+        }
+    }
+}
+impl From<String> for ReadValue {
+    fn from(s: String) -> Self {
+        ReadValue::Text(s)
+    }
+}
+impl From<&str> for ReadValue {
+    fn from(s: &str) -> Self {
+        ReadValue::Text(s.to_owned())
+    }
+}
+impl PartialEq<str> for ReadValue {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+impl PartialEq<&str> for ReadValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl Serialize for ReadValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReadValue::Text(text) => s.serialize_str(text),
+            ReadValue::Bytes(bytes) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("base64", &base64(bytes))?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 section 4). Encoding only, for
+/// the rare non-text value: a dozen lines do not justify a dependency.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Bytes for display where only text fits (a key or field name written by
+/// another tool): UTF-8 as is, every other byte as `\xNN`, as `redis-cli`
+/// prints them. Backslashes are doubled so the form is unambiguous.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 impl From<&str> for FeatureValue {
@@ -98,6 +233,57 @@ mod tests {
             let back: f64 = Float(x).encode().parse().expect("parses");
             assert_eq!(back, x);
         }
+    }
+
+    #[test]
+    fn floats_are_the_shortest_text_that_round_trips() {
+        for (x, want) in [
+            (1e308, "1e308"),
+            (5e-324, "5e-324"),
+            (0.1, "0.1"),
+            (-0.0, "-0"),
+            (123456789.0, "123456789"),
+            (100.0, "100"),
+            (1e21, "1e21"),
+            (1.5e-7, "1.5e-7"),
+            (f64::MAX, "1.7976931348623157e308"),
+        ] {
+            let text = Float(x).encode();
+            assert_eq!(text, want);
+            let back: f64 = text.parse().expect("parses");
+            assert_eq!(back.to_bits(), x.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn read_values_keep_text_as_text_and_other_bytes_as_base64() {
+        use super::{base64, escape_bytes, ReadValue};
+        assert_eq!(
+            ReadValue::from(b"US".to_vec()),
+            ReadValue::Text("US".into())
+        );
+        let raw = ReadValue::from(vec![0xff, 0xfe, b'a']);
+        assert_eq!(raw, ReadValue::Bytes(vec![0xff, 0xfe, b'a']));
+        assert_eq!(
+            serde_json::to_string(&raw).expect("json"),
+            r#"{"base64":"//5h"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ReadValue::from("x")).expect("json"),
+            r#""x""#
+        );
+        for (bytes, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(bytes), want);
+        }
+        assert_eq!(escape_bytes(b"a b\\\xff\xfe"), "a b\\\\\\xff\\xfe");
     }
 
     #[test]

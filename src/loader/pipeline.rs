@@ -642,7 +642,9 @@ fn is_protocol_error(e: &StoreError) -> bool {
 fn kind_of(e: &StoreError) -> Kind {
     match e {
         StoreError::InvalidInput(_) => Kind::Rejected,
-        StoreError::Unavailable(_) | StoreError::Redis(_) => Kind::Failed,
+        StoreError::Unavailable(_) | StoreError::Redis(_) | StoreError::WrongType { .. } => {
+            Kind::Failed
+        }
     }
 }
 

@@ -4,8 +4,14 @@
 //! request at 100k entities. A background thread rescans every interval, and
 //! writes that change the keyspace (bulk load, reset) refresh right away.
 //! `/state` reports how old the snapshot is.
+//!
+//! A reset `clear`s the snapshot after its delete: the worker picks its ids
+//! here, so a list from before the reset must never come back, whether the
+//! refresh after the reset fails or a scan that started before the delete
+//! finishes after it. Each snapshot carries the reset generation its scan
+//! started in, and a scan from an older generation is thrown away.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,9 +24,15 @@ pub const ID_LIMIT: usize = 10_000;
 
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Every key under the prefix.
     pub count: u64,
-    /// Sorted, at most `ID_LIMIT`.
+    /// Sorted, at most `ID_LIMIT`; only ids the store accepts.
     pub ids: Arc<Vec<String>>,
+    /// Keys under the prefix whose id the store would refuse (written by
+    /// another tool): in `count`, never in `ids`.
+    pub unlisted: u64,
+    /// How many resets had cleared the cache when this scan started.
+    pub generation: u64,
     /// When the scan that produced this snapshot started.
     pub taken_at: Instant,
     /// Set when the last refresh failed (Redis down); the data is then the
@@ -32,6 +44,8 @@ pub struct Snapshot {
 
 pub struct EntityCache {
     current: Mutex<Arc<Snapshot>>,
+    /// Bumped by `clear`, under the `current` lock.
+    generation: AtomicU64,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -42,10 +56,13 @@ impl EntityCache {
             current: Mutex::new(Arc::new(Snapshot {
                 count: 0,
                 ids: Arc::new(Vec::new()),
+                unlisted: 0,
+                generation: 0,
                 taken_at: Instant::now(),
                 error: Some("not scanned yet".into()),
                 valid: false,
             })),
+            generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
         })
@@ -60,18 +77,22 @@ impl EntityCache {
     }
 
     /// Rescans now. The lock is held only to swap the result in, never
-    /// across Redis calls; an older scan never replaces a newer one.
+    /// across Redis calls; an older scan never replaces a newer one, and a
+    /// scan that started before the last `clear` is dropped.
     pub fn refresh(&self, store: &FeatureStore) {
         let started = Instant::now();
-        let result = store.count_and_list_entities(ID_LIMIT);
+        let generation = self.generation.load(Relaxed);
+        let result = store.census(ID_LIMIT);
         let mut cur = lock(&self.current);
-        if cur.taken_at > started {
+        if cur.taken_at > started || self.generation.load(Relaxed) != generation {
             return;
         }
         *cur = Arc::new(match result {
-            Ok((count, ids)) => Snapshot {
-                count,
-                ids: Arc::new(ids),
+            Ok(census) => Snapshot {
+                count: census.count,
+                ids: Arc::new(census.ids),
+                unlisted: census.unlisted,
+                generation,
                 taken_at: started,
                 error: None,
                 valid: true,
@@ -80,10 +101,29 @@ impl EntityCache {
             Err(e) => Snapshot {
                 count: cur.count,
                 ids: cur.ids.clone(),
+                unlisted: cur.unlisted,
+                generation,
                 taken_at: cur.taken_at,
                 error: Some(e.to_string()),
                 valid: cur.valid,
             },
+        });
+    }
+
+    /// Forgets every id, after a reset deleted them: until a scan that
+    /// starts after this call succeeds, the list is empty, so the worker
+    /// has nothing to write to.
+    pub fn clear(&self) {
+        let mut cur = lock(&self.current);
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        *cur = Arc::new(Snapshot {
+            count: 0,
+            ids: Arc::new(Vec::new()),
+            unlisted: 0,
+            generation,
+            taken_at: Instant::now(),
+            error: Some("cleared by a reset; not rescanned yet".into()),
+            valid: false,
         });
     }
 

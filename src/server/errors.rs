@@ -19,6 +19,10 @@ pub enum ApiError {
     },
     #[error("request body too large: {declared} bytes declared, at most {limit} accepted")]
     PayloadTooLarge { declared: u64, limit: usize },
+    /// The request is fine but the data is not what the store expects: an
+    /// entity's key holds another type (written by another tool).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body not received in time")]
     BodyTimeout,
     #[error("redis unavailable: {0}")]
@@ -39,6 +43,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BodyTimeout => 408,
+            ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -58,6 +63,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidInput(m) => ApiError::BadRequest(m),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Redis(m) => ApiError::Internal(format!("redis error: {m}")),
+            e @ StoreError::WrongType { .. } => ApiError::Conflict(e.to_string()),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
 use crate::error::StoreError;
-use crate::store::{FieldState, MAX_TTL_SECONDS};
+use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 use crate::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 
 pub const PAGE: &str = include_str!("page.html");
@@ -98,6 +98,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "entity_count": snap.count,
         "entity_ids": ids,
         "entity_ids_age_ms": snap.taken_at.elapsed().as_millis() as u64,
+        "entity_ids_unlisted": snap.unlisted,
         "entity_ids_error": snap.error,
         "stats": app.store.stats(),
         "worker": app.worker.status(),
@@ -126,6 +127,7 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
             StoreError::Unavailable(_) => ApiError::Unavailable(msg),
             StoreError::InvalidInput(_) => ApiError::BadRequest(msg),
             StoreError::Redis(_) => ApiError::Internal(msg),
+            StoreError::WrongType { .. } => ApiError::Conflict(msg),
         });
     }
     json_reply(&json!({
@@ -230,22 +232,40 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let started = Instant::now();
     let rows = app.store.batch_get_features(ids, &fields)?;
     let elapsed_ms = ms_since(started);
-    let present = |r: &Vec<Option<String>>| r.iter().filter(|v| v.is_some()).count();
-    let field_count: usize = rows.iter().map(present).sum();
-    let found = rows.iter().filter(|r| present(r) > 0).count();
+    let present = |r: &FeatureRow| r.iter().filter(|v| v.is_some()).count();
+    let mut values_found = 0;
+    let mut found = 0;
+    let mut errors = Vec::new();
+    for (id, row) in ids.iter().zip(&rows) {
+        match row {
+            Ok(row) => {
+                let n = present(row);
+                values_found += n;
+                found += usize::from(n > 0);
+            }
+            // One entity's problem (a key of another type) is reported for
+            // that entity; the others are answered.
+            Err(e) => errors.push(json!({ "id": id, "error": e.to_string() })),
+        }
+    }
     let sample: Vec<_> = ids
         .iter()
         .zip(&rows)
         .take(10)
-        .map(|(id, r)| json!({ "id": id, "field_count": present(r) }))
+        .map(|(id, r)| match r {
+            Ok(r) => json!({ "id": id, "values_found": present(r) }),
+            Err(e) => json!({ "id": id, "values_found": 0, "error": e.to_string() }),
+        })
         .collect();
     json_reply(&json!({
         "entity_count": ids.len(),
         "found_count": found,
-        "field_count": field_count,
+        "field_count": fields.len(),
+        "values_found": values_found,
         "requested": fields,
         "elapsed_ms": elapsed_ms,
         "sample": sample,
+        "errors": errors,
     }))
 }
 
@@ -270,13 +290,17 @@ fn reset(app: &App) -> Result<Reply, ApiError> {
     let before = app.worker.status();
     app.worker.pause();
     let result = if app.worker.wait_for_idle(Duration::from_secs(10)) {
-        app.store.delete_all().map_err(ApiError::from)
+        let deleted = app.store.delete_all().map_err(ApiError::from);
+        // Forget the old ids before the worker resumes, so it never writes
+        // to a deleted id, even when the refresh below fails or a scan from
+        // before the delete lands late (the cache drops those).
+        app.cache.clear();
+        deleted
     } else {
         Err(ApiError::Unavailable(
             "the worker's tick did not finish within 10 s".into(),
         ))
     };
-    // Refresh before resuming, so the worker never writes to deleted ids.
     app.cache.refresh(&app.store);
     if before.running && !before.paused {
         app.worker.resume();

@@ -612,7 +612,7 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     let read = store
         .read_fresh("u0003", &["tx_count_5m", "country_iso"])
         .expect("read after flush");
-    assert_eq!(read.fields[0].value.as_deref(), Some("4"));
+    assert_eq!(read.fields[0].text(), Some("4"));
     assert!(read.fields[1].value.is_some());
 
     // Every row written exactly as asked: 25 keys, each with 6 batch fields.

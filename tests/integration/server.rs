@@ -271,10 +271,13 @@ fn server_every_endpoint_in_both_encodings() {
     );
     assert_eq!(status, 200, "{batch}");
     assert_eq!(batch["entity_count"], 30);
-    assert_eq!(batch["field_count"], 60);
+    // field_count: fields asked per entity; values_found: values returned.
+    assert_eq!(batch["field_count"], 2);
+    assert_eq!(batch["values_found"], 60);
+    assert_eq!(batch["errors"], json!([]));
     let sample = batch["sample"].as_array().unwrap();
     assert_eq!(sample.len(), 10);
-    assert_eq!(sample[0], json!({"id": "u0001", "field_count": 2}));
+    assert_eq!(sample[0], json!({"id": "u0001", "values_found": 2}));
     let (status, batch) = server.post_json(
         "/batch-read",
         &json!({"ids": ["u0001", "u0002", "zzz"], "fields": ["country_iso"]}),
@@ -283,11 +286,12 @@ fn server_every_endpoint_in_both_encodings() {
     assert_eq!(
         (
             batch["entity_count"].as_u64(),
-            batch["field_count"].as_u64()
+            batch["field_count"].as_u64(),
+            batch["values_found"].as_u64()
         ),
-        (Some(3), Some(2))
+        (Some(3), Some(1), Some(2))
     );
-    assert_eq!(batch["sample"][2], json!({"id": "zzz", "field_count": 0}));
+    assert_eq!(batch["sample"][2], json!({"id": "zzz", "values_found": 0}));
     let (_, batch) = server.post_form("/batch-read", "ids=u0001,u0002");
     assert_eq!(batch["entity_count"], 2);
 
@@ -524,7 +528,7 @@ fn server_worker_writes_streaming_features_and_reset_restores_it() {
     let (_, read) = server.post_form("/read", "user=u0001&field=last_login_ts&field=country_iso");
     let _ = read; // may or may not be picked yet; checked across users below
     let (_, batch) = server.post_form("/batch-read", "count=20&field=last_login_ts");
-    assert!(batch["field_count"].as_u64().unwrap() > 0, "{batch}");
+    assert!(batch["values_found"].as_u64().unwrap() > 0, "{batch}");
 
     // Reset while running: nothing left, and the worker is running again.
     let (status, reset) = server.post_form("/reset", "");
@@ -554,6 +558,303 @@ fn server_worker_writes_streaming_features_and_reset_restores_it() {
     assert_eq!(w["paused"], true);
     let (_, reset) = server.post_form("/reset", "");
     assert_eq!(reset["worker"]["paused"], true);
+}
+
+/// Issue 8, case 10: the worker picks its ids from the server's id cache.
+/// A reset used to refresh that cache after its delete and nothing more, so
+/// when the rescan failed (Redis briefly unreachable for it) the worker
+/// went on writing to the deleted ids and recreated them. This runs the
+/// reset the way `/reset` does (pause, wait out the tick, delete, clear the
+/// cache, rescan, resume) with the rescan failing, and checks that no
+/// entity comes back.
+#[test]
+fn after_a_reset_the_worker_recreates_no_entity_even_when_the_rescan_fails() {
+    use std::sync::Arc;
+
+    use feature_store::pool::PoolConfig;
+    use feature_store::server::cache::EntityCache;
+    use feature_store::synth;
+    use feature_store::worker::{Worker, WorkerConfig};
+    use feature_store::{FeatureStore, StoreConfig};
+
+    let redis = common::redis();
+    let store = Arc::new(common::store(&redis));
+    store
+        .bulk_load(&synth::users(30, 1).collect::<Vec<_>>(), 600)
+        .expect("load");
+    let cache = EntityCache::new();
+    cache.refresh(&store);
+    assert_eq!(cache.ids().len(), 30);
+    let source = cache.clone();
+    let worker = Worker::new(
+        store.clone(),
+        Box::new(move || source.ids()),
+        WorkerConfig {
+            users_per_tick: 10,
+            tick: Duration::from_millis(10),
+            streaming_ttl_seconds: 60,
+            seed: 3,
+        },
+    );
+    worker.start();
+    wait_until("the worker writes", Duration::from_secs(10), || {
+        worker.status().writes_count >= 20
+    });
+
+    // Nothing listens on port 1: every scan through this store fails.
+    let unreachable = FeatureStore::open(
+        "redis://127.0.0.1:1/",
+        StoreConfig {
+            pool: PoolConfig {
+                max_size: 1,
+                connect_timeout: Duration::from_millis(200),
+                io_timeout: Duration::from_millis(200),
+                checkout_timeout: Duration::from_millis(200),
+            },
+            ..StoreConfig::default()
+        },
+    )
+    .expect("open");
+    worker.pause();
+    assert!(worker.wait_for_idle(Duration::from_secs(5)));
+    assert_eq!(store.delete_all().expect("delete"), 30);
+    cache.clear();
+    cache.refresh(&unreachable);
+    assert!(cache.get().error.is_some(), "the rescan must have failed");
+    worker.resume();
+
+    let ticks = worker.status().tick_count;
+    wait_until("ten more ticks", Duration::from_secs(10), || {
+        worker.status().tick_count > ticks + 10
+    });
+    assert_eq!(store.count_entities().expect("count"), 0);
+    assert!(cache.ids().is_empty());
+    worker.stop();
+}
+
+/// Issue 8, case 5: one key under the prefix named with bytes that are not
+/// UTF-8, and one value that is not UTF-8. Before: `/state` showed 0
+/// entities, `/reset` answered 503 and deleted nothing, `/read` answered
+/// 503 while `/healthz` said ok.
+#[test]
+fn bytes_that_are_not_utf8_never_look_like_an_outage() {
+    let redis = common::redis();
+    let server = Server::start(
+        &redis.url(),
+        &["--seed-demo", "--seed-users", "5", "--refresh-ms", "50"],
+    );
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg(&b"fs:user:\xff\xfe"[..])
+        .arg("f")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:u0001")
+        .arg("blob")
+        .arg(&b"\xff\xfe"[..])
+        .query(&mut conn)
+        .unwrap();
+
+    wait_until(
+        "/state counts the foreign key",
+        Duration::from_secs(10),
+        || server.get("/state").1["entity_count"] == 6,
+    );
+    let (_, state) = server.get("/state");
+    assert_eq!(state["entity_ids"].as_array().unwrap().len(), 5, "{state}");
+    assert_eq!(state["entity_ids_unlisted"], 1, "{state}");
+    assert_eq!(state["entity_ids_error"], Value::Null, "{state}");
+
+    let (status, read) = server.post_form("/read", "user=u0001&field=blob&field=country_iso");
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["values"]["blob"], json!({"base64": "//4="}));
+    assert!(read["values"]["country_iso"].is_string(), "{read}");
+    let (status, inspect) = server.get("/inspect?user=u0001");
+    assert_eq!(status, 200, "{inspect}");
+    let blob = inspect["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "blob")
+        .cloned();
+    assert_eq!(
+        blob.map(|f| f["value"].clone()),
+        Some(json!({"base64": "//4="}))
+    );
+    let (status, batch) = server.post_form("/batch-read", "count=10&field=blob");
+    assert_eq!(
+        (status, batch["values_found"].as_u64()),
+        (200, Some(1)),
+        "{batch}"
+    );
+
+    let (status, reset) = server.post_form("/reset", "");
+    assert_eq!(status, 200, "{reset}");
+    assert_eq!(reset["deleted"], 6);
+    let left: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(left, 0);
+}
+
+/// Issue 8, case 6: three loader rows of 3000 distinct fields each for one
+/// id made `/inspect` answer 500 "too many results to unpack". An entity
+/// the loader wrote with 10,000 fields is served by every read endpoint.
+#[test]
+fn an_entity_of_10000_fields_is_served_by_every_endpoint() {
+    let redis = common::redis();
+    let server = Server::start(&redis.url(), &[]);
+    // What the loader accepts: rows of up to 3000 features, several rows
+    // per id. Four rows of 2500 distinct features, then one more.
+    let mut input = String::new();
+    for row in 0..4 {
+        let features: serde_json::Map<String, Value> = (row * 2500..(row + 1) * 2500)
+            .map(|i| (format!("f{i:05}"), json!(i)))
+            .collect();
+        input.push_str(&json!({"id": "wide1", "features": features}).to_string());
+        input.push('\n');
+    }
+    input.push_str("{\"id\": \"wide1\", \"country_iso\": \"US\"}\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wide.jsonl");
+    std::fs::write(&path, input).expect("writing the input");
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-loader"))
+        .env_remove("FS_REDIS_URL")
+        .env_remove("FS_KEY_PREFIX")
+        .args(["--redis-url", &redis.url(), "--quiet", "--from"])
+        .arg(&path)
+        .output()
+        .expect("running fs-loader");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let (status, inspect) = get_large(server.addr, "/inspect?user=wide1");
+    assert_eq!(status, 200, "{inspect}");
+    assert_eq!(inspect["fields"].as_array().map(Vec::len), Some(10_001));
+    // /read with no fields named: every known feature.
+    let (status, read) = server.post_form("/read", "user=wide1");
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        (
+            read["returned_count"].as_u64(),
+            &read["values"]["country_iso"]
+        ),
+        (Some(1), &json!("US"))
+    );
+    let fields: Vec<String> = (0..100).map(|i| format!("f{:05}", i * 100)).collect();
+    let (status, read) = server.post_json("/read", &json!({"user": "wide1", "fields": fields}));
+    assert_eq!(
+        (status, read["returned_count"].as_u64()),
+        (200, Some(100)),
+        "{read}"
+    );
+    let (status, batch) =
+        server.post_json("/batch-read", &json!({"ids": ["wide1"], "fields": fields}));
+    assert_eq!(
+        (status, batch["values_found"].as_u64()),
+        (200, Some(100)),
+        "{batch}"
+    );
+}
+
+/// A GET whose answer may be large: tiny_http sends bodies past 32 KB
+/// chunked, which `send` does not decode.
+fn get_large(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, head, body) = send_raw(addr, "GET", path, None, b"");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size line");
+            let size_text = String::from_utf8_lossy(&rest[..line_end]);
+            let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
+            if size == 0 {
+                break;
+            }
+            let start = line_end + 2;
+            out.extend_from_slice(&rest[start..start + size]);
+            rest = &rest[start + size + 2..];
+        }
+        out
+    } else {
+        body
+    };
+    let value = serde_json::from_slice(&body).expect("a JSON body");
+    (status, value)
+}
+
+/// Issue 8, case 9: a hash `fs:user:a b` and a string under the prefix,
+/// written by other tools. Before: `/batch-read count=5` answered 400 about
+/// `a b` (an id the client never sent), and any request touching the
+/// string answered 500 WRONGTYPE.
+#[test]
+fn keys_written_by_other_tools_never_fail_unrelated_requests() {
+    let redis = common::redis();
+    let server = Server::start(
+        &redis.url(),
+        &["--seed-demo", "--seed-users", "3", "--refresh-ms", "50"],
+    );
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:a b")
+        .arg("country_iso")
+        .arg("FR")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("fs:user:str1")
+        .arg("not a hash")
+        .query(&mut conn)
+        .unwrap();
+    wait_until("the cache sees both keys", Duration::from_secs(10), || {
+        server.get("/state").1["entity_count"] == 5
+    });
+    let (_, state) = server.get("/state");
+    assert_eq!(
+        state["entity_ids"],
+        json!(["str1", "u0001", "u0002", "u0003"])
+    );
+
+    let (status, batch) = server.post_form("/batch-read", "count=5&field=country_iso");
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["entity_count"], 4);
+    assert_eq!(batch["found_count"], 3);
+    assert_eq!(
+        batch["errors"],
+        json!([{"id": "str1", "error": "key fs:user:str1 holds a string, not a hash"}])
+    );
+    let (status, batch) = server.post_json(
+        "/batch-read",
+        &json!({"ids": ["u0001", "str1"], "fields": ["country_iso"]}),
+    );
+    assert_eq!(
+        (status, batch["values_found"].as_u64()),
+        (200, Some(1)),
+        "{batch}"
+    );
+    assert_eq!(batch["errors"].as_array().map(Vec::len), Some(1), "{batch}");
+
+    for (status, body) in [
+        server.post_form("/read", "user=str1"),
+        server.get("/inspect?user=str1"),
+    ] {
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(
+            error_text(&body),
+            "key fs:user:str1 holds a string, not a hash"
+        );
+    }
+    let (status, read) = server.post_form("/read", "user=u0002");
+    assert_eq!(status, 200, "{read}");
 }
 
 /// `Content-Length: 100000000000` with a short body: a naive tiny_http
@@ -763,6 +1064,10 @@ fn server_page_in_headless_chromium() {
         !dom.contains("<img"),
         "markup from Redis became an element:\n{dom}"
     );
+    // The batch panel: 11 fields asked for each entity, the values found
+    // counted apart (before, "fields" showed the values found).
+    assert!(dom.contains("fields <b>11 each</b>"), "{dom}");
+    assert!(dom.contains("values found <b>"), "{dom}");
     assert!(dom.contains("Deleted 20 entities."), "{dom}");
     assert!(dom.contains("Loaded 200 users"), "{dom}");
     let (_, state) = server.get("/state");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use feature_store::store::BatchRow;
 use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
-use feature_store::{FeatureMap, FeatureValue, StoreConfig, StoreError};
+use feature_store::{FeatureMap, FeatureValue, ReadValue, StoreConfig, StoreError};
 
 use crate::common;
 
@@ -34,9 +34,9 @@ fn bulk_load_writes_every_row_across_chunks() {
     assert_eq!(store.count_entities().expect("count"), 50);
     for (id, features) in rows.iter().step_by(9) {
         let got = store.get_features(id, &BATCH_FEATURES).expect("read");
-        let want: BTreeMap<String, String> = features
+        let want: BTreeMap<String, ReadValue> = features
             .iter()
-            .map(|(k, v)| (k.clone(), v.encode()))
+            .map(|(k, v)| (k.clone(), v.encode().into()))
             .collect();
         assert_eq!(got, want, "{id}");
         let ttl = store.key_ttl(id).expect("ttl");
@@ -173,7 +173,10 @@ fn write_batch_rows_sets_and_retracts_atomically() {
         .expect("write");
     assert_eq!(report.written, 1);
     let got = store.get_features("u0001", &["a", "b"]).expect("read");
-    assert_eq!(got, BTreeMap::from([("a".to_string(), "3".to_string())]));
+    assert_eq!(
+        got,
+        BTreeMap::from([("a".to_string(), ReadValue::from("3"))])
+    );
     let report = store
         .write_batch_rows(&[row(&[], &[])], 600)
         .expect("write");
@@ -355,7 +358,7 @@ fn batch_get_features_returns_feature_vectors_in_order() {
     assert_eq!(got.len(), 4);
     assert_eq!(
         got[1],
-        vec![None, None, None],
+        Ok(vec![None, None, None]),
         "a missing entity is all None"
     );
     for (i, id) in [(0, "u0030"), (2, "u0001"), (3, "u0015")] {
@@ -363,11 +366,11 @@ fn batch_get_features_returns_feature_vectors_in_order() {
         let want = &rows[n - 1].1;
         assert_eq!(
             got[i],
-            vec![
-                Some(want["risk_segment"].encode()),
+            Ok(vec![
+                Some(want["risk_segment"].encode().into()),
                 None,
-                Some(want["tx_count_7d"].encode())
-            ],
+                Some(want["tx_count_7d"].encode().into())
+            ]),
             "{id}"
         );
     }
@@ -398,11 +401,11 @@ fn read_fresh_and_inspect_report_freshness() {
         .expect("read");
     assert!(read.exists());
     assert!((890..=900).contains(&read.key_ttl_seconds));
-    assert_eq!(read.fields[0].value.as_deref(), Some("7"));
+    assert_eq!(read.fields[0].text(), Some("7"));
     assert!((90..=100).contains(&read.fields[0].ttl_seconds));
     assert_eq!(read.fields[1].ttl_seconds, -1);
     assert_eq!(
-        (read.fields[2].value.as_deref(), read.fields[2].ttl_seconds),
+        (read.fields[2].text(), read.fields[2].ttl_seconds),
         (None, -2)
     );
 
@@ -505,6 +508,318 @@ fn listing_counting_and_deleting_stay_under_the_prefix() {
         common::all_keys(&mut conn),
         ["fs:other:1", "fs:user", "fs:userx:1", "unrelated"]
     );
+}
+
+/// Issue 8, case 10: a float 1e308 was stored as a 309-digit string. Floats
+/// are stored as the shortest text that parses back to the same number.
+#[test]
+fn floats_are_stored_as_their_shortest_round_trip_text() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let cases = [
+        ("big", 1e308, "1e308"),
+        ("tiny", 5e-324, "5e-324"),
+        ("tenth", 0.1, "0.1"),
+        ("negzero", -0.0, "-0"),
+        ("plain", 123456789.0, "123456789"),
+    ];
+    let features: FeatureMap = cases
+        .iter()
+        .map(|(name, x, _)| (name.to_string(), FeatureValue::Float(*x)))
+        .collect();
+    let report = store
+        .bulk_load(&[("f1".to_string(), features)], 600)
+        .expect("load");
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let mut conn = common::raw(&redis);
+    for (name, x, text) in cases {
+        let stored: String = redis::cmd("HGET")
+            .arg("fs:user:f1")
+            .arg(name)
+            .query(&mut conn)
+            .expect("HGET");
+        assert_eq!(stored, text);
+        assert_eq!(
+            stored.parse::<f64>().expect("parses").to_bits(),
+            x.to_bits()
+        );
+    }
+}
+
+/// Keys another tool put under the prefix: a name that is not UTF-8 and one
+/// with a space. The old scan decoded every name as a string, so one such
+/// key failed every count (0 shown) and every reset (nothing deleted).
+#[test]
+fn keys_with_any_bytes_are_counted_and_deleted_but_never_listed() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let mut conn = common::raw(&redis);
+    store
+        .bulk_load(&synth::users(3, 4).collect::<Vec<_>>(), 600)
+        .expect("load");
+    for key in [&b"fs:user:\xff\xfe"[..], b"fs:user:a b", b"fs:user:"] {
+        redis::cmd("HSET")
+            .arg(key)
+            .arg("f")
+            .arg("v")
+            .query::<()>(&mut conn)
+            .expect("HSET");
+    }
+    let census = store.census(100).expect("census");
+    assert_eq!(census.count, 6);
+    assert_eq!(census.ids, ["u0001", "u0002", "u0003"]);
+    assert_eq!(census.unlisted, 3);
+    assert_eq!(store.count_entities().expect("count"), 6);
+    assert_eq!(store.list_entity_ids(10).expect("list").len(), 3);
+
+    assert_eq!(store.delete_all().expect("delete"), 6);
+    let left: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(left, 0);
+}
+
+/// Property: whatever bytes other tools use for key names under the prefix
+/// (and beside it), the count is exact, the listed ids are exactly the
+/// valid ones, and a reset deletes every key under the prefix and nothing
+/// else.
+#[test]
+fn any_key_names_under_the_prefix_never_break_a_census_or_a_reset() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let conn = std::cell::RefCell::new(common::raw(&redis));
+    let suffixes = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..20);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    runner
+        .run(&suffixes, |suffixes| {
+            redis::cmd("FLUSHDB")
+                .query::<()>(&mut *conn.borrow_mut())
+                .expect("FLUSHDB");
+            let _: () = redis::cmd("SET")
+                .arg("fs:usex")
+                .arg("beside the prefix")
+                .query(&mut *conn.borrow_mut())
+                .expect("SET");
+            let mut keys = std::collections::BTreeSet::new();
+            for s in &suffixes {
+                let mut key = b"fs:user:".to_vec();
+                key.extend_from_slice(s);
+                let _: () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("f")
+                    .arg(s.as_slice())
+                    .query(&mut *conn.borrow_mut())
+                    .expect("HSET");
+                keys.insert(s.clone());
+            }
+            let mut valid: Vec<String> = keys
+                .iter()
+                .filter_map(|s| std::str::from_utf8(s).ok())
+                .filter(|id| feature_store::validate::entity_id(id).is_ok())
+                .map(str::to_owned)
+                .collect();
+            valid.sort();
+            let census = store.census(1000).expect("census");
+            prop_assert_eq!(census.count, keys.len() as u64);
+            prop_assert_eq!(&census.ids, &valid);
+            prop_assert_eq!(census.unlisted, (keys.len() - valid.len()) as u64);
+            for id in &valid {
+                let got = store.get_features(id, &["f"]).expect("read");
+                prop_assert_eq!(got.len(), 1);
+            }
+            prop_assert_eq!(store.delete_all().expect("reset"), keys.len() as u64);
+            let left: u64 = redis::cmd("DBSIZE")
+                .query(&mut *conn.borrow_mut())
+                .expect("DBSIZE");
+            prop_assert_eq!(left, 1, "only the key beside the prefix is left");
+            Ok(())
+        })
+        .expect("property");
+}
+
+/// A value another tool wrote that is not UTF-8 comes back as its bytes
+/// from every read path (the old code failed the read as "unavailable").
+#[test]
+fn values_that_are_not_utf8_are_returned_as_bytes_by_every_read_path() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let mut conn = common::raw(&redis);
+    store
+        .bulk_load(&synth::users(1, 4).collect::<Vec<_>>(), 600)
+        .expect("load");
+    let blob = vec![0xff, 0xfe, 0x00, b'a'];
+    redis::cmd("HSET")
+        .arg("fs:user:u0001")
+        .arg("blob")
+        .arg(blob.as_slice())
+        .arg(&b"raw\xffname"[..])
+        .arg("x")
+        .query::<()>(&mut conn)
+        .expect("HSET");
+    let want = ReadValue::Bytes(blob.clone());
+
+    let got = store
+        .get_features("u0001", &["blob", "country_iso"])
+        .expect("get");
+    assert_eq!(got["blob"], want);
+    assert!(got["country_iso"].as_str().is_some());
+    let rows = store
+        .batch_get_features(&["u0001"], &["blob"])
+        .expect("batch");
+    assert_eq!(rows, vec![Ok(vec![Some(want.clone())])]);
+    let read = store.read_fresh("u0001", &["blob"]).expect("read_fresh");
+    assert_eq!(read.fields[0].value, Some(want.clone()));
+    let whole = store.inspect("u0001").expect("inspect");
+    let blob_field = whole
+        .fields
+        .iter()
+        .find(|f| f.name == "blob")
+        .expect("blob");
+    assert_eq!(blob_field.value, Some(want));
+    // A field name that is not UTF-8 is shown escaped, as redis-cli does.
+    assert!(
+        whole.fields.iter().any(|f| f.name == "raw\\xffname"),
+        "{:?}",
+        whole.fields
+    );
+}
+
+/// Property: any bytes another tool stores as a value come back unchanged
+/// from every read path, as text exactly when they are UTF-8.
+#[test]
+fn any_value_bytes_come_back_unchanged_from_every_read_path() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let conn = std::cell::RefCell::new(common::raw(&redis));
+    let values = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    runner
+        .run(&values, |values| {
+            let names: Vec<String> = (0..values.len()).map(|i| format!("v{i}")).collect();
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg("fs:user:p1");
+            for (name, value) in names.iter().zip(&values) {
+                cmd.arg(name).arg(value.as_slice());
+            }
+            cmd.query::<()>(&mut *conn.borrow_mut()).expect("HSET");
+            let check = |got: &ReadValue, want: &[u8]| {
+                prop_assert_eq!(got.as_bytes(), want);
+                prop_assert_eq!(got.as_str().is_some(), std::str::from_utf8(want).is_ok());
+                Ok(())
+            };
+            let got = store.get_features("p1", &names).expect("get_features");
+            let rows = store.batch_get_features(&["p1"], &names).expect("batch");
+            let fresh = store.read_fresh("p1", &names).expect("read_fresh");
+            let whole = store.inspect("p1").expect("inspect");
+            let row = rows[0].as_ref().expect("row");
+            for (i, (name, want)) in names.iter().zip(&values).enumerate() {
+                check(&got[name], want)?;
+                check(row[i].as_ref().expect("present"), want)?;
+                check(fresh.fields[i].value.as_ref().expect("present"), want)?;
+                check(whole.fields[i].value.as_ref().expect("present"), want)?;
+            }
+            redis::cmd("DEL")
+                .arg("fs:user:p1")
+                .query::<()>(&mut *conn.borrow_mut())
+                .expect("DEL");
+            Ok(())
+        })
+        .expect("property");
+}
+
+/// An entity of 10,000 fields (four loader-sized rows): every read path
+/// serves it whole. `read_fresh` once failed with Lua's "too many results
+/// to unpack" past ~8000 names.
+#[test]
+fn an_entity_of_10000_fields_is_served_by_every_read_path() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let names: Vec<String> = (0..10_000).map(|i| format!("f{i:05}")).collect();
+    let rows: Vec<BatchRow> = names
+        .chunks(2500)
+        .map(|chunk| BatchRow {
+            id: "wide1".into(),
+            set: chunk.iter().map(|n| (n.clone(), format!("v{n}"))).collect(),
+            retract: Vec::new(),
+        })
+        .collect();
+    let report = store.write_batch_rows(&rows, 600).expect("write");
+    assert!(report.is_complete(), "{:?}", report.failed);
+
+    let got = store.get_features("wide1", &names).expect("get_features");
+    assert_eq!(got.len(), 10_000);
+    assert_eq!(got["f09999"], "vf09999");
+    let batch = store
+        .batch_get_features(&["wide1", "nobody"], &names)
+        .expect("batch_get_features");
+    let first = batch[0].as_ref().expect("row");
+    assert_eq!(first.iter().filter(|v| v.is_some()).count(), 10_000);
+    assert_eq!(batch[1].as_ref().expect("row").iter().flatten().count(), 0);
+    let read = store.read_fresh("wide1", &names).expect("read_fresh");
+    assert_eq!(read.fields.len(), 10_000);
+    assert!(read
+        .fields
+        .iter()
+        .all(|f| f.value.is_some() && f.ttl_seconds == -1));
+    assert_eq!(read.fields[9_999].text(), Some("vf09999"));
+    let whole = store.inspect("wide1").expect("inspect");
+    assert_eq!(whole.fields.len(), 10_000);
+    assert_eq!(whole.fields[0].name, "f00000");
+    assert_eq!(whole.fields[0].text(), Some("vf00000"));
+    assert_eq!(
+        store.field_ttls("wide1", &names).expect("field_ttls").len(),
+        10_000
+    );
+}
+
+/// A key of another type under the prefix (a string another tool SET) is
+/// an error naming its type, for that entity only: the old code failed a
+/// whole batch with a bare WRONGTYPE.
+#[test]
+fn a_key_of_another_type_is_an_error_for_that_entity_only() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let mut conn = common::raw(&redis);
+    store
+        .bulk_load(&synth::users(2, 4).collect::<Vec<_>>(), 600)
+        .expect("load");
+    let _: () = redis::cmd("SET")
+        .arg("fs:user:str1")
+        .arg("not a hash")
+        .query(&mut conn)
+        .expect("SET");
+    let wrong = |e: StoreError| match e {
+        StoreError::WrongType { key, kind } => {
+            assert_eq!((key.as_str(), kind.as_str()), ("fs:user:str1", "string"));
+            assert_eq!(
+                StoreError::WrongType { key, kind }.to_string(),
+                "key fs:user:str1 holds a string, not a hash"
+            );
+        }
+        other => panic!("expected WrongType, got {other:?}"),
+    };
+    wrong(store.get_features("str1", &["a"]).expect_err("get"));
+    wrong(store.read_fresh("str1", &["a"]).expect_err("read_fresh"));
+    wrong(store.inspect("str1").expect_err("inspect"));
+    wrong(store.field_ttls("str1", &["a"]).expect_err("field_ttls"));
+
+    let rows = store
+        .batch_get_features(&["u0001", "str1", "u0002"], &["country_iso"])
+        .expect("the batch is answered");
+    assert!(rows[0].as_ref().is_ok_and(|r| r[0].is_some()));
+    wrong(rows[1].clone().expect_err("str1"));
+    assert!(rows[2].as_ref().is_ok_and(|r| r[0].is_some()));
+    // Listed (its id is valid), counted, and deleted by a reset.
+    assert_eq!(store.count_entities().expect("count"), 3);
+    assert_eq!(store.delete_all().expect("delete"), 3);
 }
 
 #[test]
