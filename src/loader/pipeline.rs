@@ -525,7 +525,7 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
             return;
         };
         chunk.keep_only(&settled.unconfirmed);
-        if !isolated && shared.store.ping().is_ok() {
+        if !isolated && !looks_like_timeout(&error) && shared.store.ping().is_ok() {
             isolated = true;
             match isolate(shared, chunk, settings) {
                 None => return,
@@ -579,8 +579,10 @@ fn isolate(shared: &Shared, chunk: &mut Chunk, settings: Settings) -> Option<Sto
             let Some(error) = settled.last_error else {
                 break;
             };
-            if shared.store.ping().is_err() {
-                // An outage after all: the rest waits for the retries.
+            // A timeout is Redis being slow or paused (CLIENT PAUSE), never a
+            // request it refused: like an outage, the rest waits for the
+            // retries.
+            if looks_like_timeout(&error) || shared.store.ping().is_err() {
                 let rest: Vec<usize> = (i..chunk.len()).collect();
                 chunk.keep_only(&rest);
                 return Some(error);
@@ -632,6 +634,26 @@ fn explain(e: &StoreError) -> String {
              its proto-max-bulk-len?)"
         ),
         _ => e.to_string(),
+    }
+}
+
+/// The error the store reports for a read or write timeout (the socket
+/// timeouts surface as an I/O error: EAGAIN on Linux, "timed out" elsewhere).
+fn looks_like_timeout(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(m) => {
+            let m = m.to_ascii_lowercase();
+            [
+                "timed out",
+                "timeout",
+                "os error 11",
+                "temporarily unavailable",
+                "would block",
+            ]
+            .iter()
+            .any(|t| m.contains(t))
+        }
+        _ => false,
     }
 }
 
