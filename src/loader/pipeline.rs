@@ -257,7 +257,9 @@ impl Router {
                 }
             }
         }
-        if self.filling[w].len() >= self.cap {
+        // Counted in input rows, not writes: a run of rows of one id (all
+        // merged into one write) still goes out every `cap` rows.
+        if self.filling[w].inputs() >= self.cap {
             self.send(shared, w);
         }
     }
