@@ -24,11 +24,24 @@ written and its key TTL set atomically (the whole call is one script).
     ERR write_batch_rows: row <i>: fewer arguments than its counts say
     ERR write_batch_rows: row <i>: empty feature name
     ERR write_batch_rows: more arguments than the rows' counts say
+    ERR write_batch_rows: EXPIRE is refused (renamed, or not allowed for
+        this user); nothing written
+        (a row without its key TTL would never expire)
+  Error after writes (only when EXPIRE fails although the check above let
+  it through): ERR write_batch_rows: EXPIRE failed on <key>: <error>. The
+  fields that row set are deleted again first, so no key is left without
+  a TTL by this call; the rows before it stay written, each with its TTL.
 
 A batch field carries no field TTL: HSET clears a field TTL it had, so a
 feature moved from the streaming side to the batch side lives as long as the
 key. Every row refreshes its key TTL: the batch cycle is what keeps an entity
 alive. The same call run twice leaves the same state, so a retry is safe.
+
+Order: whether EXPIRE may run is checked once
+(`redis.acl_check_cmd`: a renamed command is unknown, an ACL refusal is
+false) before the first write, because EXPIRE on a missing key does nothing
+and so cannot itself come before the HSET that creates the key. It costs no
+keyspace access.
 
 Example, one row (the SHA1 is printed by `fs-loader scripts --load`):
   redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 0 2 country_iso US tx_count_7d 14
@@ -84,6 +97,12 @@ end
 if pos ~= nargs + 1 then
   return fail("more arguments than the rows' counts say")
 end
+-- Command rights do not depend on the key, and a key the user may HSET it
+-- may also EXPIRE (both are writes): one check stands for every row.
+local ok, allowed = pcall(redis.acl_check_cmd, 'EXPIRE', KEYS[1], ttl)
+if not ok or not allowed then
+  return fail('EXPIRE is refused (renamed, or not allowed for this user); nothing written')
+end
 
 -- Pass 2: write. pcall keeps a key of the wrong type from failing the rows
 -- around it; HDEL and HSET refuse such a key before changing anything.
@@ -101,7 +120,18 @@ for i = 1, n do
   end
   if ok then
     -- A retraction of every field leaves no key; EXPIRE is then a no-op.
-    redis.call('EXPIRE', key, ttl)
+    local res = redis.pcall('EXPIRE', key, ttl)
+    if type(res) == 'table' and res.err then
+      -- Take back what this row set rather than leave it without a TTL.
+      if s > 0 then
+        local names = {}
+        for j = first + r, first + r + 2 * s - 1, 2 do
+          names[#names + 1] = ARGV[j]
+        end
+        redis.pcall('HDEL', key, unpack(names))
+      end
+      return fail('EXPIRE failed on ' .. key .. ': ' .. res.err)
+    end
     reply[i] = s
   else
     reply[i] = -1

@@ -7,6 +7,7 @@
 //! return `ReadValue`s: Redis holds bytes, and a value another tool wrote
 //! need not be text.
 
+pub mod capabilities;
 pub mod error;
 pub mod managed_redis;
 pub mod pool;

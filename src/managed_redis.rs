@@ -4,19 +4,27 @@
 //! It listens on a free loopback port, keeps its files in a temp dir, never
 //! persists, and is shut down when dropped. A start that fails says why,
 //! with the server's log.
+//!
+//! On Linux the child also dies with its parent: a server that is
+//! SIGKILLed or aborts never runs its `Drop`, and an orphaned redis-server
+//! would keep its port and memory. The parent-death signal is tied to the
+//! *thread* that spawned the child (the kernel sends it when that thread
+//! exits, not the process), so every child is spawned by one thread that
+//! lives as long as the process: a Redis started or restarted from a
+//! short-lived thread (a test's helper thread) then stays up.
 
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ManagedRedisError {
-    #[error("no redis-server >= 7.4 found: {0}")]
+    #[error("no redis-server >= 7.4 (or valkey-server >= 9.0) found: {0}")]
     NotFound(String),
     #[error("could not start {bin}: {source}")]
     Spawn {
@@ -36,7 +44,7 @@ pub struct ManagedRedis {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
-    /// More `redis-server` arguments, e.g. `--proto-max-bulk-len 1mb`.
+    /// Extra `redis-server` arguments, after the fixed ones.
     extra_args: Vec<String>,
 }
 
@@ -46,8 +54,8 @@ impl ManagedRedis {
         Self::start_with_args(&[])
     }
 
-    /// Like `start`, with more `redis-server` arguments (a smaller
-    /// `--proto-max-bulk-len`, a `--rename-command`), kept across `restart`.
+    /// As [`ManagedRedis::start`], with extra `redis-server` arguments (e.g.
+    /// `["--rename-command", "HEXPIRE", ""]`), kept across `restart`.
     pub fn start_with_args(extra_args: &[&str]) -> Result<Self, ManagedRedisError> {
         let bin = redis_server_binary()?;
         let spawn_err = |source| ManagedRedisError::Spawn {
@@ -63,7 +71,7 @@ impl ManagedRedis {
             dir,
             port: 0,
             bin: bin.clone(),
-            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         // The port is free when picked but another process may take it
         // before redis binds it: pick again a few times.
@@ -134,8 +142,15 @@ impl ManagedRedis {
         }
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn spawn_and_wait(&mut self) -> Result<(), ManagedRedisError> {
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        die_with_parent(&mut command);
+        command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -147,9 +162,9 @@ impl ManagedRedis {
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| ManagedRedisError::Spawn {
+            .stderr(Stdio::null());
+        let child =
+            spawn_from_lasting_thread(command).map_err(|source| ManagedRedisError::Spawn {
                 bin: self.bin.display().to_string(),
                 source,
             })?;
@@ -184,6 +199,68 @@ impl Drop for ManagedRedis {
         self.stop();
     }
 }
+
+/// Spawns `command` from one thread kept for the life of the process, so
+/// that the parent-death signal (tied to the spawning thread) fires only
+/// when the process itself dies.
+fn spawn_from_lasting_thread(command: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Result<mpsc::Sender<Request>, String>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                // Ends never: `SPAWNER` holds the sender for good.
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map(|_| requests)
+            .map_err(|e| format!("starting the spawner thread: {e}"))
+    });
+    let requests = spawner.as_ref().map_err(|e| io::Error::other(e.clone()))?;
+    let (reply, answer) = mpsc::channel();
+    requests
+        .send((command, reply))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// Asks the kernel to SIGTERM the child when the spawning thread exits
+/// (see the module doc), so redis-server never outlives a killed server.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (prctl, getppid), and nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl ran: then no signal
+            // will ever come, and the child must not start.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
@@ -227,18 +304,18 @@ pub fn redis_server_binary() -> Result<PathBuf, ManagedRedisError> {
 fn find_redis_server() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("FS_REDIS_SERVER") {
         let bin = PathBuf::from(bin);
-        return if version_at_least_7_4(&bin) {
+        return if is_supported_server(&bin) {
             Ok(bin)
         } else {
             Err(format!(
-                "FS_REDIS_SERVER={} is not a redis-server >= 7.4",
+                "FS_REDIS_SERVER={} is not a redis-server >= 7.4 or valkey-server >= 9.0",
                 bin.display()
             ))
         };
     }
     let cached = cache_dir().join("redis/bin/redis-server");
     for candidate in [PathBuf::from("redis-server"), cached] {
-        if version_at_least_7_4(&candidate) {
+        if is_supported_server(&candidate) {
             return Ok(candidate);
         }
     }
@@ -252,7 +329,7 @@ fn find_redis_server() -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("running {}: {e}", ensure.display()))?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && version_at_least_7_4(Path::new(&path)) {
+    if out.status.success() && is_supported_server(Path::new(&path)) {
         Ok(PathBuf::from(path))
     } else {
         Err(format!("{} failed ({})", ensure.display(), out.status))
@@ -267,16 +344,54 @@ fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/redis-feature-store")
 }
 
-/// Parses `v=MAJOR.MINOR` from `--version` (redis and valkey both print it).
-fn version_at_least_7_4(bin: &Path) -> bool {
-    let Ok(out) = Command::new(bin).arg("--version").output() else {
+/// Runs `BIN --version` and checks it with [`version_supported`].
+fn is_supported_server(bin: &Path) -> bool {
+    match Command::new(bin).arg("--version").output() {
+        Ok(out) => version_supported(&String::from_utf8_lossy(&out.stdout)),
+        Err(_) => false,
+    }
+}
+
+/// Whether a `--version` line names a server with everything the scripts
+/// need (HEXPIRE, HTTL, EXPIRE NX): Redis >= 7.4, or Valkey >= 9.0. Both
+/// print `v=MAJOR.MINOR.PATCH`, and Valkey 8 (no hash-field TTLs) has a
+/// number above 7.4, so the product name decides which minimum applies.
+pub fn version_supported(version_output: &str) -> bool {
+    let Some(v) = version_output
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+    else {
         return false;
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(v) = text.split_whitespace().find_map(|w| w.strip_prefix("v=")) else {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
         return false;
     };
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (7, 4)
+    let minimum = if version_output.to_ascii_lowercase().contains("valkey") {
+        (9, 0)
+    } else {
+        (7, 4)
+    };
+    (major, minor) >= minimum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_supported;
+
+    #[test]
+    fn valkey_8_is_refused_and_valkey_9_accepted() {
+        let line = |product: &str, v: &str| {
+            format!("{product} server v={v} sha=00000000:1 malloc=jemalloc-5.3.0 bits=64 build=1")
+        };
+        assert!(!version_supported(&line("Valkey", "8.1.1")));
+        assert!(!version_supported(&line("Valkey", "8.0.0")));
+        assert!(version_supported(&line("Valkey", "9.0.0")));
+        assert!(version_supported(&line("Valkey", "9.1.2")));
+        assert!(!version_supported(&line("Redis", "7.2.4")));
+        assert!(version_supported(&line("Redis", "7.4.0")));
+        assert!(version_supported(&line("Redis", "8.0.2")));
+        assert!(!version_supported("redis-server: command not found"));
+        assert!(!version_supported("Redis server v=x.y"));
+    }
 }

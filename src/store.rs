@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 use serde::Serialize;
 
+use crate::capabilities;
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Pool, PoolConfig};
 use crate::scripts::{
@@ -211,6 +212,17 @@ impl FeatureStore {
             pool: pool::build(redis_url, &config.pool)?,
             config,
             counters: Counters::default(),
+        })
+    }
+
+    /// What the scripts need that this Redis refuses (empty: nothing):
+    /// callers check it once at connect time and refuse to start when
+    /// something is missing. `Err` only when Redis cannot be reached.
+    pub fn missing_capabilities(&self) -> Result<Vec<capabilities::Missing>, StoreError> {
+        self.with_conn(|c| {
+            capabilities::missing(&self.config.key_prefix, |cmd| {
+                c.run(|r| cmd.query::<redis::Value>(r)).map(drop)
+            })
         })
     }
 

@@ -11,8 +11,8 @@ use feature_store::pool::PoolConfig;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
-use feature_store::synth;
 use feature_store::worker::{Worker, WorkerConfig};
+use feature_store::{capabilities, synth};
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
 /// Survives tiny_http's drain of a body declared 100 GB long (see the module).
@@ -59,6 +59,13 @@ fn run(args: Args) -> Result<(), String> {
         ..StoreConfig::default()
     };
     let store = Arc::new(FeatureStore::open(&url, config).map_err(|e| e.to_string())?);
+    // An unsuitable Redis would fail every write: refuse to start. A Redis
+    // that is down now is served as an outage (503s) until it is back.
+    match store.missing_capabilities() {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => return Err(capabilities::describe(&missing)),
+        Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
+    }
 
     let demo = managed.is_some() || args.seed_demo;
     if demo && args.seed_users > 0 {

@@ -31,6 +31,10 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    /// The Redis lacks a command the scripts need (exit 2, before any
+    /// input is read): `capabilities::describe` says which.
+    #[error("{0}")]
+    UnsupportedRedis(String),
     /// The store refused the configuration, or Redis failed a command
     /// outside the row accounting (`scripts --load`).
     #[error(transparent)]

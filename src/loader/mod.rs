@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use crate::capabilities;
 use crate::pool::PoolConfig;
 use crate::store::{FeatureStore, StoreConfig};
 use args::{Cli, Command, CommonArgs, FileArgs};
@@ -191,6 +192,13 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         let text = summary::render(plan.what, &Default::default(), started.elapsed(), &ending);
         let _ = std::io::stdout().write_all(text.as_bytes());
         return Ok(exit::UNAVAILABLE);
+    }
+    // Also before any input is read: an unsuitable Redis fails every row.
+    let missing = store.missing_capabilities()?;
+    if !missing.is_empty() {
+        return Err(LoaderError::UnsupportedRedis(capabilities::describe(
+            &missing,
+        )));
     }
     // Rows with a value Redis would refuse are rejected before sending
     // (Redis would close the connection on them). Unknown when CONFIG is

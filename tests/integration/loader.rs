@@ -1845,3 +1845,47 @@ fn loader_rows_merged_into_one_write_are_each_accounted_and_listed() {
         ]
     );
 }
+
+#[test]
+fn loader_refuses_a_redis_without_hexpire_before_reading_input() {
+    let redis = ManagedRedis::start_with_args(&["--rename-command", "HEXPIRE", ""])
+        .expect("starting redis without HEXPIRE");
+    let mut conn = raw(&redis);
+    let events = "{\"id\": \"new1\", \"features\": {\"tx_count_5m\": 3}}\n\
+                  {\"id\": \"new2\", \"features\": {\"tx_count_5m\": 4}}\n";
+    let out = run_with_stdin(&redis, &["stream", "--from", "-"], events);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HEXPIRE ("), "{stderr}");
+    assert!(stderr.contains("Redis >= 7.4 or Valkey >= 9.0"), "{stderr}");
+    assert_eq!(dbsize(&mut conn), 0, "nothing may be written");
+    // The batch path refuses the same Redis: its reads need HTTL and its
+    // streaming side HEXPIRE, so a store on it is only half a store.
+    let out = run(&redis, &["--count", "5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(dbsize(&mut conn), 0);
+}
+
+#[test]
+fn loader_refuses_a_user_denied_expire() {
+    let redis = common::redis();
+    let mut conn = raw(&redis);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-expire",
+        ])
+        .query::<()>(&mut conn)
+        .expect("ACL SETUSER");
+    let out = Command::new(LOADER)
+        .env_remove("FS_REDIS_URL")
+        .args(["--quiet", "--count", "5", "--redis-url"])
+        .arg(format!("redis://writer:pw@127.0.0.1:{}/", redis.port()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fs-loader");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("EXPIRE NX ("), "{stderr}");
+    assert!(stderr.contains("no permissions"), "{stderr}");
+    assert_eq!(dbsize(&mut conn), 0);
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod bench;
+mod ensure_redis;
 mod invariants;
 mod loader;
 mod scripts;

@@ -446,14 +446,14 @@ fn streaming_refusals_write_nothing() {
 fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
-    let call = "redis.call('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names))";
+    let call = "redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names))";
     assert!(
         WRITE_STREAMING.source.contains(call),
         "the script's HEXPIRE call changed; update this test"
     );
     let provoking = WRITE_STREAMING.source.replace(
         call,
-        "redis.call('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names))",
+        "redis.pcall('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names))",
     );
     let err = redis::Script::new(&provoking)
         .key("fs:user:x")
@@ -647,4 +647,214 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     assert_eq!(calls("expire"), 31, "{stats:?}");
     // 3 loads by the test, then one reload per flush.
     assert_eq!(calls("script|load"), 7, "{stats:?}");
+}
+
+// ---- a Redis that refuses a TTL command --------------------------------
+
+/// A Redis started with extra arguments (e.g. a command renamed away).
+fn redis_with(args: &[&str]) -> feature_store::ManagedRedis {
+    feature_store::ManagedRedis::start_with_args(args)
+        .unwrap_or_else(|e| panic!("starting redis-server {args:?}: {e}"))
+}
+
+/// A connection as `user` (password `pw`).
+fn connect_as(redis: &feature_store::ManagedRedis, user: &str) -> redis::Connection {
+    let url = format!("redis://{user}:pw@127.0.0.1:{}/", redis.port());
+    redis::Client::open(url)
+        .expect("url")
+        .get_connection_with_timeout(std::time::Duration::from_secs(2))
+        .expect("connecting as the ACL user")
+}
+
+/// Every key with no TTL (TTL -1): what a refused TTL must never leave.
+fn keys_without_ttl(c: &mut redis::Connection) -> Vec<String> {
+    common::all_keys(c)
+        .into_iter()
+        .filter(|k| ttl(c, k) == -1)
+        .collect()
+}
+
+/// A batch row for `key` written (with its TTL) through a working path.
+fn seed_batch_row(c: &mut redis::Connection, key: &str) {
+    redis::cmd("HSET")
+        .arg(key)
+        .arg("country_iso")
+        .arg("US")
+        .query::<()>(c)
+        .expect("HSET");
+    redis::cmd("EXPIRE")
+        .arg(key)
+        .arg(1000)
+        .query::<()>(c)
+        .expect("EXPIRE");
+}
+
+#[test]
+fn streaming_write_without_hexpire_writes_nothing_and_leaves_no_key_without_a_ttl() {
+    let redis = redis_with(&["--rename-command", "HEXPIRE", ""]);
+    let mut c = common::raw(&redis);
+    load_all(&mut c);
+    seed_batch_row(&mut c, "fs:user:old1");
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &["fs:user:new1", "fs:user:old1"],
+        &[
+            "300",
+            "86400",
+            "1",
+            "tx_count_5m",
+            "3",
+            "1",
+            "tx_count_5m",
+            "4",
+        ],
+    ));
+    assert_eq!(keys_without_ttl(&mut c), Vec::<String>::new());
+    assert!(err.contains("HEXPIRE is refused"), "{err}");
+    assert_eq!(common::all_keys(&mut c), vec!["fs:user:old1"]);
+    assert_eq!(
+        hgetall(&mut c, "fs:user:old1"),
+        HashMap::from([("country_iso".into(), "US".into())])
+    );
+}
+
+#[test]
+fn batch_rows_without_expire_write_nothing_and_leave_no_key_without_a_ttl() {
+    let redis = redis_with(&["--rename-command", "EXPIRE", ""]);
+    let mut c = common::raw(&redis);
+    load_all(&mut c);
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:new1", "fs:user:new2"],
+        &[
+            "86400",
+            "0",
+            "1",
+            "country_iso",
+            "US",
+            "0",
+            "1",
+            "country_iso",
+            "FR",
+        ],
+    ));
+    assert_eq!(keys_without_ttl(&mut c), Vec::<String>::new());
+    assert!(err.contains("EXPIRE is refused"), "{err}");
+    // The streaming script needs EXPIRE too.
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &["fs:user:new3"],
+        &["300", "86400", "1", "tx_count_5m", "3"],
+    ));
+    assert!(err.contains("EXPIRE is refused"), "{err}");
+    assert_eq!(common::all_keys(&mut c), Vec::<String>::new());
+}
+
+#[test]
+fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
+    let redis = common::redis();
+    let mut admin = common::raw(&redis);
+    load_all(&mut admin);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-expire",
+        ])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    let mut c = connect_as(&redis, "writer");
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:new1"],
+        &["86400", "0", "1", "country_iso", "US"],
+    ));
+    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
+    assert!(err.contains("EXPIRE is refused"), "{err}");
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_STREAMING,
+        &["fs:user:new2"],
+        &["300", "86400", "1", "tx_count_5m", "3"],
+    ));
+    assert!(err.contains("EXPIRE is refused"), "{err}");
+    assert_eq!(common::all_keys(&mut admin), Vec::<String>::new());
+}
+
+/// An ACL selector lets the TTL command through for `fs:user:a*` only, so
+/// the up-front check (made on the first key) passes and the TTL command
+/// fails after the HSET of the second entity: the script must take that
+/// entity's fields back, and keep the first one whole.
+#[test]
+fn a_ttl_refused_after_the_write_takes_the_entity_back() {
+    let redis = common::redis();
+    let mut admin = common::raw(&redis);
+    load_all(&mut admin);
+    for (user, cmd) in [("batch", "expire"), ("stream", "hexpire")] {
+        redis::cmd("ACL")
+            .arg(&["SETUSER", user, "on", ">pw", "~*", "&*", "+@all"])
+            .arg(format!("-{cmd}"))
+            .arg(format!("(~fs:user:a* +{cmd})"))
+            .query::<()>(&mut admin)
+            .expect("ACL SETUSER");
+    }
+    seed_batch_row(&mut admin, "fs:user:b2");
+
+    let mut c = connect_as(&redis, "batch");
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:a1", "fs:user:b1"],
+        &[
+            "86400",
+            "0",
+            "1",
+            "country_iso",
+            "US",
+            "0",
+            "1",
+            "country_iso",
+            "FR",
+        ],
+    ));
+    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
+    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
+    assert_eq!(
+        common::all_keys(&mut admin),
+        vec!["fs:user:a1", "fs:user:b2"]
+    );
+
+    let mut c = connect_as(&redis, "stream");
+    for key in ["fs:user:b1", "fs:user:b2"] {
+        let err = error_text(evalsha(
+            &mut c,
+            &WRITE_STREAMING,
+            &["fs:user:a3", key],
+            &[
+                "300",
+                "86400",
+                "1",
+                "tx_count_5m",
+                "3",
+                "1",
+                "tx_count_5m",
+                "4",
+            ],
+        ));
+        assert!(err.contains(&format!("HEXPIRE failed on {key}")), "{err}");
+    }
+    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
+    assert_eq!(
+        common::all_keys(&mut admin),
+        vec!["fs:user:a1", "fs:user:a3", "fs:user:b2"]
+    );
+    // b2 keeps its batch row; the streaming field it was given is gone.
+    assert_eq!(
+        hgetall(&mut admin, "fs:user:b2"),
+        HashMap::from([("country_iso".into(), "US".into())])
+    );
+    assert_eq!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"]).len(), 1);
+    assert!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"])[0] > 0);
 }

@@ -1103,3 +1103,135 @@ fn server_page_in_headless_chromium() {
     assert!(size > 10_000, "no screenshot at {}", shot.display());
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// Runs fs-server with `args` and waits (at most 20 s) for it to exit;
+/// its exit code and stderr. A server that starts instead is killed and
+/// the test fails.
+fn run_until_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fs-server {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn server_refuses_to_start_on_a_redis_without_hexpire() {
+    let redis = feature_store::ManagedRedis::start_with_args(&["--rename-command", "HEXPIRE", ""])
+        .expect("starting redis without HEXPIRE");
+    let (code, stderr) = run_until_exit(&["--redis-url", &redis.url(), "--port", "0"]);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?} {stderr}");
+    assert!(stderr.contains("HEXPIRE ("), "{stderr}");
+    assert!(stderr.contains("Redis >= 7.4 or Valkey >= 9.0"), "{stderr}");
+    assert!(keys(&redis).is_empty(), "{:?}", keys(&redis));
+}
+
+/// The process ids whose parent is `parent` (from /proc/<pid>/stat).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            found.push((pid, comm));
+        }
+    }
+    found
+}
+
+/// Gone, or a zombie nobody reaps (a container's init may not): not running.
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[test]
+fn managed_redis_dies_when_the_server_is_killed() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .env_remove("FS_REDIS_URL")
+        .args(["--port", "0", "--seed-users", "0", "--tick-ms", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning fs-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line.expect("reading stdout").starts_with("open http://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let redis: Vec<_> = children_of(child.id())
+        .into_iter()
+        .filter(|(_, comm)| comm.contains("redis") || comm.contains("valkey"))
+        .collect();
+    assert_eq!(redis.len(), 1, "the embedded redis-server: {redis:?}");
+    let redis_pid = redis[0].0;
+    assert!(!is_gone(redis_pid));
+
+    child.kill().expect("SIGKILL fs-server");
+    child.wait().expect("reaping fs-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_gone(redis_pid) {
+        if Instant::now() > deadline {
+            // Leave no orphan behind the failing test.
+            let _ = Command::new("kill").arg(redis_pid.to_string()).status();
+            panic!("the embedded redis-server {redis_pid} outlived its killed server");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The parent-death signal is tied to the spawning thread: a Redis started
+/// (or restarted) on a helper thread must not die when that thread ends.
+#[test]
+fn managed_redis_started_from_a_finished_thread_keeps_running() {
+    let mut redis = std::thread::spawn(common::redis)
+        .join()
+        .expect("the starting thread");
+    let mut conn = common::raw(&redis);
+    // Nothing to poll for: give a signal, if one were sent, time to land.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis.is_running(), "{}", redis.log());
+    let pong: String = redis::cmd("PING").query(&mut conn).expect("PING");
+    assert_eq!(pong, "PONG");
+    std::thread::scope(|s| {
+        s.spawn(|| redis.restart().expect("restart"));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis.is_running(), "{}", redis.log());
+}
