@@ -969,19 +969,30 @@ impl FeatureStore {
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
-    /// a failover) loads the script on the same connection and calls again.
+    /// a failover) loads the script on the same connection and calls again,
+    /// up to `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` times.
     fn eval_script<T: redis::FromRedisValue>(
         &self,
         script: &LuaScript,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
         self.with_conn(|c| {
-            c.run(|c| match cmd.query(c) {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.load(c)?;
-                    cmd.query(c)
+            c.run(|c| {
+                // A script flushed again between the load and the call (a
+                // flush loop, back-to-back failovers) costs another round.
+                let mut rounds = 0;
+                loop {
+                    match cmd.query(c) {
+                        Err(e)
+                            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                                && rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS =>
+                        {
+                            script.load(c)?;
+                            rounds += 1;
+                        }
+                        other => return other,
+                    }
                 }
-                other => other,
             })
         })
     }

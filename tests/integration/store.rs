@@ -989,6 +989,13 @@ fn bulk_writes_recover_from_scripts_flushed_again_and_again() {
             .chunks(1000)
             .map(|part| store.bulk_load(part, 3600).expect("bulk load"))
             .collect();
+        // Single streaming writes (the server's /update) too.
+        for (id, _) in rows.iter().take(500) {
+            let fields = streaming(&[("tx_count_5m", FeatureValue::Int(1))]);
+            store
+                .update_streaming(id, &fields, 300)
+                .unwrap_or_else(|e| panic!("streaming write of {id}: {e}"));
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         reports
     });
