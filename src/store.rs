@@ -310,8 +310,7 @@ impl FeatureStore {
             rows,
             |row| &row.id,
             |row| {
-                self.check_batch_row(row)?;
-                let key = self.key_for(&row.id)?;
+                let key = self.check_batch_row(row)?;
                 Ok(EntityArgs::batch_row(
                     key,
                     row.retract.iter().map(String::as_str),
@@ -326,9 +325,9 @@ impl FeatureStore {
 
     /// What `write_batch_rows` checks of each row before sending it (id,
     /// names, counts): a caller can refuse a row alone before merging or
-    /// queueing it.
-    pub fn check_batch_row(&self, row: &BatchRow) -> Result<(), StoreError> {
-        validate::entity_id(&row.id)?;
+    /// queueing it. Returns the row's key.
+    pub fn check_batch_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
         if row.set.is_empty() && row.retract.is_empty() {
             return Err(StoreError::invalid("row has no features"));
         }
@@ -339,12 +338,13 @@ impl FeatureStore {
         for name in &row.retract {
             validate::feature_name(name)?;
         }
-        Ok(())
+        Ok(key)
     }
 
     /// What `update_streaming_rows` checks of each row before sending it.
-    pub fn check_streaming_row(&self, row: &BatchRow) -> Result<(), StoreError> {
-        validate::entity_id(&row.id)?;
+    /// Returns the row's key.
+    pub fn check_streaming_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
         if !row.retract.is_empty() {
             return Err(StoreError::invalid(
                 "a streaming write cannot retract features",
@@ -359,7 +359,7 @@ impl FeatureStore {
         for (name, _) in &row.set {
             validate::feature_name(name)?;
         }
-        Ok(())
+        Ok(key)
     }
 
     /// The largest single argument (bulk string) this Redis accepts
@@ -444,8 +444,7 @@ impl FeatureStore {
             rows,
             |row| &row.id,
             |row| {
-                self.check_streaming_row(row)?;
-                let key = self.key_for(&row.id)?;
+                let key = self.check_streaming_row(row)?;
                 Ok(EntityArgs::streaming_update(
                     key,
                     row.set

@@ -225,7 +225,7 @@ impl Router {
                 WriteMode::Batch { .. } => shared.store.check_batch_row(row),
                 WriteMode::Stream { .. } => shared.store.check_streaming_row(row),
             };
-            checked.map_err(|e| e.to_string())
+            checked.map(drop).map_err(|e| e.to_string())
         };
         let chunk = &mut self.filling[w];
         match chunk.find(hash, &row.id) {
