@@ -610,9 +610,12 @@ fn isolate(shared: &Shared, chunk: &mut Chunk, settings: Settings) -> Option<Sto
     None
 }
 
-/// How many times a row is sent alone (each a connection and one fresh
-/// retry) before a broken connection is blamed on it.
-const ROW_FAULT_TRIES: u32 = 2;
+/// How many times a row is sent alone (each on a connection and, if that
+/// breaks, once more on a fresh one), with Redis answering PING between,
+/// before a broken connection is blamed on it: a connection killed by
+/// chance (a failover, `CLIENT KILL`) six times in a row on the same small
+/// request, while others go through, does not happen.
+const ROW_FAULT_TRIES: u32 = 3;
 
 fn write_rows(
     store: &FeatureStore,

@@ -1017,7 +1017,19 @@ fn expected_state(rows: &[GenRow]) -> HashMap<String, HashMap<String, String>> {
     state
 }
 
-/// Runs `fault` against `redis` every 2 ms until the returned guard drops.
+impl Fault {
+    /// Often enough that most loads meet several faults; connections killed
+    /// a little less often than scripts flushed, so that a row sent alone
+    /// is not killed again and again by chance.
+    fn every(self) -> Duration {
+        match self {
+            Fault::ClientKill => Duration::from_millis(5),
+            _ => Duration::from_millis(2),
+        }
+    }
+}
+
+/// Runs `fault` against `redis` every `every` until the returned guard drops.
 struct FaultLoop {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -1184,7 +1196,7 @@ mod last_row_wins {
         let mut failures = FailureSink::create(Some(&dir.join("failed.csv"))).expect("sink");
         let mut progress = Progress::new(true, None);
         let outcome = {
-            let _faults = FaultLoop::start(redis, *fault, Duration::from_millis(2));
+            let _faults = FaultLoop::start(redis, *fault, fault.every());
             pipeline::run(&store, inputs, settings, &mut failures, &mut progress)
         };
         let c = outcome.counts;
@@ -1246,7 +1258,7 @@ mod last_row_wins {
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = {
-                let _faults = FaultLoop::start(&redis, *fault, Duration::from_millis(2));
+                let _faults = FaultLoop::start(&redis, *fault, fault.every());
                 run(&redis, &args)
             };
             let bad = rows.iter().filter(|r| r.bad).count() as u64;
