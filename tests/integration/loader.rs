@@ -1616,19 +1616,36 @@ mod hostile_input {
             prop::collection::vec(jsonl_line(), 0..40),
         )
             .prop_map(|(bom, crlf, lines)| assemble(bom, crlf, Vec::new(), lines));
-        let csv = (1..4usize).prop_flat_map(|columns| {
+        // Sometimes one header name is one the store refuses (glob or
+        // control characters, empty, 1 MB long): then every row that
+        // would have been written is rejected instead.
+        let header_name = prop_oneof![
+            4 => Just(None),
+            1 => bad_name().prop_map(Some),
+            1 => Just(Some("n".repeat(1 << 20))),
+        ];
+        let csv = (1..4usize, header_name).prop_flat_map(|(good_columns, bad)| {
+            let columns = good_columns + usize::from(bad.is_some());
             (
                 any::<bool>(),
                 any::<bool>(),
-                prop::collection::btree_set(good_name(), columns),
+                prop::collection::btree_set(good_name(), good_columns),
                 prop::collection::vec(csv_line(columns), 0..40),
+                Just(bad),
             )
-                .prop_map(|(bom, crlf, names, lines)| {
+                .prop_map(|(bom, crlf, names, lines, bad)| {
                     let mut header = b"user_id".to_vec();
-                    for n in names {
+                    for n in names.into_iter().chain(bad.clone()) {
                         header.push(b',');
-                        header.extend(n.into_bytes());
+                        header.extend(quoted(n.as_bytes()));
                     }
+                    let lines = lines
+                        .into_iter()
+                        .map(|(line, class)| match class {
+                            Class::Good if bad.is_some() => (line, Class::Rejected),
+                            other => (line, other),
+                        })
+                        .collect();
                     assemble(bom, crlf, header, lines)
                 })
         });
