@@ -10,6 +10,7 @@ use clap::Parser;
 use feature_store::pool::PoolConfig;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
+use feature_store::server::conn;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
 use feature_store::worker::{Worker, WorkerConfig};
 use feature_store::{capabilities, synth};
@@ -21,6 +22,7 @@ static ALLOC: HugeAllocSafe = HugeAllocSafe;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    feature_store::server::install_panic_hook();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -117,6 +119,10 @@ fn run(args: Args) -> Result<(), String> {
         let _ = on_signal.send(Event::Signal);
     })
     .map_err(|e| format!("installing the signal handler: {e}"))?;
+    let nofile = conn::raise_nofile_limit();
+    let max_connections = args
+        .max_connections
+        .map_or_else(|| conn::default_max_connections(nofile), |n| n as usize);
     let http = HttpServer::start(
         app.clone(),
         &HttpConfig {
@@ -124,6 +130,9 @@ fn run(args: Args) -> Result<(), String> {
             threads: args.threads as usize,
             max_body_bytes: args.max_body_bytes as usize,
             io_timeout: Duration::from_millis(args.idle_timeout_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            max_connections,
+            allowed_origins: args.allowed_origins.clone(),
         },
         events,
     )
@@ -149,6 +158,10 @@ fn run(args: Args) -> Result<(), String> {
     println!(
         "worker: {} users every {} ms",
         args.users_per_tick, args.tick_ms
+    );
+    println!(
+        "http: {} threads, at most {max_connections} connections, request timeout {} ms",
+        args.threads, args.request_timeout_ms
     );
     println!("open http://{addr}/");
 

@@ -50,6 +50,27 @@ pub struct Args {
     #[arg(long, env = "FS_IDLE_TIMEOUT_MS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub idle_timeout_ms: u64,
+    /// Total time a request body may take to arrive; past it the request is
+    /// answered 408 and its connection closed. A connection that has not
+    /// sent a whole request head within idle timeout + this is closed.
+    #[arg(long, env = "FS_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_timeout_ms: u64,
+    /// Open client connections above this are closed, those longest without
+    /// a request first (each costs a thread inside tiny_http). Default:
+    /// 1024, or less if the open-files limit (raised to its hard limit at
+    /// start) is lower.
+    #[arg(long, env = "FS_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: Option<u64>,
+    /// An origin (scheme://host[:port]) whose pages may POST here besides
+    /// the server's own; repeat it, or comma-separate in the variable.
+    #[arg(
+        long = "allowed-origin",
+        env = "FS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
     /// Connect, I/O and pool-checkout timeout towards Redis: how fast a
     /// request answers 503 when Redis is down.
     #[arg(long, env = "FS_REDIS_TIMEOUT_MS", default_value_t = 1000,

@@ -1,7 +1,8 @@
 //! Request parameters from a query string, a form body or a JSON body, in
 //! one shape the routes read from.
 //!
-//! Both encodings the seeds' users know are accepted: the form
+//! Both encodings are accepted, each under its own content type (see
+//! `origin::body_kind`): the form
 //! `user=u0001&field=a&field=b&count=100&ttl=60` and the JSON
 //! `{"user": "u0001", "fields": ["a", "b"], "count": 100, "ttl": 60,
 //! "ids": [...]}`. Later sources override earlier ones (body over query).
@@ -161,8 +162,11 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would take
+                // `%+1` as the number +1.
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| ApiError::bad("malformed percent-encoding in parameters"))?;
@@ -214,5 +218,14 @@ mod tests {
         );
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%").is_err());
+    }
+
+    #[test]
+    fn a_percent_escape_is_two_hex_digits_never_a_signed_number() {
+        for bad in ["%+1", "%-1", "%+f", "a%+1b", "%1", "% 1"] {
+            assert!(percent_decode(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(percent_decode("%2B1").expect("valid"), "+1");
+        assert_eq!(percent_decode("%C3%a9").expect("valid"), "\u{e9}");
     }
 }

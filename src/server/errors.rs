@@ -25,6 +25,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body not received in time")]
     BodyTimeout,
+    /// A mutating request from another origin (a cross-site form or fetch).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body whose declared type is not one we parse.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A handler panicked; the panic was logged and the thread lives on.
+    #[error("internal error")]
+    Panicked,
     #[error("redis unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -42,11 +51,13 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Forbidden(_) => 403,
             ApiError::BodyTimeout => 408,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Panicked => 500,
         }
     }
 

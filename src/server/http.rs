@@ -1,5 +1,5 @@
 //! HTTP plumbing around tiny_http 0.12: the listener, bounded body reads,
-//! and responses. DESIGN section 9 lists the traps this module closes.
+//! and responses. The tiny_http traps it closes (with `conn` and `alloc`):
 //!
 //! * TCP_NODELAY: set on the listener, inherited by every accepted socket
 //!   (Linux copies socket options on accept), so keep-alive responses do not
@@ -15,7 +15,9 @@
 //! * Huge declared bodies: checked against the cap before the body is
 //!   touched and answered 413; tiny_http's drain of the unread body then
 //!   allocates the declared length, which `alloc::HugeAllocSafe` serves
-//!   lazily, and stops at the read timeout or when the client closes.
+//!   with a bounded lazy mapping (a length over `isize::MAX` panics instead,
+//!   caught by the request thread), and `conn` ends the drain by closing
+//!   the connection once the answer has left.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tiny_http::{Header, Request, Response};
+use tiny_http::{Header, Request, Response, StatusCode};
 
 use super::errors::ApiError;
 
@@ -69,8 +71,15 @@ pub fn spawn_heartbeat(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>)
 }
 
 /// The request body, at most `limit` bytes. A declared length over the
-/// limit is refused before a byte is read (see module docs).
-pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// limit is refused before a byte is read (see module docs). A body that
+/// stops short of its declared length is refused too: past the request
+/// deadline (the watchdog shut the socket's read side) as 408, otherwise as
+/// 400.
+pub fn read_body(
+    req: &mut Request,
+    limit: usize,
+    deadline_passed: impl Fn() -> bool,
+) -> Result<Vec<u8>, ApiError> {
     let declared = req.body_length();
     if let Some(n) = declared {
         if n > limit {
@@ -94,6 +103,7 @@ pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
         {
             return Err(ApiError::BodyTimeout)
         }
+        Err(_) if deadline_passed() => return Err(ApiError::BodyTimeout),
         Err(e) => {
             return Err(ApiError::bad(format!(
                 "could not read the request body: {e}"
@@ -106,7 +116,40 @@ pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
             limit,
         });
     }
+    if let Some(n) = declared {
+        if body.len() < n {
+            if deadline_passed() {
+                return Err(ApiError::BodyTimeout);
+            }
+            return Err(ApiError::bad(format!(
+                "the request body ended after {} of {n} declared bytes",
+                body.len()
+            )));
+        }
+    }
     Ok(body)
+}
+
+/// The request's body is still in the socket when we get the request:
+/// tiny_http buffers a declared body of at most 1024 bytes itself, unless
+/// the client expects `100 Continue`; chunked bodies are always read live.
+pub fn body_on_socket(req: &Request) -> bool {
+    let header = |name: &'static str| req.headers().iter().any(|h| h.field.equiv(name));
+    if header("Transfer-Encoding") {
+        return true;
+    }
+    match req.body_length() {
+        Some(0) | None => false,
+        Some(n) => n > 1024 || header("Expect"),
+    }
+}
+
+/// The value of the first header called `name`.
+pub fn header<'r>(req: &'r Request, name: &'static str) -> Option<&'r str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
 }
 
 /// What a route answers with.
@@ -139,30 +182,82 @@ impl Default for Headers {
     }
 }
 
+/// The largest error body sent on a connection about to be closed: with
+/// tiny_http's head (under 300 bytes) it fits its 1024-byte write buffer,
+/// so the whole response leaves in one write (`conn` relies on it).
+const CLOSING_BODY_MAX: usize = 640;
+
 /// Sends `result`; errors become `{"error": ...}` with their status.
-pub fn respond(req: Request, result: Result<Reply, ApiError>, headers: &Headers) {
-    let response = match result {
-        Ok(Reply::Json(body)) => Response::from_data(body)
-            .with_header(headers.json.clone())
-            .with_header(headers.no_store.clone()),
-        Ok(Reply::Html(page)) => Response::from_data(page.as_bytes().to_vec())
-            .with_header(headers.html.clone())
-            .with_header(headers.no_store.clone()),
+/// `on_sent`: the connection is closed after this response (an error path
+/// that did not read the body); called once tiny_http has taken the whole
+/// response, right before its one write.
+pub fn respond(
+    req: Request,
+    result: Result<Reply, ApiError>,
+    headers: &Headers,
+    on_sent: Option<Box<dyn FnOnce() + Send>>,
+) {
+    let closing = on_sent.is_some();
+    let (status, body, ctype, allow) = match result {
+        Ok(Reply::Json(body)) => (200, body, &headers.json, None),
+        Ok(Reply::Html(page)) => (200, page.as_bytes().to_vec(), &headers.html, None),
         Err(e) => {
-            let mut r = Response::from_data(e.to_json())
-                .with_status_code(e.status())
-                .with_header(headers.json.clone())
-                .with_header(headers.no_store.clone());
-            if let ApiError::MethodNotAllowed { allowed, .. } = &e {
-                r.add_header(if *allowed == "GET" {
-                    headers.allow_get.clone()
-                } else {
-                    headers.allow_post.clone()
-                });
+            let mut body = e.to_json();
+            if closing && body.len() > CLOSING_BODY_MAX {
+                body = short_error_json(&e.to_string());
             }
-            r
+            let allow = match &e {
+                ApiError::MethodNotAllowed { allowed, .. } if *allowed == "GET" => {
+                    Some(&headers.allow_get)
+                }
+                ApiError::MethodNotAllowed { .. } => Some(&headers.allow_post),
+                _ => None,
+            };
+            (e.status(), body, &headers.json, allow)
         }
     };
+    let len = body.len();
+    let mut fields = vec![ctype.clone(), headers.no_store.clone()];
+    fields.extend(allow.cloned());
+    let status = StatusCode(status);
+    let data = std::io::Cursor::new(body);
     // A client that hung up is not our error.
-    let _ = req.respond(response);
+    let _ = match on_sent {
+        None => req.respond(Response::new(status, fields, data, Some(len), None)),
+        Some(f) => {
+            let data = NotifyAtEnd {
+                inner: data,
+                on_end: Some(f),
+            };
+            req.respond(Response::new(status, fields, data, Some(len), None))
+        }
+    };
+}
+
+/// A response body that calls `on_end` when tiny_http has read all of it.
+struct NotifyAtEnd<R> {
+    inner: R,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<R: Read> Read for NotifyAtEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(f) = self.on_end.take() {
+                f();
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// `{"error": ...}` with the message cut to fit [`CLOSING_BODY_MAX`].
+fn short_error_json(msg: &str) -> Vec<u8> {
+    let mut cut: String = msg.chars().take(200).collect();
+    cut.push_str("...");
+    serde_json::to_vec(&serde_json::json!({ "error": cut }))
+        .ok()
+        .filter(|b| b.len() <= CLOSING_BODY_MAX)
+        .unwrap_or_else(|| br#"{"error":"request refused"}"#.to_vec())
 }

@@ -3,14 +3,18 @@
 
 pub mod alloc;
 pub mod args;
+pub mod bodies;
 pub mod body;
 pub mod cache;
+pub mod conn;
 pub mod errors;
 pub mod http;
+pub mod origin;
 pub mod routes;
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -21,10 +25,13 @@ use tiny_http::{Method, Request};
 
 use crate::store::FeatureStore;
 use crate::worker::Worker;
+use bodies::{BodyPool, Permits};
 use body::Params;
 use cache::EntityCache;
+use conn::{ConnConfig, Connections, Ticket};
 use errors::ApiError;
 use http::{Headers, Reply};
+use origin::{BodyKind, OriginPolicy};
 
 /// Everything a request may touch.
 pub struct App {
@@ -45,6 +52,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Read/write timeout of every client socket (idle keep-alive included).
     pub io_timeout: Duration,
+    /// Total time a request's body may take to arrive (and, added to
+    /// `io_timeout`, a connection's next head).
+    pub request_timeout: Duration,
+    /// Open client connections above this are closed (longest idle first).
+    pub max_connections: usize,
+    /// Origins besides our own allowed to POST (see `origin`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Why the server wants to stop.
@@ -59,6 +73,19 @@ pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// What every request thread shares.
+struct Shared {
+    app: Arc<App>,
+    conns: Arc<Connections>,
+    headers: Headers,
+    origins: OriginPolicy,
+    body_limit: usize,
+    /// Where requests with a body still on the socket are read.
+    bodies: Arc<BodyPool>,
+    /// How many of those may be in a handler at once (`--threads`).
+    body_handlers: Permits,
 }
 
 impl HttpServer {
@@ -76,27 +103,36 @@ impl HttpServer {
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         http::spawn_heartbeat(addr, config.io_timeout / 4, stop.clone());
-        let headers = Arc::new(Headers::default());
+        let conns = Connections::new(ConnConfig {
+            listener: addr,
+            max_connections: config.max_connections.max(1),
+            idle_timeout: config.io_timeout,
+            request_timeout: config.request_timeout,
+        });
+        conns.spawn_threads(stop.clone())?;
+        let shared = Arc::new(Shared {
+            app,
+            conns: conns.clone(),
+            headers: Headers::default(),
+            origins: OriginPolicy::new(&config.allowed_origins),
+            body_limit: config.max_body_bytes,
+            bodies: BodyPool::new(config.max_connections.max(1)),
+            body_handlers: Permits::new(config.threads.max(1)),
+        });
         let threads = (0..config.threads.max(1))
             .map(|_| {
-                let (server, app, stop, headers, events) = (
-                    server.clone(),
-                    app.clone(),
-                    stop.clone(),
-                    headers.clone(),
-                    events.clone(),
-                );
-                let limit = config.max_body_bytes;
+                let (server, shared, stop, events) =
+                    (server.clone(), shared.clone(), stop.clone(), events.clone());
                 std::thread::spawn(move || {
+                    // `serve` catches every panic of a request; should one
+                    // escape anyway, the loop starts again instead of the
+                    // pool losing a thread.
                     while !stop.load(Relaxed) {
-                        // A timeout, not `recv`, so the stop flag is seen.
-                        match server.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Some(req)) => handle(&app, req, limit, &headers),
-                            Ok(None) => {}
-                            Err(e) => {
-                                let _ = events.send(Event::AcceptFailed(e.to_string()));
-                                break;
-                            }
+                        let run = catch_unwind(AssertUnwindSafe(|| {
+                            serve(&server, &shared, &stop, &events)
+                        }));
+                        if run.is_ok() {
+                            break;
                         }
                     }
                 })
@@ -122,12 +158,77 @@ impl HttpServer {
     }
 }
 
-fn handle(app: &App, mut req: Request, body_limit: usize, headers: &Headers) {
-    let result = route(app, &mut req, body_limit);
-    http::respond(req, result, headers);
+/// Takes requests until `stop` (or the accept loop dies).
+fn serve(
+    server: &tiny_http::Server,
+    shared: &Arc<Shared>,
+    stop: &AtomicBool,
+    events: &Sender<Event>,
+) {
+    while !stop.load(Relaxed) {
+        // A timeout, not `recv`, so the stop flag is seen.
+        match server.recv_timeout(Duration::from_millis(250)) {
+            Ok(Some(req)) => handle(shared, req),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = events.send(Event::AcceptFailed(e.to_string()));
+                break;
+            }
+        }
+    }
 }
 
-fn route(app: &App, req: &mut Request, body_limit: usize) -> Result<Reply, ApiError> {
+/// Answers one request; one whose body is still on the socket is passed
+/// to a body thread (see `bodies`), so a slow sender holds no request
+/// thread.
+fn handle(shared: &Arc<Shared>, req: Request) {
+    let declared_ok = req.body_length().is_none_or(|n| n <= shared.body_limit);
+    if *req.method() == Method::Post && declared_ok && http::body_on_socket(&req) {
+        let me = shared.clone();
+        let job = Box::new(move || answer(&me, req, Some(&me.body_handlers)));
+        match shared.bodies.submit(job) {
+            Ok(()) => {}
+            Err(job) => job(), // every body thread busy: read it here
+        }
+        return;
+    }
+    answer(shared, req, None)
+}
+
+/// Routes and answers one request. Neither a handler's panic nor one in
+/// tiny_http's drain (a declared length over `isize::MAX` makes its
+/// `vec![0; n]` panic) can end the thread: both are caught here, and the
+/// request is never dropped while unwinding. `permits`: taken before the
+/// handler runs (on body threads).
+fn answer(shared: &Shared, mut req: Request, permits: Option<&Permits>) {
+    let on_socket = http::body_on_socket(&req);
+    let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
+    let mut body_read = false;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        route(shared, &mut req, &ticket, &mut body_read, permits)
+    }))
+    .unwrap_or(Err(ApiError::Panicked));
+    let mut on_sent: Option<Box<dyn FnOnce() + Send>> = None;
+    if on_socket && !body_read {
+        ticket.close_after_response();
+        if let Some(peer) = req.remote_addr().copied() {
+            let conns = shared.conns.clone();
+            on_sent = Some(Box::new(move || conns.response_handed_over(peer)));
+        }
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        http::respond(req, result, &shared.headers, on_sent)
+    }));
+    drop(ticket);
+}
+
+fn route(
+    shared: &Shared,
+    req: &mut Request,
+    ticket: &Ticket,
+    body_read: &mut bool,
+    permits: Option<&Permits>,
+) -> Result<Reply, ApiError> {
     let url = req.url();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let Some((endpoint, allowed)) = routes::lookup(path) else {
@@ -145,36 +246,60 @@ fn route(app: &App, req: &mut Request, body_limit: usize) -> Result<Reply, ApiEr
             allowed,
         });
     }
+    // Before anything else reads it; GET bodies are never read, so any
+    // over the cap is refused too.
+    if let Some(n) = req.body_length().filter(|n| *n > shared.body_limit) {
+        return Err(ApiError::PayloadTooLarge {
+            declared: n as u64,
+            limit: shared.body_limit,
+        });
+    }
+    if allowed == "GET" && http::body_on_socket(req) {
+        // Never read, so the connection is closed after the answer, which
+        // must then be short (see `http::respond`).
+        return Err(ApiError::bad(
+            "a GET request must not carry a body (over 1024 bytes)",
+        ));
+    }
     let mut params = Params::default();
     params.add_form(query)?;
     if allowed == "POST" {
-        let body = http::read_body(req, body_limit)?;
+        shared.origins.check(req)?;
+        let body = http::read_body(req, shared.body_limit, || ticket.body_deadline_passed())?;
+        *body_read = true;
+        ticket.body_done();
         if !body.iter().all(u8::is_ascii_whitespace) {
-            if is_json(req, &body) {
-                params.add_json(&body)?;
-            } else {
-                let text = std::str::from_utf8(&body)
-                    .map_err(|_| ApiError::bad("form body is not valid UTF-8"))?;
-                params.add_form(text.trim())?;
+            match origin::body_kind(http::header(req, "Content-Type"), &body)? {
+                BodyKind::Json => params.add_json(&body)?,
+                BodyKind::Form => {
+                    let text = std::str::from_utf8(&body)
+                        .map_err(|_| ApiError::bad("form body is not valid UTF-8"))?;
+                    params.add_form(text.trim())?;
+                }
             }
         }
     }
-    routes::dispatch(app, endpoint, &params)
+    let _permit = permits.map(Permits::acquire);
+    routes::dispatch(&shared.app, endpoint, &params)
 }
 
-/// A JSON content type, or a body that starts like one (`curl -d '{...}'`
-/// sends the form content type).
-fn is_json(req: &Request, body: &[u8]) -> bool {
-    let declared = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| h.value.as_str().to_ascii_lowercase());
-    match declared {
-        Some(ct) if ct.contains("json") => true,
-        Some(ct) if ct.contains("x-www-form-urlencoded") => {
-            body.trim_ascii_start().first() == Some(&b'{')
+/// Prints each distinct panic (by source location) once to stderr, so a
+/// client that triggers one repeatedly cannot flood the log.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    let seen: Mutex<std::collections::HashSet<String>> = Mutex::default();
+    std::panic::set_hook(Box::new(move |info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let first = seen
+            .lock()
+            .map(|mut s| s.len() < 1000 && s.insert(at.clone()))
+            .unwrap_or(false);
+        if first {
+            default(info);
+            eprintln!("fs-server: further panics at {at} are not logged (a request thread catches its own and lives on)");
         }
-        _ => body.trim_ascii_start().first() == Some(&b'{'),
-    }
+    }));
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod bench;
 mod ensure_redis;
+mod http_hostile;
 mod invariants;
 mod loader;
 mod scripts;

@@ -78,6 +78,10 @@ impl Server {
         )
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -951,7 +955,7 @@ fn server_survives_idle_connections() {
 }
 
 /// Debian's chromium, or None (then the browser test skips, or fails on CI).
-fn chromium() -> Option<std::path::PathBuf> {
+pub fn chromium() -> Option<std::path::PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(std::path::PathBuf::from)
@@ -960,7 +964,7 @@ fn chromium() -> Option<std::path::PathBuf> {
 
 /// Runs headless chromium on `url` with `action` (`--dump-dom` or
 /// `--screenshot=...`) and returns its stdout.
-fn run_chromium(bin: &std::path::Path, action: &str, url: &str) -> String {
+pub fn run_chromium(bin: &std::path::Path, action: &str, url: &str) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut child = Command::new(bin)
         .args([
