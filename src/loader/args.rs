@@ -51,7 +51,7 @@ pub enum Command {
 /// What the default (batch) mode loads.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Synthetic users u0001..uN (the seeds' builder).
+    /// Synthetic users u0001..uN (the reference demo's generator).
     #[arg(long, value_name = "N", conflicts_with = "from")]
     pub count: Option<usize>,
     /// Seed of the synthetic users: the same seed gives the same rows.
