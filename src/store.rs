@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 use serde::Serialize;
@@ -734,9 +735,10 @@ impl FeatureStore {
         let mut conn = self.pool.get()?;
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
+                let failed_at = Instant::now();
                 drop(conn);
-                let mut fresh = self.pool.get()?;
-                op(&mut fresh)
+                let mut live = pool::checkout_live(&self.pool, failed_at)?;
+                op(&mut live)
             }
             other => other,
         }
