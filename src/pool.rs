@@ -5,9 +5,10 @@
 //! PINGs on every checkout. This one connects, reads and writes with bounded
 //! timeouts and skips the checkout PING (a second round trip on the hot
 //! path); a connection that saw a transport error is marked broken and never
-//! goes back into the pool, and the store retries once on a fresh one.
+//! goes back into the pool, and the store retries once on a live one (see
+//! `checkout_live`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, RedisResult};
 
@@ -38,6 +39,7 @@ impl Default for PoolConfig {
 pub struct Conn {
     inner: redis::Connection,
     broken: bool,
+    opened: Instant,
 }
 
 impl Conn {
@@ -75,6 +77,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(Conn {
             inner,
             broken: false,
+            opened: Instant::now(),
         })
     }
 
@@ -88,6 +91,41 @@ impl r2d2::ManageConnection for Manager {
 }
 
 pub type Pool = r2d2::Pool<Manager>;
+
+/// A connection to retry on after a transport error seen at `failed_at`.
+///
+/// Redis restarting (or `CLIENT KILL`) leaves every pooled connection dead
+/// at once, and the pool does not test connections on checkout (that PING
+/// would cost every request a round trip). So only here, on the error
+/// path, a pooled connection opened before the failure is PINGed first and
+/// dropped when dead: a dead one fails its PING at once, so a pool full of
+/// them costs a few fast PINGs instead of a failed request. A PING that
+/// times out ends the search: Redis is slow or gone, not restarted.
+pub fn checkout_live(
+    pool: &Pool,
+    failed_at: Instant,
+) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+    // Each dead connection dropped makes room for a new one, so this ends
+    // with a fresh connection at the latest after the pool's size.
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool.get()?;
+        if conn.opened > failed_at {
+            return Ok(conn);
+        }
+        match redis::cmd("PING").query::<()>(&mut conn.inner) {
+            Ok(()) => return Ok(conn),
+            Err(e) => {
+                conn.broken = true;
+                if e.is_timeout() {
+                    return Err(StoreError::from(e));
+                }
+            }
+        }
+    }
+    Err(StoreError::Unavailable(
+        "every pooled connection was dead and no new one answered".into(),
+    ))
+}
 
 /// Builds the pool without connecting: the first request connects, so a
 /// server can start (and answer 503) while Redis is still down.

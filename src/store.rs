@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 use serde::Serialize;
@@ -310,17 +311,7 @@ impl FeatureStore {
             rows,
             |row| &row.id,
             |row| {
-                let key = self.key_for(&row.id)?;
-                if row.set.is_empty() && row.retract.is_empty() {
-                    return Err(StoreError::invalid("row has no features"));
-                }
-                check_counts(row.set.len(), row.retract.len())?;
-                for (name, _) in &row.set {
-                    validate::feature_name(name)?;
-                }
-                for name in &row.retract {
-                    validate::feature_name(name)?;
-                }
+                let key = self.check_batch_row(row)?;
                 Ok(EntityArgs::batch_row(
                     key,
                     row.retract.iter().map(String::as_str),
@@ -331,6 +322,68 @@ impl FeatureStore {
             },
         );
         Ok(report)
+    }
+
+    /// What `write_batch_rows` checks of each row before sending it (id,
+    /// names, counts): a caller can refuse a row alone before merging or
+    /// queueing it. Returns the row's key.
+    pub fn check_batch_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
+        if row.set.is_empty() && row.retract.is_empty() {
+            return Err(StoreError::invalid("row has no features"));
+        }
+        check_counts(row.set.len(), row.retract.len())?;
+        for (name, _) in &row.set {
+            validate::feature_name(name)?;
+        }
+        for name in &row.retract {
+            validate::feature_name(name)?;
+        }
+        Ok(key)
+    }
+
+    /// What `update_streaming_rows` checks of each row before sending it.
+    /// Returns the row's key.
+    pub fn check_streaming_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
+        if !row.retract.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write cannot retract features",
+            ));
+        }
+        if row.set.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write needs at least one feature",
+            ));
+        }
+        check_counts(row.set.len(), 0)?;
+        for (name, _) in &row.set {
+            validate::feature_name(name)?;
+        }
+        Ok(key)
+    }
+
+    /// The largest single argument (bulk string) this Redis accepts
+    /// (`proto-max-bulk-len`), when `CONFIG GET` is allowed; `None` when it
+    /// is not (renamed, an ACL, a managed service). Redis answers a larger
+    /// argument with a protocol error and closes the connection, which a
+    /// client cannot tell from an outage: bulk writers use this to refuse
+    /// such a row before sending it.
+    pub fn max_bulk_len(&self) -> Result<Option<u64>, StoreError> {
+        let reply: Result<Vec<String>, StoreError> = self.with_conn(|c| {
+            c.run(|c| {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("proto-max-bulk-len")
+                    .query(c)
+            })
+        });
+        match reply {
+            Ok(pair) => Ok(pair.get(1).and_then(|v| v.parse().ok())),
+            Err(e) if e.is_unavailable() => Err(e),
+            // Refused (NOPERM, unknown command): the limit stays unknown.
+            Err(_) => Ok(None),
+        }
     }
 
     // ---- streaming path ---------------------------------------------------
@@ -392,21 +445,7 @@ impl FeatureStore {
             rows,
             |row| &row.id,
             |row| {
-                let key = self.key_for(&row.id)?;
-                if !row.retract.is_empty() {
-                    return Err(StoreError::invalid(
-                        "a streaming write cannot retract features",
-                    ));
-                }
-                if row.set.is_empty() {
-                    return Err(StoreError::invalid(
-                        "a streaming write needs at least one feature",
-                    ));
-                }
-                check_counts(row.set.len(), 0)?;
-                for (name, _) in &row.set {
-                    validate::feature_name(name)?;
-                }
+                let key = self.check_streaming_row(row)?;
                 Ok(EntityArgs::streaming_update(
                     key,
                     row.set
@@ -696,9 +735,10 @@ impl FeatureStore {
         let mut conn = self.pool.get()?;
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
+                let failed_at = Instant::now();
                 drop(conn);
-                let mut fresh = self.pool.get()?;
-                op(&mut fresh)
+                let mut live = pool::checkout_live(&self.pool, failed_at)?;
+                op(&mut live)
             }
             other => other,
         }
@@ -774,8 +814,13 @@ impl FeatureStore {
 
     /// One pipeline of `EVALSHA`s, one reply per command. Calls that failed
     /// with NOSCRIPT (after `SCRIPT FLUSH`, a restart or a failover: nothing
-    /// ran for them) are re-sent once after loading the script; calls that
-    /// ran are not sent again.
+    /// ran for them) are re-sent after loading the script, in the same
+    /// pipeline as the `SCRIPT LOAD`, round after round while Redis keeps
+    /// answering: a script flushed again between rounds (a flush loop, a
+    /// failover storm) only costs another round. Rounds stop when a round
+    /// fails to reach Redis, or after `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS`
+    /// rounds in a row in which no call ran (a Redis that refuses to keep
+    /// the script). Calls that ran are never sent again.
     fn run_script_pipeline(
         &self,
         script: &LuaScript,
@@ -789,42 +834,53 @@ impl FeatureStore {
         let mut outcomes = Vec::with_capacity(len);
         let mut retry = Vec::new();
         for (i, reply) in replies.into_iter().enumerate() {
-            outcomes.push(match reply {
-                Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
-                    retry.push(i);
-                    Err(StoreError::Redis("NOSCRIPT".into()))
-                }
-                Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
-                other => Ok(other),
-            });
+            outcomes.push(script_outcome(reply));
+            if is_noscript(&outcomes[i]) {
+                retry.push(i);
+            }
         }
-        if retry.is_empty() {
-            return outcomes;
-        }
-        let mut again = redis::pipe();
-        again.ignore_errors();
         let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
-        for &i in &retry {
-            again.add_command(cmds[i].clone());
-        }
-        let result: Result<Vec<Value>, StoreError> = self.with_conn(|c| {
-            c.run(|c| script.load(c))?;
-            c.run(|c| again.query(c))
-        });
-        match result {
-            Ok(replies) => {
-                for (&i, reply) in retry.iter().zip(replies) {
-                    outcomes[i] = match reply {
-                        Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
-                        other => Ok(other),
-                    };
-                }
+        let mut idle_rounds = 0;
+        while !retry.is_empty() && idle_rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS {
+            let mut again = redis::pipe();
+            again.ignore_errors();
+            again.cmd("SCRIPT").arg("LOAD").arg(script.source);
+            for &i in &retry {
+                again.add_command(cmds[i].clone());
             }
-            Err(e) => {
+            let replies: Vec<Value> = match self.run_pipeline(&again) {
+                Ok(replies) => replies,
+                Err(e) => {
+                    for &i in &retry {
+                        outcomes[i] = Err(e.clone());
+                    }
+                    return outcomes;
+                }
+            };
+            let mut replies = replies.into_iter();
+            if let Some(Value::ServerError(e)) = replies.next() {
+                // SCRIPT LOAD refused (scripting disabled, an ACL): no round
+                // can succeed.
+                let error = StoreError::Redis(format!("{}: SCRIPT LOAD: {e}", script.name));
                 for &i in &retry {
-                    outcomes[i] = Err(e.clone());
+                    outcomes[i] = Err(error.clone());
+                }
+                return outcomes;
+            }
+            let before = retry.len();
+            let mut still = Vec::new();
+            for (&i, reply) in retry.iter().zip(replies) {
+                outcomes[i] = script_outcome(reply);
+                if is_noscript(&outcomes[i]) {
+                    still.push(i);
                 }
             }
+            idle_rounds = if still.len() < before {
+                0
+            } else {
+                idle_rounds + 1
+            };
+            retry = still;
         }
         outcomes
     }
@@ -914,19 +970,30 @@ impl FeatureStore {
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
-    /// a failover) loads the script on the same connection and calls again.
+    /// a failover) loads the script on the same connection and calls again,
+    /// up to `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` times.
     fn eval_script<T: redis::FromRedisValue>(
         &self,
         script: &LuaScript,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
         self.with_conn(|c| {
-            c.run(|c| match cmd.query(c) {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.load(c)?;
-                    cmd.query(c)
+            c.run(|c| {
+                // A script flushed again between the load and the call (a
+                // flush loop, back-to-back failovers) costs another round.
+                let mut rounds = 0;
+                loop {
+                    match cmd.query(c) {
+                        Err(e)
+                            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                                && rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS =>
+                        {
+                            script.load(c)?;
+                            rounds += 1;
+                        }
+                        other => return other,
+                    }
                 }
-                other => other,
             })
         })
     }
@@ -938,6 +1005,29 @@ impl FeatureStore {
             .fetch_add(row.len() as u64, Relaxed);
         row
     }
+}
+
+/// How many rounds in a row `run_script_pipeline` re-loads the script
+/// without any call running before it gives up on those calls. A flush
+/// between the `SCRIPT LOAD` and the calls of the same pipeline is rare; a
+/// Redis where eight rounds in a row lose the script is not keeping it.
+const NOSCRIPT_ROUNDS_WITHOUT_PROGRESS: u32 = 8;
+
+const NOSCRIPT: &str = "NOSCRIPT";
+
+/// One script call's reply: its value, or its error reply.
+fn script_outcome(reply: Value) -> Result<Value, StoreError> {
+    match reply {
+        Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
+            Err(StoreError::Redis(NOSCRIPT.into()))
+        }
+        Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
+        other => Ok(other),
+    }
+}
+
+fn is_noscript(outcome: &Result<Value, StoreError>) -> bool {
+    matches!(outcome, Err(StoreError::Redis(m)) if m == NOSCRIPT)
 }
 
 fn wrong_type(key: &str) -> String {

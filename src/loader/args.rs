@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::limits;
+
 /// The only place the conventional local Redis is named: the loader is what
 /// a nightly job runs against the real server, so it defaults to it.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379"; // the default, as redis-cli's
@@ -49,7 +51,7 @@ pub enum Command {
 /// What the default (batch) mode loads.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Synthetic users u0001..uN (the seeds' builder).
+    /// Synthetic users u0001..uN (the reference demo's generator).
     #[arg(long, value_name = "N", conflicts_with = "from")]
     pub count: Option<usize>,
     /// Seed of the synthetic users: the same seed gives the same rows.
@@ -135,6 +137,15 @@ pub struct CommonArgs {
     /// the next.
     #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub writers: u32,
+    /// The most bytes one feature value may have; a row with a larger one
+    /// is rejected, not sent. (Also capped by the Redis's own
+    /// proto-max-bulk-len when CONFIG GET is allowed.)
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// The most bytes a row's id, feature names and values may have
+    /// together; a larger row is rejected, not sent.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_ROW_BYTES)]
+    pub max_row_bytes: usize,
 }
 
 impl CommonArgs {

@@ -1,8 +1,16 @@
 //! A chunk of rows on its way to one pipeline, reused from chunk to chunk so
 //! a long load allocates its strings once, not once per row.
+//!
+//! A chunk holds each entity id at most once: a row whose id is already in
+//! the chunk is merged into the earlier one, in input order (`absorb`). A
+//! chunk whose calls are partly re-sent (a NOSCRIPT midway, a dropped
+//! connection) can then never apply an older row of an id after a newer one.
 
+use std::collections::HashMap;
 use std::fmt::{Display, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::scripts::{MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY};
 use crate::store::BatchRow;
 
 /// Where a row came from: which input (`Loader::sources` index) and which
@@ -17,11 +25,19 @@ pub struct Origin {
 /// the next rows.
 pub struct Chunk {
     rows: Vec<BatchRow>,
-    origins: Vec<Origin>,
+    /// Per slot: the input rows merged into it, in input order (one unless
+    /// the id repeated within the chunk).
+    origins: Vec<Vec<Origin>>,
     /// Per slot: strings taken back from the slot's last row, handed out
     /// again as names and values.
     spare: Vec<Vec<String>>,
     len: usize,
+    /// Per slot: the row passed the reader's checks (see `pipeline`).
+    checked: Vec<bool>,
+    /// The id hash of each live row to its slot.
+    slots: HashMap<u64, usize, BuildHasherDefault<IdHashHasher>>,
+    /// Input rows in the live rows (>= `len` when rows were merged).
+    inputs: usize,
 }
 
 impl Chunk {
@@ -30,10 +46,14 @@ impl Chunk {
             rows: Vec::with_capacity(capacity),
             origins: Vec::with_capacity(capacity),
             spare: Vec::with_capacity(capacity),
+            checked: Vec::with_capacity(capacity),
             len: 0,
+            slots: HashMap::default(),
+            inputs: 0,
         }
     }
 
+    /// Live rows (after merging: distinct ids).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -42,28 +62,50 @@ impl Chunk {
         self.len == 0
     }
 
+    /// Input rows the live rows stand for.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
     pub fn rows(&self) -> &[BatchRow] {
         &self.rows[..self.len]
     }
 
-    pub fn origins(&self) -> &[Origin] {
+    /// Per live row, the input rows it holds.
+    pub fn origins(&self) -> &[Vec<Origin>] {
         &self.origins[..self.len]
     }
 
     pub fn clear(&mut self) {
         self.len = 0;
+        self.inputs = 0;
+        self.slots.clear();
     }
 
     /// Starts a new row at the end of the chunk and returns its builder.
+    /// (The row sources fill a one-row staging chunk this way; the reader
+    /// then moves the row on with `absorb`.)
     pub fn push(&mut self, origin: Origin) -> RowBuilder<'_> {
+        let i = self.new_slot();
+        self.origins[i].push(origin);
+        self.inputs += 1;
+        let row = &mut self.rows[i];
+        let spare = &mut self.spare[i];
+        RowBuilder { row, spare }
+    }
+
+    /// A cleared live slot at the end, its strings moved to its spare list.
+    fn new_slot(&mut self) -> usize {
         let i = self.len;
         if i == self.rows.len() {
             self.rows.push(BatchRow::default());
-            self.origins.push(origin);
+            self.origins.push(Vec::new());
             self.spare.push(Vec::new());
+            self.checked.push(false);
         }
         self.len += 1;
-        self.origins[i] = origin;
+        self.origins[i].clear();
+        self.checked[i] = false;
         let row = &mut self.rows[i];
         let spare = &mut self.spare[i];
         // Move the last row's strings to the spare list instead of dropping
@@ -74,22 +116,108 @@ impl Chunk {
             spare.push(v);
         }
         spare.append(&mut row.retract);
-        RowBuilder { row, spare }
+        i
     }
 
     /// Drops the row just pushed (it turned out to be malformed).
     pub fn pop(&mut self) {
-        self.len = self.len.saturating_sub(1);
+        if self.len > 0 {
+            self.len -= 1;
+            self.inputs -= self.origins[self.len].len();
+        }
+    }
+
+    /// The slot of the live row whose id hashes to `hash` and is `id`.
+    pub fn find(&self, hash: u64, id: &str) -> Option<usize> {
+        self.slots
+            .get(&hash)
+            .copied()
+            .filter(|&i| self.rows[i].id == id)
+    }
+
+    /// Whether the row in slot `i` passed the caller's checks (`mark_checked`).
+    pub fn is_checked(&self, i: usize) -> bool {
+        self.checked[i]
+    }
+
+    pub fn mark_checked(&mut self, i: usize) {
+        self.checked[i] = true;
+    }
+
+    /// Moves the last row of `staging` (whose id hashes to `hash`) into a
+    /// new slot at the end. The slot's old row goes to `staging`, whose next
+    /// `push` recycles its strings.
+    pub fn absorb_new(&mut self, staging: &mut Chunk, hash: u64, checked: bool) {
+        let Some(s) = staging.len.checked_sub(1) else {
+            return;
+        };
+        let i = self.len;
+        if i == self.rows.len() {
+            self.rows.push(BatchRow::default());
+            self.origins.push(Vec::new());
+            self.spare.push(Vec::new());
+            self.checked.push(false);
+        }
+        self.len += 1;
+        self.put(i, staging, s);
+        self.checked[i] = checked;
+        self.slots.insert(hash, i);
+    }
+
+    /// Replaces the row in slot `i` with the last row of `staging`.
+    pub fn replace(&mut self, i: usize, staging: &mut Chunk) {
+        if let Some(s) = staging.len.checked_sub(1) {
+            self.inputs -= self.origins[i].len();
+            self.put(i, staging, s);
+            self.checked[i] = true;
+        }
+    }
+
+    fn put(&mut self, i: usize, staging: &mut Chunk, s: usize) {
+        // Swap whole rows: both sides keep their buffers for reuse.
+        std::mem::swap(&mut self.rows[i], &mut staging.rows[s]);
+        std::mem::swap(&mut self.origins[i], &mut staging.origins[s]);
+        let n = self.origins[i].len();
+        self.inputs += n;
+        staging.len = s;
+        staging.inputs -= n;
+    }
+
+    /// Merges the last row of `staging` (a later row of the same id) into
+    /// slot `i`: its features override (set over retract, retract over
+    /// set). Refused (`false`, nothing moved) when the merged row could
+    /// exceed the per-entity limits or `max_row_bytes`; the caller then
+    /// sends this chunk and starts the next with the row.
+    pub fn merge(&mut self, i: usize, staging: &mut Chunk, max_row_bytes: usize) -> bool {
+        let Some(s) = staging.len.checked_sub(1) else {
+            return true;
+        };
+        let (dst, src) = (&mut self.rows[i], &mut staging.rows[s]);
+        if dst.set.len() + src.set.len() > MAX_SET_PER_ENTITY
+            || dst.retract.len() + src.retract.len() > MAX_RETRACT_PER_ENTITY
+            || row_bytes(dst).saturating_add(row_bytes(src)) > max_row_bytes
+        {
+            return false;
+        }
+        merge(dst, src);
+        let n = staging.origins[s].len();
+        self.inputs += n;
+        self.origins[i].extend_from_slice(&staging.origins[s]);
+        staging.len = s;
+        staging.inputs -= n;
+        true
     }
 
     /// Swaps two live rows (with their origins).
-    pub fn swap(&mut self, a: usize, b: usize) {
+    fn swap(&mut self, a: usize, b: usize) {
         self.rows.swap(a, b);
         self.origins.swap(a, b);
+        self.checked.swap(a, b);
     }
 
     /// Moves the rows at `indices` (ascending) to the front, in order, and
-    /// keeps only them: what is left to retry.
+    /// keeps only them: what is left to retry. (The chunk is no longer
+    /// filled after this, so the id index is dropped.)
     pub fn keep_only(&mut self, indices: &[usize]) {
         // Position k < indices[k] has been touched only by earlier swaps of
         // smaller indices, so indices[k] still holds its original row.
@@ -97,6 +225,60 @@ impl Chunk {
             self.swap(k, i);
         }
         self.len = indices.len();
+        self.inputs = self.origins().iter().map(Vec::len).sum();
+        self.slots.clear();
+    }
+}
+
+/// The slot index is keyed by an id's hash, already a good hash: no need
+/// to hash it again.
+#[derive(Default)]
+pub struct IdHashHasher(u64);
+
+impl Hasher for IdHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// What a row puts on the wire, roughly: its id, names and values.
+pub fn row_bytes(row: &BatchRow) -> usize {
+    row.id.len()
+        + row
+            .set
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + row.retract.iter().map(String::len).sum::<usize>()
+}
+
+/// Applies `src` (a later row of the same id) on top of `dst`, moving its
+/// strings: per feature, the later row's set or retraction wins.
+fn merge(dst: &mut BatchRow, src: &mut BatchRow) {
+    for (name, value) in src.set.drain(..) {
+        if let Some(k) = dst.retract.iter().position(|r| *r == name) {
+            dst.retract.swap_remove(k);
+        }
+        match dst.set.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = value,
+            None => dst.set.push((name, value)),
+        }
+    }
+    for name in src.retract.drain(..) {
+        if let Some(k) = dst.set.iter().position(|(n, _)| *n == name) {
+            dst.set.swap_remove(k);
+        }
+        if !dst.retract.contains(&name) {
+            dst.retract.push(name);
+        }
     }
 }
 
@@ -169,7 +351,7 @@ mod tests {
         assert_eq!(c.rows()[0].id, "b");
         assert_eq!(c.rows()[0].set, vec![("z".to_string(), "2".to_string())]);
         assert!(c.rows()[0].retract.is_empty());
-        assert_eq!(c.origins(), &[origin(2)]);
+        assert_eq!(c.origins(), &[vec![origin(2)]]);
     }
 
     #[test]
@@ -181,7 +363,61 @@ mod tests {
         c.keep_only(&[1, 2, 4, 5]);
         let ids: Vec<_> = c.rows().iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["1", "2", "4", "5"]);
-        let lines: Vec<_> = c.origins().iter().map(|o| o.line).collect();
+        let lines: Vec<_> = c.origins().iter().map(|o| o[0].line).collect();
         assert_eq!(lines, [1, 2, 4, 5]);
+        assert_eq!(c.inputs(), 4);
+    }
+
+    fn stage(staging: &mut Chunk, line: u64, id: &str, set: &[(&str, &str)], retract: &[&str]) {
+        let mut r = staging.push(origin(line));
+        r.id(id);
+        for (k, v) in set {
+            r.set(k, v);
+        }
+        for k in retract {
+            r.retract(k);
+        }
+    }
+
+    /// Routes a staged row as the reader does, without checks.
+    fn absorb(c: &mut Chunk, staging: &mut Chunk, hash: u64, max: usize) -> bool {
+        let id = staging.rows()[0].id.clone();
+        match c.find(hash, &id) {
+            Some(i) => c.merge(i, staging, max),
+            None => {
+                c.absorb_new(staging, hash, true);
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_id_is_merged_in_input_order() {
+        let (mut staging, mut c) = (Chunk::new(1), Chunk::new(4));
+        stage(&mut staging, 1, "a", &[("x", "old"), ("y", "1")], &["z"]);
+        assert!(absorb(&mut c, &mut staging, 7, usize::MAX));
+        stage(&mut staging, 2, "b", &[("x", "b")], &[]);
+        assert!(absorb(&mut c, &mut staging, 8, usize::MAX));
+        // Later: x set again, y retracted, z set again.
+        stage(&mut staging, 3, "a", &[("x", "new"), ("z", "2")], &["y"]);
+        assert!(absorb(&mut c, &mut staging, 7, usize::MAX));
+        assert!(staging.is_empty());
+        assert_eq!((c.len(), c.inputs()), (2, 3));
+        let a = &c.rows()[0];
+        let mut set = a.set.clone();
+        set.sort();
+        assert_eq!(set, [("x".into(), "new".into()), ("z".into(), "2".into())]);
+        assert_eq!(a.retract, ["y"]);
+        assert_eq!(c.origins()[0], [origin(1), origin(3)]);
+    }
+
+    #[test]
+    fn a_merge_past_the_row_limit_is_refused() {
+        let (mut staging, mut c) = (Chunk::new(1), Chunk::new(4));
+        stage(&mut staging, 1, "a", &[("x", "1234")], &[]);
+        assert!(absorb(&mut c, &mut staging, 7, 10));
+        stage(&mut staging, 2, "a", &[("y", "1234")], &[]);
+        assert!(!absorb(&mut c, &mut staging, 7, 10));
+        assert_eq!((staging.len(), c.len()), (1, 1));
     }
 }

@@ -110,6 +110,7 @@ impl Opened {
         forced: Option<Format>,
         options: &ReadOptions,
     ) -> Result<Box<dyn RowSource + Send>, LoaderError> {
+        self.skip_bom()?;
         let format = match forced.or(self.format_hint) {
             Some(f) => f,
             None => self.sniff()?,
@@ -126,6 +127,20 @@ impl Opened {
                 options: options.clone(),
             }),
         })
+    }
+
+    /// Drops a UTF-8 byte order mark (spreadsheet exports start with one):
+    /// it is not part of the first column's name or the first line's JSON.
+    fn skip_bom(&mut self) -> Result<(), LoaderError> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let buf = self
+            .reader
+            .fill_buf()
+            .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+        if buf.starts_with(BOM) {
+            self.reader.consume(BOM.len());
+        }
+        Ok(())
     }
 
     fn sniff(&mut self) -> Result<Format, LoaderError> {
@@ -576,6 +591,21 @@ mod tests {
         let (rows, steps) = read_all(Format::Jsonl, "{\"id\": \"u1\", \"a\": null}\n", options);
         assert!(rows.is_empty());
         assert!(matches!(steps[0], Step::Rejected { line: 1, .. }));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_column() {
+        let text = "\u{feff}user_id,country_iso\r\nu1,US\r\n";
+        let (rows, steps) = read_all(Format::Csv, text, batch());
+        assert!(steps.is_empty(), "{steps:?}");
+        assert_eq!(rows[0].id, "u1");
+        assert_eq!(pairs(&rows[0]), [("country_iso", "US")]);
+        let (rows, _) = read_all(
+            Format::Jsonl,
+            "\u{feff}{\"id\": \"u1\", \"a\": 1}\n",
+            batch(),
+        );
+        assert_eq!(rows[0].id, "u1");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! for debugging with `redis-cli`.
 //!
 //! Rooms: `args` (the command line), `input` (row sources), `chunk` (reused
-//! row buffers), `pipeline` (reader, writers, retries), `summary` (the
+//! row buffers, one row per id), `limits` (size checks before sending),
+//! `pipeline` (reader, writers, retries), `summary` (the
 //! account and the failures list), `progress`, `scripts` (the subcommand),
 //! `error`.
 
@@ -12,6 +13,7 @@ pub mod args;
 pub mod chunk;
 pub mod error;
 pub mod input;
+pub mod limits;
 pub mod pipeline;
 pub mod progress;
 pub mod scripts;
@@ -30,6 +32,7 @@ use crate::store::{FeatureStore, StoreConfig};
 use args::{Cli, Command, CommonArgs, FileArgs};
 use error::{exit, LoaderError};
 use input::ReadOptions;
+use limits::Limits;
 use pipeline::{Input, Settings, WriteMode};
 use progress::Progress;
 use summary::{Ending, FailureSink};
@@ -155,13 +158,18 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let store = FeatureStore::open(&common.redis_url, config)?;
     let mut failures = FailureSink::create(common.failures.as_deref())?;
     let mut progress = Progress::new(common.quiet, plan.total);
-    let settings = Settings {
+    let mut settings = Settings {
         mode: plan.mode,
         chunk_size: common.chunk_size,
         writers: common.writers as usize,
         retries: common.retries,
         backoff: common.retry_backoff(),
         strict: common.strict,
+        limits: Limits {
+            max_value_bytes: common.max_value_bytes,
+            max_row_bytes: common.max_row_bytes,
+            redis_max_bulk: None,
+        },
     };
     // First Ctrl-C: stop reading, finish what is in flight, print the
     // account. A second one exits at once. (Failing to install the handler
@@ -192,6 +200,10 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
             &missing,
         )));
     }
+    // Rows with a value Redis would refuse are rejected before sending
+    // (Redis would close the connection on them). Unknown when CONFIG is
+    // not allowed; the writers then tell such a row from an outage.
+    settings.limits.redis_max_bulk = store.max_bulk_len().ok().flatten();
     let outcome = pipeline::run(&store, plan.inputs, settings, &mut failures, &mut progress);
     let elapsed = started.elapsed();
     let finish_error = failures.finish().err();

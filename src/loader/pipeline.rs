@@ -1,10 +1,13 @@
-//! The load itself: the main thread reads rows into chunks; writer threads
-//! send each chunk as one pipeline (so Redis runs one while the next is
-//! built), retry the rows Redis was unavailable for, and keep the account.
+//! The load itself: the main thread reads rows, checks them and routes each
+//! to a writer by its id (so one id's rows stay in input order); writer
+//! threads send each chunk as one pipeline (so Redis runs one while the next
+//! is built), retry the rows Redis was unavailable for, and keep the account.
 //!
-//! Memory is bounded by the chunks in flight (`writers` queued plus
-//! `writers` being written), reused rather than reallocated.
+//! Memory is bounded by the chunks in flight (per writer: one being filled,
+//! one queued, one being written), reused rather than reallocated.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use super::chunk::{Chunk, Origin};
 use super::error::LoaderError;
 use super::input::{RowSource, Step};
+use super::limits::Limits;
 use super::progress::Progress;
 use super::summary::{Counts, FailureSink, Kind, Tally};
 use crate::error::StoreError;
@@ -36,6 +40,7 @@ pub struct Settings {
     pub retries: u32,
     pub backoff: Duration,
     pub strict: bool,
+    pub limits: Limits,
 }
 
 /// Set by the Ctrl-C handler: the reader stops at the next row, the chunks
@@ -131,18 +136,30 @@ pub fn run(
         sink_error: Mutex::new(None),
     };
     let writers = settings.writers.max(1);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Chunk>(writers);
-    let work_rx = Mutex::new(work_rx);
     let (free_tx, free_rx) = mpsc::channel::<Chunk>();
 
     let read = std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(writers);
         for _ in 0..writers {
+            // One chunk queued per writer while it writes another: the
+            // reader fills the next meanwhile.
+            let (tx, rx) = mpsc::sync_channel::<Chunk>(1);
+            queues.push(tx);
             let free_tx = free_tx.clone();
-            let (shared, work_rx) = (&shared, &work_rx);
-            scope.spawn(move || writer_loop(shared, work_rx, free_tx, settings));
+            let shared = &shared;
+            scope.spawn(move || writer_loop(shared, rx, free_tx, settings));
         }
-        // The writers see the channel close when the reader drops work_tx.
-        read_all(&shared, inputs, settings, work_tx, free_rx, progress)
+        // Each writer sees its queue close when the reader drops `queues`.
+        let router = Router {
+            filling: (0..writers)
+                .map(|_| Chunk::new(settings.chunk_size.max(1)))
+                .collect(),
+            queues,
+            free_rx,
+            cap: settings.chunk_size.max(1),
+            hasher: RandomState::new(),
+        };
+        read_all(&shared, inputs, settings, router, progress)
     });
 
     let counts = shared.tally.counts();
@@ -172,19 +189,115 @@ struct ReadEnd {
     error: Option<LoaderError>,
 }
 
-/// The reader: fills chunks from each input in turn and hands them to the
-/// writers. Stops early on --strict's first malformed line, on an input
-/// error, or when the writers halted.
+/// Hands rows to the writers so that every row of an id goes to the same
+/// writer (by a hash of the id), in input order. A writer writes its
+/// chunks one after the other and finishes one (retries included) before
+/// the next, and a chunk holds each id once: so for each id the last row
+/// read is the last one written, whatever the number of writers, the chunk
+/// size or the retries.
+struct Router {
+    /// Per writer: the chunk being filled.
+    filling: Vec<Chunk>,
+    queues: Vec<SyncSender<Chunk>>,
+    /// Chunks the writers are done with, for reuse.
+    free_rx: Receiver<Chunk>,
+    cap: usize,
+    hasher: RandomState,
+}
+
+impl Router {
+    /// Moves the staged row into its writer's chunk; sends the chunk when
+    /// it is full (or when the row cannot be merged into it).
+    ///
+    /// The store checks every row it is given (id, names, counts) and
+    /// refuses a bad one alone; only a row about to be merged with another
+    /// is checked here first (both of them), so that a bad row never takes
+    /// a good one of the same id down with it. Most rows are checked once,
+    /// by a writer thread, off the reader's path.
+    fn route(&mut self, shared: &Shared, staging: &mut Chunk, settings: &Settings) {
+        let Some(row) = staging.rows().first() else {
+            return;
+        };
+        let hash = self.hasher.hash_one(row.id.as_str());
+        let w = (hash % self.filling.len() as u64) as usize;
+        let check = |row: &BatchRow| {
+            let checked = match settings.mode {
+                WriteMode::Batch { .. } => shared.store.check_batch_row(row),
+                WriteMode::Stream { .. } => shared.store.check_streaming_row(row),
+            };
+            checked.map(drop).map_err(|e| e.to_string())
+        };
+        let chunk = &mut self.filling[w];
+        match chunk.find(hash, &row.id) {
+            None => chunk.absorb_new(staging, hash, false),
+            Some(i) => {
+                if let Err(reason) = check(row) {
+                    reject_staged(shared, staging, &reason);
+                    return;
+                }
+                if !chunk.is_checked(i) {
+                    if let Err(reason) = check(&chunk.rows()[i]) {
+                        // The earlier row (alone: unchecked rows are never
+                        // merged) is refused; the later one takes its place.
+                        fail_row(
+                            shared,
+                            &chunk.rows()[i].id,
+                            &chunk.origins()[i],
+                            Kind::Rejected,
+                            &reason,
+                        );
+                        chunk.replace(i, staging);
+                        return;
+                    }
+                    chunk.mark_checked(i);
+                }
+                if !chunk.merge(i, staging, settings.limits.max_row_bytes) {
+                    self.send(shared, w);
+                    self.filling[w].absorb_new(staging, hash, true);
+                }
+            }
+        }
+        // Counted in input rows, not writes: a run of rows of one id (all
+        // merged into one write) still goes out every `cap` rows.
+        if self.filling[w].inputs() >= self.cap {
+            self.send(shared, w);
+        }
+    }
+
+    fn send(&mut self, shared: &Shared, w: usize) {
+        if self.filling[w].is_empty() {
+            return;
+        }
+        let next = self
+            .free_rx
+            .try_recv()
+            .unwrap_or_else(|_| Chunk::new(self.cap));
+        let full = std::mem::replace(&mut self.filling[w], next);
+        // A send fails only when the writer is gone (writers never exit
+        // early); the rows are then counted failed here.
+        if let Err(mpsc::SendError(lost)) = self.queues[w].send(full) {
+            fail_all(shared, &lost, "not sent: no writer left");
+        }
+    }
+
+    fn send_all(&mut self, shared: &Shared) {
+        for w in 0..self.filling.len() {
+            self.send(shared, w);
+        }
+    }
+}
+
+/// The reader: reads each input in turn into a one-row staging chunk,
+/// checks the row, and routes it to its writer. Stops early on --strict's
+/// first malformed line, on an input error, or when the writers halted.
 fn read_all(
     shared: &Shared,
     inputs: Vec<Input>,
     settings: Settings,
-    work_tx: SyncSender<Chunk>,
-    free_rx: Receiver<Chunk>,
+    mut router: Router,
     progress: &mut Progress,
 ) -> ReadEnd {
-    let cap = settings.chunk_size.max(1);
-    let mut chunk = Chunk::new(cap);
+    let mut staging = Chunk::new(1);
     // The last row or line read; named only at the end (not per row).
     let mut last: Option<Origin> = None;
     let mut end = ReadEnd {
@@ -192,22 +305,16 @@ fn read_all(
         last_read: None,
         error: None,
     };
-    let send = |chunk: &mut Chunk, progress: &mut Progress| {
-        let next = free_rx.try_recv().unwrap_or_else(|_| Chunk::new(cap));
-        let full = std::mem::replace(chunk, next);
-        // A send fails only when every writer is gone (they never exit
-        // early); the rows are then counted failed here.
-        if let Err(mpsc::SendError(lost)) = work_tx.send(full) {
-            for (row, origin) in lost.rows().iter().zip(lost.origins()) {
-                shared.not_written(*origin, &row.id, Kind::Failed, "not sent: no writer left");
-            }
-        }
-        progress.update(&shared.tally.counts());
-    };
+    let mut rows_since_update = 0u32;
 
     'inputs: for (index, input) in inputs.into_iter().enumerate() {
         let source_no = index as u32;
         let name = input.name;
+        if index > 0 {
+            // Opening may wait for the first bytes of a pipe: what the
+            // earlier inputs left in the chunks goes out first.
+            router.send_all(shared);
+        }
         let mut source = match (input.open)() {
             Ok(s) => s,
             Err(e) => {
@@ -223,7 +330,8 @@ fn read_all(
                 end.stopped = Some("interrupted (Ctrl-C)".into());
                 break 'inputs;
             }
-            let step = match source.next(&mut chunk, source_no) {
+            staging.clear();
+            let step = match source.next(&mut staging, source_no) {
                 Ok(step) => step,
                 Err(e) => {
                     end.error = Some(e);
@@ -233,9 +341,22 @@ fn read_all(
             match step {
                 Step::Row => {
                     shared.tally.read.fetch_add(1, Relaxed);
-                    last = chunk.origins().last().copied();
-                    if chunk.len() >= cap {
-                        send(&mut chunk, progress);
+                    let (Some(row), Some(origin)) = (
+                        staging.rows().first(),
+                        staging.origins().first().and_then(|o| o.first()).copied(),
+                    ) else {
+                        continue;
+                    };
+                    last = Some(origin);
+                    if let Err(reason) = settings.limits.check_sizes(row) {
+                        shared.not_written(origin, &row.id, Kind::Rejected, &reason);
+                        continue;
+                    }
+                    router.route(shared, &mut staging, &settings);
+                    rows_since_update += 1;
+                    if rows_since_update >= 1024 {
+                        rows_since_update = 0;
+                        progress.update(&shared.tally.counts());
                     }
                 }
                 Step::Rejected { line, id, reason } => {
@@ -260,9 +381,8 @@ fn read_all(
                     }
                 }
                 Step::Idle => {
-                    if !chunk.is_empty() {
-                        send(&mut chunk, progress);
-                    }
+                    router.send_all(shared);
+                    progress.update(&shared.tally.counts());
                 }
                 Step::End => break,
             }
@@ -270,9 +390,8 @@ fn read_all(
     }
     // Rows read before a stop are still written (or, after a halt, listed
     // as not sent by the writers).
-    if !chunk.is_empty() {
-        send(&mut chunk, progress);
-    }
+    router.send_all(shared);
+    progress.update(&shared.tally.counts());
     end.last_read = last.map(|o| {
         let name = shared
             .names
@@ -285,15 +404,12 @@ fn read_all(
 
 fn writer_loop(
     shared: &Shared,
-    work_rx: &Mutex<Receiver<Chunk>>,
+    queue: Receiver<Chunk>,
     free_tx: Sender<Chunk>,
     settings: Settings,
 ) {
-    loop {
-        let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(mut chunk) = next else {
-            return;
-        };
+    // Ends when the reader is done and the queue drained.
+    while let Ok(mut chunk) = queue.recv() {
         match shared.halt_reason() {
             Some(reason) => fail_all(
                 shared,
@@ -308,21 +424,97 @@ fn writer_loop(
     }
 }
 
+/// Lists the staged row as rejected and drops it.
+fn reject_staged(shared: &Shared, staging: &mut Chunk, reason: &str) {
+    if let (Some(row), Some(origins)) = (staging.rows().first(), staging.origins().first()) {
+        fail_row(shared, &row.id, origins, Kind::Rejected, reason);
+    }
+    staging.clear();
+}
+
+/// Lists every input row of the chunk as failed.
 fn fail_all(shared: &Shared, chunk: &Chunk, reason: &str) {
-    for (row, origin) in chunk.rows().iter().zip(chunk.origins()) {
-        shared.not_written(*origin, &row.id, Kind::Failed, reason);
+    for (row, origins) in chunk.rows().iter().zip(chunk.origins()) {
+        fail_row(shared, &row.id, origins, Kind::Failed, reason);
     }
 }
 
+/// Lists every input row merged into one chunk row as not written.
+fn fail_row(shared: &Shared, id: &str, origins: &[Origin], kind: Kind, reason: &str) {
+    for origin in origins {
+        shared.not_written(*origin, id, kind, reason);
+    }
+}
+
+/// What became of the rows of one write call.
+struct Settled {
+    /// Chunk rows whose write was not confirmed (Redis unavailable), in
+    /// chunk order.
+    unconfirmed: Vec<usize>,
+    last_error: Option<StoreError>,
+}
+
+/// Sends `rows[range]` of the chunk and accounts for every input row in it
+/// that ended written, rejected or failed. `Err` when the whole call was
+/// refused (a bad TTL): nothing was sent.
+fn send_rows(
+    shared: &Shared,
+    chunk: &Chunk,
+    range: std::ops::Range<usize>,
+    settings: Settings,
+) -> Result<Settled, StoreError> {
+    let report = write_rows(shared.store, &chunk.rows()[range.clone()], settings.mode)?;
+    let origins = &chunk.origins()[range.clone()];
+    let mut written: usize = origins.iter().map(Vec::len).sum();
+    let mut settled = Settled {
+        unconfirmed: Vec::new(),
+        last_error: None,
+    };
+    for failure in report.failed {
+        let index = range.start + failure.index;
+        let row_origins = &chunk.origins()[index];
+        written -= row_origins.len();
+        // A protocol error is one argument's fault, not its whole call's:
+        // sent again row by row (`isolate`), only that row fails.
+        let protocol_error = range.len() > 1 && is_protocol_error(&failure.error);
+        if failure.error.is_unavailable() || protocol_error {
+            settled.unconfirmed.push(index);
+            settled.last_error = Some(failure.error);
+        } else {
+            let kind = kind_of(&failure.error);
+            fail_row(
+                shared,
+                &failure.id,
+                row_origins,
+                kind,
+                &explain(&failure.error),
+            );
+        }
+    }
+    shared.tally.written.fetch_add(written as u64, Relaxed);
+    settled.unconfirmed.sort_unstable();
+    Ok(settled)
+}
+
 /// Writes one chunk (one pipeline); rows Redis was unavailable for are
-/// retried alone, with backoff, up to `settings.retries` times.
+/// retried, with backoff, up to `settings.retries` times, before the writer
+/// takes its next chunk.
+///
+/// A connection Redis closes is not always an outage: Redis answers a
+/// request it cannot parse (an argument over its `proto-max-bulk-len`) with
+/// a protocol error and closes the connection. So when a write breaks its
+/// connection (twice: the store retries once on a fresh one) while Redis
+/// still answers PING, the unconfirmed rows are sent one at a time, once per
+/// chunk; a row that breaks the connection alone, again and again while
+/// PING is answered, is that row's fault: it fails by itself and the load
+/// goes on.
 fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
     let mut attempt = 0u32;
+    let mut isolated = false;
     loop {
-        let report = match write_rows(shared.store, chunk.rows(), settings.mode) {
-            Ok(report) => report,
+        let settled = match send_rows(shared, chunk, 0..chunk.len(), settings) {
+            Ok(settled) => settled,
             Err(e) => {
-                // The whole call was refused (a bad TTL): no row was sent.
                 let kind = kind_of(&e);
                 fail_all(shared, chunk, &e.to_string());
                 if kind == Kind::Failed {
@@ -331,27 +523,17 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
                 return;
             }
         };
-        shared
-            .tally
-            .written
-            .fetch_add(report.written as u64, Relaxed);
-        let mut retry = Vec::new();
-        let mut last_unavailable = None;
-        for failure in report.failed {
-            let origin = chunk.origins()[failure.index];
-            if failure.error.is_unavailable() {
-                retry.push(failure.index);
-                last_unavailable = Some(failure.error);
-            } else {
-                let kind = kind_of(&failure.error);
-                shared.not_written(origin, &failure.id, kind, &failure.error.to_string());
-            }
-        }
-        let Some(error) = last_unavailable else {
+        let Some(mut error) = settled.last_error else {
             return;
         };
-        retry.sort_unstable();
-        chunk.keep_only(&retry);
+        chunk.keep_only(&settled.unconfirmed);
+        if !isolated && !looks_like_timeout(&error) && shared.store.ping().is_ok() {
+            isolated = true;
+            match isolate(shared, chunk, settings) {
+                None => return,
+                Some(e) => error = e,
+            }
+        }
         if attempt >= settings.retries || shared.halted.load(Relaxed) {
             let reason = format!(
                 "not confirmed written: {error} (after {} attempts)",
@@ -366,7 +548,7 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
         // to know it is waiting on Redis, not hung.
         eprintln!(
             "fs-loader: {error}; retrying {} rows in {} ms (retry {} of {})",
-            chunk.len(),
+            chunk.inputs(),
             delay.as_millis(),
             attempt + 1,
             settings.retries
@@ -375,6 +557,65 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
         attempt += 1;
     }
 }
+
+/// Sends the chunk's rows one at a time, in order (see `write_chunk`).
+/// `None` when every row is settled; else the chunk keeps the rows still
+/// unconfirmed (Redis stopped answering) and the last error.
+fn isolate(shared: &Shared, chunk: &mut Chunk, settings: Settings) -> Option<StoreError> {
+    for i in 0..chunk.len() {
+        let mut tries = 0;
+        loop {
+            let settled = match send_rows(shared, chunk, i..i + 1, settings) {
+                Ok(settled) => settled,
+                Err(e) => {
+                    fail_row(
+                        shared,
+                        &chunk.rows()[i].id,
+                        &chunk.origins()[i],
+                        kind_of(&e),
+                        &e.to_string(),
+                    );
+                    break;
+                }
+            };
+            let Some(error) = settled.last_error else {
+                break;
+            };
+            // A timeout is Redis being slow or paused (CLIENT PAUSE), never a
+            // request it refused: like an outage, the rest waits for the
+            // retries.
+            if looks_like_timeout(&error) || shared.store.ping().is_err() {
+                let rest: Vec<usize> = (i..chunk.len()).collect();
+                chunk.keep_only(&rest);
+                return Some(error);
+            }
+            tries += 1;
+            if tries >= ROW_FAULT_TRIES {
+                let reason = format!(
+                    "redis closed the connection on this row alone {} times while answering \
+                     others: it refuses the request (a value over its proto-max-bulk-len?): {error}",
+                    2 * ROW_FAULT_TRIES
+                );
+                fail_row(
+                    shared,
+                    &chunk.rows()[i].id,
+                    &chunk.origins()[i],
+                    Kind::Failed,
+                    &reason,
+                );
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// How many times a row is sent alone (each on a connection and, if that
+/// breaks, once more on a fresh one), with Redis answering PING between,
+/// before a broken connection is blamed on it: a connection killed by
+/// chance (a failover, `CLIENT KILL`) six times in a row on the same small
+/// request, while others go through, does not happen.
+const ROW_FAULT_TRIES: u32 = 3;
 
 fn write_rows(
     store: &FeatureStore,
@@ -387,6 +628,42 @@ fn write_rows(
             store.update_streaming_rows(rows, field_ttl_seconds)
         }
     }
+}
+
+/// The reason listed for a row Redis refused; a protocol error (Redis
+/// then closes the connection) says which limit it most likely hit.
+fn explain(e: &StoreError) -> String {
+    match e {
+        StoreError::Redis(_) if is_protocol_error(e) => format!(
+            "{e} (Redis refused the request and closed the connection: an argument over \
+             its proto-max-bulk-len?)"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// The error the store reports for a read or write timeout (the socket
+/// timeouts surface as an I/O error: EAGAIN on Linux, "timed out" elsewhere).
+fn looks_like_timeout(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(m) => {
+            let m = m.to_ascii_lowercase();
+            [
+                "timed out",
+                "timeout",
+                "os error 11",
+                "temporarily unavailable",
+                "would block",
+            ]
+            .iter()
+            .any(|t| m.contains(t))
+        }
+        _ => false,
+    }
+}
+
+fn is_protocol_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(m) if m.contains("Protocol error"))
 }
 
 fn kind_of(e: &StoreError) -> Kind {

@@ -63,6 +63,9 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// The longest a closing connection may hold a request thread in
 /// tiny_http's drain once its response was taken but not seen leaving.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long a newly seen connection is spared by the cap: long enough for a
+/// client with its request ready to be served on a busy 2-core machine.
+const NEW_CONN_GRACE: Duration = Duration::from_millis(500);
 /// The watchdog reports the connections it closed at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often the closer looks at connections whose response is going out.
@@ -255,7 +258,7 @@ impl Connections {
     /// One watchdog pass: enforce body deadlines, close head tricklers,
     /// endless heads and connections over the cap.
     pub fn watch_once(&self) {
-        let scanned = self.rescan();
+        self.rescan();
         let now = Instant::now();
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
         let mut shut_read = Vec::new();
@@ -272,7 +275,7 @@ impl Connections {
                     shut_read.push(*peer);
                 }
             }
-            let mut idle: Vec<(Instant, SocketAddr)> = Vec::new();
+            let mut idle: Vec<(Instant, RawFd, SocketAddr)> = Vec::new();
             for (peer, conn) in conns.iter_mut() {
                 let read = conn.fds.first().map_or(0, |fd| app_read(*fd));
                 let last = match peers.get(peer) {
@@ -296,10 +299,13 @@ impl Connections {
                 if now.duration_since(last) >= head_limit || head_bytes > HEAD_BYTES {
                     shut_both.push(*peer);
                     *closed_by_watchdog += 1;
-                } else if conn.first_seen < scanned {
-                    // Only connections seen before this pass: a new one gets
-                    // one pass to hand over its request.
-                    idle.push((last, *peer));
+                } else if now.duration_since(conn.first_seen) >= NEW_CONN_GRACE {
+                    // A new connection gets a moment to hand over its
+                    // request: connections first seen in the same pass tie
+                    // on `last`, and a flood must not push out the client
+                    // that arrived with it and has a request ready.
+                    let fd = conn.fds.first().copied().unwrap_or(RawFd::MAX);
+                    idle.push((last, fd, *peer));
                 }
             }
             let over = conns
@@ -309,8 +315,10 @@ impl Connections {
             if over > 0 {
                 // Longest without a request first: the likeliest tricklers;
                 // a new connection is about to send its request.
-                idle.sort_unstable_by_key(|(last, _)| *last);
-                for (_, peer) in idle.into_iter().take(over) {
+                // Ties on `last`: the lower fd was (usually) accepted
+                // earlier, so a client that came after a flood outlasts it.
+                idle.sort_unstable_by_key(|(last, fd, _)| (*last, *fd));
+                for (_, _, peer) in idle.into_iter().take(over) {
                     shut_both.push(peer);
                     *closed_by_watchdog += 1;
                 }

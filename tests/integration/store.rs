@@ -959,3 +959,53 @@ fn concurrent_readers_and_writers_share_the_pool() {
     assert_eq!(stats.streaming_writes_total, 150);
     assert_eq!(stats.reads_total, 150);
 }
+
+#[test]
+fn bulk_writes_recover_from_scripts_flushed_again_and_again() {
+    let redis = common::redis();
+    let store = common::store_with(
+        &redis,
+        StoreConfig {
+            chunk_size: 500,
+            entities_per_call: 5,
+            ..common::store_config()
+        },
+    );
+    let rows: Vec<_> = synth::users(20_000, 3).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reports = std::thread::scope(|scope| {
+        // The scripts vanish every 2 ms, as after back-to-back failovers.
+        scope.spawn(|| {
+            let mut conn = common::raw(&redis);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query(&mut conn)
+                    .expect("SCRIPT FLUSH");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let reports: Vec<_> = rows
+            .chunks(1000)
+            .map(|part| store.bulk_load(part, 3600).expect("bulk load"))
+            .collect();
+        // Single streaming writes (the server's /update) too.
+        for (id, _) in rows.iter().take(500) {
+            let fields = streaming(&[("tx_count_5m", FeatureValue::Int(1))]);
+            store
+                .update_streaming(id, &fields, 300)
+                .unwrap_or_else(|e| panic!("streaming write of {id}: {e}"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reports
+    });
+    let failed: Vec<_> = reports.iter().flat_map(|r| &r.failed).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(reports.iter().map(|r| r.written).sum::<usize>(), 20_000);
+    assert_eq!(store.count_entities().expect("count"), 20_000);
+}

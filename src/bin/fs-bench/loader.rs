@@ -1,6 +1,6 @@
 //! The loader row: the real `fs-loader` binary materializing synthetic
 //! users end to end (synthesis, validation, its pipelined writers), against
-//! what the seeds' builder does (synthesis + one connection of pipelined
+//! what a plain non-atomic builder does (synthesis + one connection of pipelined
 //! HSET + EXPIRE). Each side gets a fresh, empty Redis of its own, as a
 //! nightly load into a new instance would, so neither pays for the keys the
 //! other rows left behind.
@@ -30,12 +30,12 @@ pub fn row(ctx: &Ctx, loader: &Path) -> BResult<Row> {
         ),
         unit: "users",
         ours: Figures::Rate { per_sec: ours },
-        baseline_name: "a builder like the seeds': synthesis + pipelined HSET + EXPIRE on one \
+        baseline_name: "a plain builder: synthesis + pipelined HSET + EXPIRE on one \
                         connection (not atomic)"
             .into(),
         baseline: Figures::Rate { per_sec: base },
         ratio_on: RatioOn::PerSec,
-        // Issue 4: 1.5x the seeds' Rust builder, which loads about 90k
+        // Issue 4: 1.5x a plain Rust builder, which loads about 90k
         // users/s here with a plain pipelined HSET + EXPIRE.
         goal: vec![Check::PerSecAtLeast(135_000.0)],
         note: format!(
@@ -43,7 +43,7 @@ pub fn row(ctx: &Ctx, loader: &Path) -> BResult<Row> {
              and writing with its default 2 writers of {CHUNK}-row chunks, 50 rows per \
              `write_batch_rows` call), and of the same users synthesized and written as \
              pipelined `HSET` + `EXPIRE` in {CHUNK}-user chunks on one connection; each into a \
-             fresh, empty Redis. The goal is 1.5x the seeds' builder (about 90k users/s here)."
+             fresh, empty Redis. The goal is 1.5x a plain builder (about 90k users/s here)."
         ),
     })
 }
@@ -75,7 +75,7 @@ fn loader_rate(loader: &Path, users: usize) -> BResult<f64> {
     Ok(users as f64 / elapsed.as_secs_f64())
 }
 
-/// Users per second of the seeds' way: synthesize, pipeline HSET + EXPIRE.
+/// Users per second of the plain way: synthesize, pipeline HSET + EXPIRE.
 fn builder_rate(users: usize) -> BResult<f64> {
     let redis = ManagedRedis::start()?;
     let mut raw = library::raw_connection(&redis.url())?;
