@@ -383,8 +383,10 @@ fn load_64_keepalive_clients_and_200_idle_connections_see_no_error_and_flat_reso
     }
     assert!(bulk_ok >= 1, "no bulk load completed: {bulk_loads:?}");
 
-    // Threads: one per held connection at most (or the cap), the request
-    // threads and a fixed few (worker, refresher, heartbeat, accept loop).
+    // Threads: one per held connection at most (tiny_http reads each on its
+    // own thread; the cap bounds them), the request threads and a fixed few
+    // (worker, refresher, heartbeat, watchdog, accept loop). No body thread:
+    // every body here is under the 1024 bytes read on a request thread.
     // Fds: two per connection (tiny_http keeps a read and a write handle),
     // the Redis pool and a fixed few (listener, std handles, pipes).
     let connections = if bounded {
@@ -393,7 +395,7 @@ fn load_64_keepalive_clients_and_200_idle_connections_see_no_error_and_flat_reso
         CLIENTS + IDLE + 16
     };
     let pool = (THREADS + 4).max(8);
-    let thread_bound = connections + THREADS + 24;
+    let thread_bound = connections + THREADS + 32;
     let fd_bound = 2 * connections + pool + 64;
     for u in &samples {
         assert!(
