@@ -22,12 +22,13 @@ const REDIS_TIMEOUT_MS: u64 = 500;
 
 /// The longest a failing request may take. The server uses the Redis
 /// timeout for connect and pool checkout and at least 2 s for a command's
-/// I/O (a 100,000-row bulk load is one long command), and retries a
-/// transport failure once on a fresh connection: one command timeout, a
-/// checkout and a connect, plus slack for a loaded 2-core machine.
+/// I/O (a long pipeline is one command), and after a transport failure
+/// retries once on a live connection (a pooled one is PINGed first, which
+/// can wait one more I/O timeout on a stalled Redis): two I/O timeouts and
+/// a checkout, plus slack for a loaded 2-core machine.
 fn failure_bound() -> Duration {
     let timeout = Duration::from_millis(REDIS_TIMEOUT_MS);
-    timeout.max(Duration::from_secs(2)) + 2 * timeout + Duration::from_millis(1500)
+    2 * timeout.max(Duration::from_secs(2)) + timeout + Duration::from_secs(1)
 }
 
 /// How long Redis stays dead or paused: longer than every timeout above.
