@@ -42,7 +42,12 @@ impl From<redis::RedisError> for StoreError {
             // same reply, so it is not an outage. (The connection is still
             // dropped, see `is_transport_error`.)
             StoreError::Redis(format!("unexpected reply: {e}"))
-        } else if is_transport_error(&e) {
+        } else if is_transport_error(&e)
+            || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+        {
+            // WaitAndRetry: LOADING (a restart reading its AOF), MASTERDOWN,
+            // TRYAGAIN, CLUSTERDOWN. Redis is there but cannot serve yet, and
+            // will by itself: an outage to wait out, not a refusal.
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Redis(e.to_string())
@@ -85,5 +90,19 @@ mod tests {
         assert!(!e.is_unavailable());
         let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(StoreError::from(io).is_unavailable());
+    }
+
+    #[test]
+    fn a_redis_still_loading_its_data_is_an_outage_to_wait_out() {
+        let loading = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(StoreError::from(loading).is_unavailable());
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "OOM command not allowed",
+        ));
+        assert!(!StoreError::from(refused).is_unavailable());
     }
 }
