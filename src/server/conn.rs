@@ -15,8 +15,10 @@
 //!   socket). A `Request` names its peer (`remote_addr`), which is unique
 //!   among live connections. A watchdog thread rescans every
 //!   [`WATCH_EVERY`]; an error path that needs a socket not yet scanned
-//!   rescans on the spot. Before acting on an fd its local and peer address
-//!   are checked again, so a closed-and-reused fd number is left alone.
+//!   rescans on the spot. An fd is never acted on directly: tiny_http may
+//!   close it at any moment and the next accepted connection gets its
+//!   number, so we duplicate it, check the duplicate's local and peer
+//!   address, and act on the duplicate (see [`Connections::own_socket`]).
 //!   Only `shutdown` is ever applied: it never closes an fd tiny_http owns.
 //! * **Closing without losing the response.** `shutdown(SHUT_RD)` before
 //!   `respond`: the response is still written; tiny_http's drain then reads
@@ -51,7 +53,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -119,7 +121,8 @@ struct State {
 /// A connection whose response is going out before it is closed.
 struct Pending {
     peer: SocketAddr,
-    fd: RawFd,
+    /// Our own handle on the socket (see [`Connections::own_socket`]).
+    sock: OwnedFd,
     sent_before: u64,
     since: Instant,
     /// When tiny_http took the whole response (it writes it right after).
@@ -192,12 +195,33 @@ impl Connections {
         fds
     }
 
-    /// Shuts `how` on `peer`'s socket; the fd used, if one was found.
-    fn shut(&self, peer: SocketAddr, how: Shutdown) -> Option<RawFd> {
+    /// Shuts `how` on `peer`'s socket; our handle on it, if it was found.
+    fn shut(&self, peer: SocketAddr, how: Shutdown) -> Option<OwnedFd> {
         // Both fds share one socket: shutting one shuts it.
         let fd = *self.fds_of(peer).first()?;
-        with_sock(fd, |s| s.shutdown(how)).ok()?;
-        Some(fd)
+        let sock = self.own_socket(fd, peer)?;
+        SockRef::from(&sock).shutdown(how).ok()?;
+        Some(sock)
+    }
+
+    /// A handle of our own on `peer`'s socket: a duplicate of `fd`, if `fd`
+    /// is that socket. Checking `fd` and then shutting it is a race: when
+    /// tiny_http closes the connection in between, the kernel gives the
+    /// number to the next accepted one, and a client that connects again
+    /// right after an answer had its new connection shut before its request
+    /// was read (an empty response). A duplicate stays the socket it was
+    /// checked to be for as long as it is held.
+    fn own_socket(&self, fd: RawFd, peer: SocketAddr) -> Option<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC only adds an fd table entry; a stale
+        // number yields EBADF or another file, which the check rejects.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        // SAFETY: `dup` is a new fd that nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(dup) };
+        let (local, p) = socket_addrs(sock.as_raw_fd())?;
+        (p == peer && self.is_ours(local)).then_some(sock)
     }
 
     /// `fd` is still a socket from our listener to `peer`.
@@ -403,10 +427,9 @@ impl Connections {
         }
         let now = Instant::now();
         pending.retain(|p| {
-            if !self.still_ours(p.fd, p.peer) {
-                return false; // already closed
-            }
-            let sent = tcp_info(p.fd).map_or(0, |i| i.tcpi_bytes_sent);
+            // `p.sock` is ours, so this is the right socket even if
+            // tiny_http has closed its fds already.
+            let sent = tcp_info(p.sock.as_raw_fd()).map_or(0, |i| i.tcpi_bytes_sent);
             // Sent, or taken and not seen leaving (a kernel without the
             // counter, a full window), or never taken (HEAD, a failed write).
             let overdue = p
@@ -415,7 +438,7 @@ impl Connections {
                     now.duration_since(t) >= DRAIN_GRACE
                 });
             if sent > p.sent_before || overdue {
-                let _ = with_sock(p.fd, |s| s.shutdown(Shutdown::Both));
+                let _ = SockRef::from(&p.sock).shutdown(Shutdown::Both);
                 return false;
             }
             true
@@ -444,12 +467,12 @@ impl Ticket<'_> {
     pub fn close_after_response(&self) {
         let Some(peer) = self.peer else { return };
         self.conns.lock().peers.insert(peer, Phase::Closing);
-        if let Some(fd) = self.conns.shut(peer, Shutdown::Read) {
-            let sent_before = tcp_info(fd).map_or(0, |i| i.tcpi_bytes_sent);
+        if let Some(sock) = self.conns.shut(peer, Shutdown::Read) {
+            let sent_before = tcp_info(sock.as_raw_fd()).map_or(0, |i| i.tcpi_bytes_sent);
             let mut pending = self.conns.closing.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(Pending {
                 peer,
-                fd,
+                sock,
                 sent_before,
                 since: Instant::now(),
                 handed_over: None,
