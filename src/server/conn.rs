@@ -45,6 +45,18 @@
 //!   its request (closing the newest would turn a flood into a refusal of
 //!   every new client).
 //!
+//! * **Unserved connections.** tiny_http gives each accepted connection a
+//!   thread from a pool that counts a thread as idle until it actually runs
+//!   again, so in a burst of connections (a flood of tricklers, then a
+//!   client) many get queued behind the few threads it has just woken, and
+//!   a queued connection is not read until some running one ends: the
+//!   client waited out the tricklers' head deadline. A connection whose
+//!   bytes have waited [`UNSERVED_AFTER`] without tiny_http reading any is
+//!   such a one, and the watchdog then connects to the listener and hangs
+//!   up: tiny_http starts a new thread for that connection (no thread is
+//!   idle, or the queue would be empty), which, done with it at once, takes
+//!   the next queued connection. Spare threads exit after 5 s.
+//!
 //! None of these touches a connection whose request is in a handler. Only
 //! the watchdog and error paths pay for finding sockets; a keep-alive
 //! request takes one uncontended lock at its start and one at its end (one
@@ -68,6 +80,9 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How long a newly seen connection is spared by the cap: long enough for a
 /// client with its request ready to be served on a busy 2-core machine.
 const NEW_CONN_GRACE: Duration = Duration::from_millis(500);
+/// How long a connection's bytes may wait unread by tiny_http before the
+/// watchdog gives tiny_http's pool another thread (see the module docs).
+pub const UNSERVED_AFTER: Duration = Duration::from_millis(200);
 /// The watchdog reports the connections it closed at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often the closer looks at connections whose response is going out.
@@ -106,6 +121,8 @@ struct Conn {
     /// Bytes the application had read from the socket when it was last
     /// seen with a request in hand (or first seen).
     read_mark: u64,
+    /// Since when bytes have waited that tiny_http has never read.
+    unserved_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -249,6 +266,7 @@ impl Connections {
                     read_mark: fds.first().map_or(0, |fd| app_read(*fd)),
                     fds,
                     first_seen: now,
+                    unserved_since: None,
                 },
             };
             conns.insert(peer, conn);
@@ -287,6 +305,7 @@ impl Connections {
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
         let mut shut_read = Vec::new();
         let mut shut_both = Vec::new();
+        let mut unserved = 0;
         {
             let mut state = self.lock();
             let State {
@@ -302,6 +321,16 @@ impl Connections {
             let mut idle: Vec<(Instant, RawFd, SocketAddr)> = Vec::new();
             for (peer, conn) in conns.iter_mut() {
                 let read = conn.fds.first().map_or(0, |fd| app_read(*fd));
+                let received = conn.fds.first().and_then(|fd| tcp_info(*fd));
+                if read == 0 && received.is_some_and(|i| i.tcpi_bytes_received > 0) {
+                    let since = *conn.unserved_since.get_or_insert(now);
+                    if now.duration_since(since) >= UNSERVED_AFTER {
+                        unserved += 1;
+                        conn.unserved_since = Some(now); // again later if need be
+                    }
+                } else {
+                    conn.unserved_since = None;
+                }
                 let last = match peers.get(peer) {
                     None => conn.first_seen,
                     Some(Phase::Idle { at }) => (*at).max(conn.first_seen),
@@ -348,6 +377,9 @@ impl Connections {
                 }
             }
         }
+        for _ in 0..unserved {
+            self.poke_pool();
+        }
         for peer in shut_read {
             self.shut(peer, Shutdown::Read);
         }
@@ -356,6 +388,13 @@ impl Connections {
             // client sends after this is answered with a reset.
             self.shut(peer, Shutdown::Both);
         }
+    }
+
+    /// Connects to our listener and hangs up at once, so tiny_http's pool
+    /// starts a thread that then serves queued connections.
+    fn poke_pool(&self) {
+        let target = super::http::loopback_target(self.config.listener);
+        let _ = std::net::TcpStream::connect_timeout(&target, WATCH_EVERY);
     }
 
     /// Client connections open now, and how many the watchdog has closed.
