@@ -15,8 +15,10 @@
 //!   socket). A `Request` names its peer (`remote_addr`), which is unique
 //!   among live connections. A watchdog thread rescans every
 //!   [`WATCH_EVERY`]; an error path that needs a socket not yet scanned
-//!   rescans on the spot. Before acting on an fd its local and peer address
-//!   are checked again, so a closed-and-reused fd number is left alone.
+//!   rescans on the spot. An fd is never acted on directly: tiny_http may
+//!   close it at any moment and the next accepted connection gets its
+//!   number, so we duplicate it, check the duplicate's local and peer
+//!   address, and act on the duplicate (see [`Connections::own_socket`]).
 //!   Only `shutdown` is ever applied: it never closes an fd tiny_http owns.
 //! * **Closing without losing the response.** `shutdown(SHUT_RD)` before
 //!   `respond`: the response is still written; tiny_http's drain then reads
@@ -43,6 +45,18 @@
 //!   its request (closing the newest would turn a flood into a refusal of
 //!   every new client).
 //!
+//! * **Unserved connections.** tiny_http gives each accepted connection a
+//!   thread from a pool that counts a thread as idle until it actually runs
+//!   again, so in a burst of connections (a flood of tricklers, then a
+//!   client) many get queued behind the few threads it has just woken, and
+//!   a queued connection is not read until some running one ends: the
+//!   client waited out the tricklers' head deadline. A connection whose
+//!   bytes have waited [`UNSERVED_AFTER`] without tiny_http reading any is
+//!   such a one, and the watchdog then connects to the listener and hangs
+//!   up: tiny_http starts a new thread for that connection (no thread is
+//!   idle, or the queue would be empty), which, done with it at once, takes
+//!   the next queued connection. Spare threads exit after 5 s.
+//!
 //! None of these touches a connection whose request is in a handler. Only
 //! the watchdog and error paths pay for finding sockets; a keep-alive
 //! request takes one uncontended lock at its start and one at its end (one
@@ -51,7 +65,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -66,6 +80,9 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How long a newly seen connection is spared by the cap: long enough for a
 /// client with its request ready to be served on a busy 2-core machine.
 const NEW_CONN_GRACE: Duration = Duration::from_millis(500);
+/// How long a connection's bytes may wait unread by tiny_http before the
+/// watchdog gives tiny_http's pool another thread (see the module docs).
+pub const UNSERVED_AFTER: Duration = Duration::from_millis(200);
 /// The watchdog reports the connections it closed at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often the closer looks at connections whose response is going out.
@@ -104,6 +121,8 @@ struct Conn {
     /// Bytes the application had read from the socket when it was last
     /// seen with a request in hand (or first seen).
     read_mark: u64,
+    /// Since when bytes have waited that tiny_http has never read.
+    unserved_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -119,7 +138,8 @@ struct State {
 /// A connection whose response is going out before it is closed.
 struct Pending {
     peer: SocketAddr,
-    fd: RawFd,
+    /// Our own handle on the socket (see [`Connections::own_socket`]).
+    sock: OwnedFd,
     sent_before: u64,
     since: Instant,
     /// When tiny_http took the whole response (it writes it right after).
@@ -192,12 +212,33 @@ impl Connections {
         fds
     }
 
-    /// Shuts `how` on `peer`'s socket; the fd used, if one was found.
-    fn shut(&self, peer: SocketAddr, how: Shutdown) -> Option<RawFd> {
+    /// Shuts `how` on `peer`'s socket; our handle on it, if it was found.
+    fn shut(&self, peer: SocketAddr, how: Shutdown) -> Option<OwnedFd> {
         // Both fds share one socket: shutting one shuts it.
         let fd = *self.fds_of(peer).first()?;
-        with_sock(fd, |s| s.shutdown(how)).ok()?;
-        Some(fd)
+        let sock = self.own_socket(fd, peer)?;
+        SockRef::from(&sock).shutdown(how).ok()?;
+        Some(sock)
+    }
+
+    /// A handle of our own on `peer`'s socket: a duplicate of `fd`, if `fd`
+    /// is that socket. Checking `fd` and then shutting it is a race: when
+    /// tiny_http closes the connection in between, the kernel gives the
+    /// number to the next accepted one, and a client that connects again
+    /// right after an answer had its new connection shut before its request
+    /// was read (an empty response). A duplicate stays the socket it was
+    /// checked to be for as long as it is held.
+    fn own_socket(&self, fd: RawFd, peer: SocketAddr) -> Option<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC only adds an fd table entry; a stale
+        // number yields EBADF or another file, which the check rejects.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        // SAFETY: `dup` is a new fd that nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(dup) };
+        let (local, p) = socket_addrs(sock.as_raw_fd())?;
+        (p == peer && self.is_ours(local)).then_some(sock)
     }
 
     /// `fd` is still a socket from our listener to `peer`.
@@ -225,6 +266,7 @@ impl Connections {
                     read_mark: fds.first().map_or(0, |fd| app_read(*fd)),
                     fds,
                     first_seen: now,
+                    unserved_since: None,
                 },
             };
             conns.insert(peer, conn);
@@ -263,6 +305,7 @@ impl Connections {
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
         let mut shut_read = Vec::new();
         let mut shut_both = Vec::new();
+        let mut unserved = 0;
         {
             let mut state = self.lock();
             let State {
@@ -278,6 +321,16 @@ impl Connections {
             let mut idle: Vec<(Instant, RawFd, SocketAddr)> = Vec::new();
             for (peer, conn) in conns.iter_mut() {
                 let read = conn.fds.first().map_or(0, |fd| app_read(*fd));
+                let received = conn.fds.first().and_then(|fd| tcp_info(*fd));
+                if read == 0 && received.is_some_and(|i| i.tcpi_bytes_received > 0) {
+                    let since = *conn.unserved_since.get_or_insert(now);
+                    if now.duration_since(since) >= UNSERVED_AFTER {
+                        unserved += 1;
+                        conn.unserved_since = Some(now); // again later if need be
+                    }
+                } else {
+                    conn.unserved_since = None;
+                }
                 let last = match peers.get(peer) {
                     None => conn.first_seen,
                     Some(Phase::Idle { at }) => (*at).max(conn.first_seen),
@@ -324,6 +377,9 @@ impl Connections {
                 }
             }
         }
+        for _ in 0..unserved {
+            self.poke_pool();
+        }
         for peer in shut_read {
             self.shut(peer, Shutdown::Read);
         }
@@ -332,6 +388,13 @@ impl Connections {
             // client sends after this is answered with a reset.
             self.shut(peer, Shutdown::Both);
         }
+    }
+
+    /// Connects to our listener and hangs up at once, so tiny_http's pool
+    /// starts a thread that then serves queued connections.
+    fn poke_pool(&self) {
+        let target = super::http::loopback_target(self.config.listener);
+        let _ = std::net::TcpStream::connect_timeout(&target, WATCH_EVERY);
     }
 
     /// Client connections open now, and how many the watchdog has closed.
@@ -403,10 +466,9 @@ impl Connections {
         }
         let now = Instant::now();
         pending.retain(|p| {
-            if !self.still_ours(p.fd, p.peer) {
-                return false; // already closed
-            }
-            let sent = tcp_info(p.fd).map_or(0, |i| i.tcpi_bytes_sent);
+            // `p.sock` is ours, so this is the right socket even if
+            // tiny_http has closed its fds already.
+            let sent = tcp_info(p.sock.as_raw_fd()).map_or(0, |i| i.tcpi_bytes_sent);
             // Sent, or taken and not seen leaving (a kernel without the
             // counter, a full window), or never taken (HEAD, a failed write).
             let overdue = p
@@ -415,7 +477,7 @@ impl Connections {
                     now.duration_since(t) >= DRAIN_GRACE
                 });
             if sent > p.sent_before || overdue {
-                let _ = with_sock(p.fd, |s| s.shutdown(Shutdown::Both));
+                let _ = SockRef::from(&p.sock).shutdown(Shutdown::Both);
                 return false;
             }
             true
@@ -444,12 +506,12 @@ impl Ticket<'_> {
     pub fn close_after_response(&self) {
         let Some(peer) = self.peer else { return };
         self.conns.lock().peers.insert(peer, Phase::Closing);
-        if let Some(fd) = self.conns.shut(peer, Shutdown::Read) {
-            let sent_before = tcp_info(fd).map_or(0, |i| i.tcpi_bytes_sent);
+        if let Some(sock) = self.conns.shut(peer, Shutdown::Read) {
+            let sent_before = tcp_info(sock.as_raw_fd()).map_or(0, |i| i.tcpi_bytes_sent);
             let mut pending = self.conns.closing.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(Pending {
                 peer,
-                fd,
+                sock,
                 sent_before,
                 since: Instant::now(),
                 handed_over: None,

@@ -50,16 +50,7 @@ pub fn listen(addr: &str, io_timeout: Duration) -> io::Result<TcpListener> {
 /// accept loop never sees the listener's receive timeout expire. Stops when
 /// `stop` is set.
 pub fn spawn_heartbeat(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>) {
-    // A wildcard bind is reached through loopback.
-    let target = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    };
+    let target = loopback_target(addr);
     std::thread::spawn(move || {
         while !stop.load(Relaxed) {
             if let Ok(s) = TcpStream::connect_timeout(&target, every) {
@@ -68,6 +59,20 @@ pub fn spawn_heartbeat(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>)
             std::thread::park_timeout(every);
         }
     });
+}
+
+/// Where this process reaches its own listener on `addr`: a wildcard bind
+/// through loopback.
+pub fn loopback_target(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    }
 }
 
 /// The request body, at most `limit` bytes. A declared length over the

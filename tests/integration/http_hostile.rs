@@ -693,8 +693,9 @@ fn send_hostile(addr: SocketAddr, h: &Hostile) -> (u16, Vec<u8>) {
     if h.length != 0 {
         let _ = s.shutdown(Shutdown::Write); // truncated: the client gives up
     }
+    let sent_at = Instant::now();
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let read = s.read_to_end(&mut raw);
     if raw.is_empty() && h.length > 0 {
         // tiny_http reads a body of at most 1024 bytes before handing the
         // request over; cut short, it closes without an answer.
@@ -704,9 +705,13 @@ fn send_hostile(addr: SocketAddr, h: &Hostile) -> (u16, Vec<u8>) {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or_else(|| {
+            // How the read ended tells a server that closed at once (EOF
+            // within microseconds) from one that never answered (timeout).
             panic!(
-                "no response head for {h:?}: {:?}",
-                String::from_utf8_lossy(&raw)
+                "no response head for {h:?}: {:?} (read {read:?} after {:?}, from {:?})",
+                String::from_utf8_lossy(&raw),
+                sent_at.elapsed(),
+                s.local_addr()
             )
         });
     let status = String::from_utf8_lossy(&raw[..split])
