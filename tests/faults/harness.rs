@@ -430,7 +430,9 @@ impl Traffic {
     }
 }
 
-/// Every sample either a 200 or a 5xx JSON error answered within `bound`.
+/// Every sample either a 200 or a 5xx JSON error answered within `bound`;
+/// and since every fault here is Redis being away, slow or loading, that
+/// 5xx is a 503 `redis unavailable` (something to wait out), never a 500.
 /// Returns what a user saw, e.g. `200 x412, 503 x37 (slowest failure 0.31 s)`.
 pub fn check_failures(what: &str, samples: &[Sample], bound: Duration) -> String {
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -459,8 +461,16 @@ pub fn check_failures(what: &str, samples: &[Sample], bound: Duration) -> String
             s.reply.result,
             s.reply.elapsed
         );
-        slowest_failure = slowest_failure.max(s.reply.elapsed);
         let (code, body) = s.reply.result.as_ref().expect("checked above");
+        assert!(
+            *code == 503
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("redis unavailable")),
+            "{what}: {} got {code} {body}: Redis being away is a 503 to wait out",
+            s.path
+        );
+        slowest_failure = slowest_failure.max(s.reply.elapsed);
         let error = format!("{code} {}", body["error"].as_str().unwrap_or_default());
         if !errors.contains(&error) {
             errors.push(error);

@@ -3,8 +3,8 @@
 //! of and pauses, under traffic.
 //!
 //! After each fault: the server is up and never panicked, every failed
-//! request was a 5xx `{"error": ...}` answered within the configured
-//! timeouts, the server recovered by itself (no restart), every key under
+//! request was a 503 `{"error": "redis unavailable: ..."}` answered within
+//! the configured timeouts, the server recovered by itself (no restart), every key under
 //! the prefix still has a key TTL and every streaming field a field TTL, and
 //! the loader's accounting is exact. Each test prints one line of the fault
 //! table in docs/operating.md (`cargo test --test faults -- --nocapture`).
@@ -554,7 +554,7 @@ fn redis_debug_sleep_longer_than_the_timeouts_fails_fast_and_recovers() {
 
 /// Six times as many concurrent requests as request threads, three times
 /// the Redis pool, all arriving while Redis is paused: every one is
-/// answered (a 5xx JSON in time, or a 200 once Redis is back), none hangs.
+/// answered (a JSON 503 in time, or a 200 once Redis is back), none hangs.
 #[test]
 fn more_requests_than_the_pool_while_redis_is_paused_are_all_answered() {
     let _one_at_a_time = serial();
