@@ -110,6 +110,15 @@ impl Redis {
         }
     }
 
+    /// Starts it again in place without waiting: Redis answers `LOADING`
+    /// until its data is back in memory (`ping` says when).
+    pub fn restart_nowait(&mut self) {
+        self.kill();
+        let bin = feature_store::managed_redis::redis_server_binary()
+            .unwrap_or_else(|e| panic!("no redis-server: {e}"));
+        self.child = Some(self.command(bin).spawn().expect("spawning redis-server"));
+    }
+
     /// A fresh raw connection for checking and for causing faults.
     pub fn conn(&self) -> redis::Connection {
         let client = redis::Client::open(self.url()).expect("url");
@@ -120,9 +129,7 @@ impl Redis {
         conn
     }
 
-    fn spawn_and_wait(&mut self, timeout: Duration) -> bool {
-        let bin = feature_store::managed_redis::redis_server_binary()
-            .unwrap_or_else(|e| panic!("no redis-server: {e}"));
+    fn command(&self, bin: PathBuf) -> Command {
         let mut cmd = Command::new(bin);
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -140,7 +147,13 @@ impl Redis {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let Ok(child) = cmd.spawn() else {
+        cmd
+    }
+
+    fn spawn_and_wait(&mut self, timeout: Duration) -> bool {
+        let bin = feature_store::managed_redis::redis_server_binary()
+            .unwrap_or_else(|e| panic!("no redis-server: {e}"));
+        let Ok(child) = self.command(bin).spawn() else {
             return false;
         };
         self.child = Some(child);
@@ -168,7 +181,8 @@ impl Drop for Redis {
     }
 }
 
-fn ping(url: &str) -> bool {
+/// Whether Redis at `url` answers PING (not while it loads its data).
+pub fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };

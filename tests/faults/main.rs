@@ -227,6 +227,71 @@ fn redis_restarted_while_the_server_is_idle_fails_no_request_after() {
     );
 }
 
+/// Redis restarted on a large AOF answers `LOADING` until the data is back
+/// in memory: requests meanwhile are an outage to wait out (503), not a
+/// server error (500), and the first one after the load gets the data.
+#[test]
+fn redis_loading_its_aof_after_a_restart_answers_503_then_the_data() {
+    let _one_at_a_time = serial();
+    let mut redis = Redis::start(true);
+    let mut server = Server::start(&redis.url(), &server_flags(&[]));
+    assert!(server.post("/bulk-load", "count=20").ok());
+    // A million small keys outside the prefix (DEBUG POPULATE), written
+    // into the AOF's base by a rewrite, make the restart load for a while.
+    let mut conn = redis.conn();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1_000_000)
+        .arg("pad:")
+        .arg(16)
+        .query::<()>(&mut conn)
+        .expect("DEBUG POPULATE");
+    redis::cmd("BGREWRITEAOF")
+        .query::<()>(&mut conn)
+        .expect("BGREWRITEAOF");
+    wait_until("the AOF rewrite", Duration::from_secs(60), || {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut conn)
+            .expect("INFO");
+        info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+    });
+    drop(conn);
+
+    let restarting = Instant::now();
+    redis.restart_nowait();
+    let mut during = Vec::new();
+    while !ping(&redis.url()) {
+        let started = Instant::now();
+        let reply = server.post("/read", "user=u0001&field=country_iso");
+        during.push(Sample {
+            path: "/read",
+            started,
+            reply,
+        });
+    }
+    let loaded = restarting.elapsed();
+    let recovered = time_to_recover(&server, restarting);
+
+    let what = "redis loading its AOF after a restart";
+    let seen = check_failures(what, &during, failure_bound());
+    assert!(
+        during.iter().any(|s| s.reply.status() == Some(503)),
+        "{what}: no request ran while Redis was loading ({seen}): load more keys"
+    );
+    server.assert_alive_without_panic(what);
+    let read = server.post("/read", "user=u0001&field=country_iso");
+    assert_eq!(read.body()["returned_count"], 1, "{what}: {read:?}");
+    report(
+        what,
+        &format!(
+            "during the load {seen}; Redis loaded 1,000,000 keys in {} ms",
+            loaded.as_millis()
+        ),
+        recovered,
+    );
+}
+
 /// Rows in the loader's file for the bulk-load faults.
 const LOAD_ROWS: usize = 30_000;
 
