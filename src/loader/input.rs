@@ -454,7 +454,7 @@ fn parse_json_row(
                 } else if let Some(u) = n.as_u64() {
                     row.set_display(name, u);
                 } else {
-                    // Design section 3: floats in shortest round-trip form.
+                    // Floats in shortest round-trip form, as `FeatureValue::encode` writes them.
                     row.set_display(name, FeatureValue::Float(n.as_f64().unwrap_or(f64::NAN)));
                 }
             }
