@@ -1,5 +1,6 @@
-//! The HTTP server: a tiny_http listener, a bounded pool of request threads,
-//! the routes and the embedded page.
+//! The HTTP server: a tiny_http listener, a bounded pool of request threads
+//! (plus body threads for bodies still on the socket, see `bodies`), the
+//! connection watchdog (`conn`), the routes and the embedded page.
 
 pub mod alloc;
 pub mod args;
