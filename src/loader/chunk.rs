@@ -2,7 +2,7 @@
 //! a long load allocates its strings once, not once per row.
 //!
 //! A chunk holds each entity id at most once: a row whose id is already in
-//! the chunk is merged into the earlier one, in input order (`absorb`). A
+//! the chunk is merged into the earlier one, in input order (`merge`). A
 //! chunk whose calls are partly re-sent (a NOSCRIPT midway, a dropped
 //! connection) can then never apply an older row of an id after a newer one.
 
@@ -84,7 +84,7 @@ impl Chunk {
 
     /// Starts a new row at the end of the chunk and returns its builder.
     /// (The row sources fill a one-row staging chunk this way; the reader
-    /// then moves the row on with `absorb`.)
+    /// then moves the row on with `absorb_new`, `merge` or `replace`.)
     pub fn push(&mut self, origin: Origin) -> RowBuilder<'_> {
         let i = self.new_slot();
         self.origins[i].push(origin);
