@@ -333,7 +333,14 @@ impl Connections {
                 }
                 let last = match peers.get(peer) {
                     None => conn.first_seen,
-                    Some(Phase::Idle { at }) => (*at).max(conn.first_seen),
+                    Some(Phase::Idle { at }) => {
+                        if now.duration_since(*at) < WATCH_EVERY * 2 {
+                            // Finished since the last pass or so: the body it
+                            // read counts for that request, not the next head.
+                            conn.read_mark = conn.read_mark.max(read);
+                        }
+                        (*at).max(conn.first_seen)
+                    }
                     Some(_) => {
                         // A request thread has it: whatever was read so far
                         // belonged to that request.
@@ -341,13 +348,6 @@ impl Connections {
                         continue;
                     }
                 };
-                if let Some(Phase::Idle { at }) = peers.get(peer) {
-                    if now.duration_since(*at) < WATCH_EVERY * 2 {
-                        // Finished since the last pass or so: the body it read
-                        // counts for that request, not for the next head.
-                        conn.read_mark = conn.read_mark.max(read);
-                    }
-                }
                 let head_bytes = read.saturating_sub(conn.read_mark);
                 if now.duration_since(last) >= head_limit || head_bytes > HEAD_BYTES {
                     shut_both.push(*peer);
