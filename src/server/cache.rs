@@ -40,6 +40,20 @@ pub struct Snapshot {
     pub valid: bool,
 }
 
+impl Snapshot {
+    /// No ids, not valid, `why` as the error.
+    fn empty(why: &str) -> Snapshot {
+        Snapshot {
+            count: 0,
+            ids: Arc::new(Vec::new()),
+            unlisted: 0,
+            taken_at: Instant::now(),
+            error: Some(why.into()),
+            valid: false,
+        }
+    }
+}
+
 pub struct EntityCache {
     current: Mutex<Arc<Snapshot>>,
     /// Bumped by `clear`, under the `current` lock.
@@ -51,14 +65,7 @@ pub struct EntityCache {
 impl EntityCache {
     pub fn new() -> Arc<EntityCache> {
         Arc::new(EntityCache {
-            current: Mutex::new(Arc::new(Snapshot {
-                count: 0,
-                ids: Arc::new(Vec::new()),
-                unlisted: 0,
-                taken_at: Instant::now(),
-                error: Some("not scanned yet".into()),
-                valid: false,
-            })),
+            current: Mutex::new(Arc::new(Snapshot::empty("not scanned yet"))),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -111,14 +118,7 @@ impl EntityCache {
     pub fn clear(&self) {
         let mut cur = lock(&self.current);
         self.generation.fetch_add(1, Relaxed);
-        *cur = Arc::new(Snapshot {
-            count: 0,
-            ids: Arc::new(Vec::new()),
-            unlisted: 0,
-            taken_at: Instant::now(),
-            error: Some("cleared by a reset; not rescanned yet".into()),
-            valid: false,
-        });
+        *cur = Arc::new(Snapshot::empty("cleared by a reset; not rescanned yet"));
     }
 
     /// Refreshes every `every` on a background thread until `shutdown`.
