@@ -251,9 +251,8 @@ impl Connections {
         local.port() == l.port() && (l.ip().is_unspecified() || local.ip() == l.ip())
     }
 
-    /// Rescans `/proc/self/fd` and updates the connection table; returns
-    /// when (the first-seen time of connections new in this scan).
-    fn rescan(&self) -> Instant {
+    /// Rescans `/proc/self/fd` and updates the connection table.
+    fn rescan(&self) {
         let _one = self.scanning.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.scan();
         let now = Instant::now();
@@ -275,7 +274,6 @@ impl Connections {
         // Forget idle peers whose connection is gone.
         let State { conns, peers, .. } = &mut *state;
         peers.retain(|p, phase| !matches!(phase, Phase::Idle { .. }) || conns.contains_key(p));
-        now
     }
 
     /// Client connections of our listener: peer -> fds.
