@@ -297,7 +297,7 @@ impl Connections {
 
     /// One watchdog pass: enforce body deadlines, close head tricklers,
     /// endless heads and connections over the cap.
-    pub fn watch_once(&self) {
+    fn watch_once(&self) {
         self.rescan();
         let now = Instant::now();
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
