@@ -183,30 +183,38 @@ fn serve(
 /// to a body thread (see `bodies`), so a slow sender holds no request
 /// thread.
 fn handle(shared: &Arc<Shared>, req: Request) {
+    let on_socket = http::body_on_socket(&req);
     let declared_ok = req.body_length().is_none_or(|n| n <= shared.body_limit);
-    if *req.method() == Method::Post && declared_ok && http::body_on_socket(&req) {
+    if *req.method() == Method::Post && declared_ok && on_socket {
         let me = shared.clone();
-        let job = Box::new(move || answer(&me, req, Some(&me.body_handlers)));
+        let job = Box::new(move || answer(&me, req, on_socket, Some(&me.body_handlers)));
         match shared.bodies.submit(job) {
             Ok(()) => {}
             Err(job) => job(), // every body thread busy: read it here
         }
         return;
     }
-    answer(shared, req, None)
+    answer(shared, req, on_socket, None)
 }
 
 /// Routes and answers one request. Neither a handler's panic nor one in
 /// tiny_http's drain (a declared length over `isize::MAX` makes its
 /// `vec![0; n]` panic) can end the thread: both are caught here, and the
-/// request is never dropped while unwinding. `permits`: taken before the
-/// handler runs (on body threads).
-fn answer(shared: &Shared, mut req: Request, permits: Option<&Permits>) {
-    let on_socket = http::body_on_socket(&req);
+/// request is never dropped while unwinding. `on_socket`: the body is
+/// still in the socket (`http::body_on_socket`). `permits`: taken before
+/// the handler runs (on body threads).
+fn answer(shared: &Shared, mut req: Request, on_socket: bool, permits: Option<&Permits>) {
     let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
     let mut body_read = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        route(shared, &mut req, &ticket, &mut body_read, permits)
+        route(
+            shared,
+            &mut req,
+            &ticket,
+            on_socket,
+            &mut body_read,
+            permits,
+        )
     }))
     .unwrap_or(Err(ApiError::Panicked));
     let mut on_sent: Option<Box<dyn FnOnce() + Send>> = None;
@@ -227,6 +235,7 @@ fn route(
     shared: &Shared,
     req: &mut Request,
     ticket: &Ticket,
+    on_socket: bool,
     body_read: &mut bool,
     permits: Option<&Permits>,
 ) -> Result<Reply, ApiError> {
@@ -255,7 +264,7 @@ fn route(
             limit: shared.body_limit,
         });
     }
-    if allowed == "GET" && http::body_on_socket(req) {
+    if allowed == "GET" && on_socket {
         // Never read, so the connection is closed after the answer, which
         // must then be short (see `http::respond`).
         return Err(ApiError::bad(
