@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -163,7 +163,8 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
             }
         }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
