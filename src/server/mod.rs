@@ -104,9 +104,10 @@ impl HttpServer {
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         http::spawn_heartbeat(addr, config.io_timeout / 4, stop.clone());
+        let (threads, max_connections) = (config.threads.max(1), config.max_connections.max(1));
         let conns = Connections::new(ConnConfig {
             listener: addr,
-            max_connections: config.max_connections.max(1),
+            max_connections,
             idle_timeout: config.io_timeout,
             request_timeout: config.request_timeout,
         });
@@ -117,10 +118,10 @@ impl HttpServer {
             headers: Headers::default(),
             origins: OriginPolicy::new(&config.allowed_origins),
             body_limit: config.max_body_bytes,
-            bodies: BodyPool::new(config.max_connections.max(1)),
-            body_handlers: Permits::new(config.threads.max(1)),
+            bodies: BodyPool::new(max_connections),
+            body_handlers: Permits::new(threads),
         });
-        let threads = (0..config.threads.max(1))
+        let threads = (0..threads)
             .map(|_| {
                 let (server, shared, stop, events) =
                     (server.clone(), shared.clone(), stop.clone(), events.clone());
