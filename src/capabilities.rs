@@ -23,7 +23,7 @@ pub struct Missing {
 
 /// The probe key: under the prefix (so an ACL key pattern for the prefix
 /// covers it), with a space no entity id may contain.
-pub fn probe_key(key_prefix: &str) -> String {
+fn probe_key(key_prefix: &str) -> String {
     format!("{key_prefix}capability probe")
 }
 

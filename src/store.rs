@@ -370,14 +370,13 @@ impl FeatureStore {
     /// client cannot tell from an outage: bulk writers use this to refuse
     /// such a row before sending it.
     pub fn max_bulk_len(&self) -> Result<Option<u64>, StoreError> {
-        let reply: Result<Vec<String>, StoreError> = self.with_conn(|c| {
-            c.run(|c| {
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("proto-max-bulk-len")
-                    .query(c)
-            })
-        });
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("proto-max-bulk-len");
+        // Decoded after the connection is done with it, like every reply
+        // the store reads (see `decode`).
+        let reply = self
+            .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+            .and_then(|v| decode::<Vec<String>>("CONFIG GET", v));
         match reply {
             Ok(pair) => Ok(pair.get(1).and_then(|v| v.parse().ok())),
             Err(e) if e.is_unavailable() => Err(e),

@@ -2,8 +2,9 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// One feature's value. Redis stores strings; this is how each kind becomes
@@ -143,27 +144,9 @@ impl Serialize for ReadValue {
     }
 }
 
-/// Standard base64 with padding (RFC 4648 section 4). Encoding only, for
-/// the rare non-text value: a dozen lines do not justify a dependency.
+/// Standard base64 with padding, the form a `{"base64": ...}` value has.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64_STANDARD.encode(bytes)
 }
 
 /// Bytes for display where only text fits (a key or field name written by
@@ -180,7 +163,8 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
             }
         }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
@@ -217,7 +201,7 @@ mod tests {
     use super::FeatureValue::*;
 
     #[test]
-    fn encodes_as_design_section_3() {
+    fn encodes_each_type_as_its_text_form() {
         assert_eq!(Str("US".into()).encode(), "US");
         assert_eq!(Int(-14).encode(), "-14");
         assert_eq!(Float(92.4).encode(), "92.4");

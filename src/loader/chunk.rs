@@ -2,7 +2,7 @@
 //! a long load allocates its strings once, not once per row.
 //!
 //! A chunk holds each entity id at most once: a row whose id is already in
-//! the chunk is merged into the earlier one, in input order (`absorb`). A
+//! the chunk is merged into the earlier one, in input order (`merge`). A
 //! chunk whose calls are partly re-sent (a NOSCRIPT midway, a dropped
 //! connection) can then never apply an older row of an id after a newer one.
 
@@ -84,7 +84,7 @@ impl Chunk {
 
     /// Starts a new row at the end of the chunk and returns its builder.
     /// (The row sources fill a one-row staging chunk this way; the reader
-    /// then moves the row on with `absorb`.)
+    /// then moves the row on with `absorb_new`, `merge` or `replace`.)
     pub fn push(&mut self, origin: Origin) -> RowBuilder<'_> {
         let i = self.new_slot();
         self.origins[i].push(origin);
@@ -94,8 +94,9 @@ impl Chunk {
         RowBuilder { row, spare }
     }
 
-    /// A cleared live slot at the end, its strings moved to its spare list.
-    fn new_slot(&mut self) -> usize {
+    /// One more live slot at the end (allocated on first use, else the
+    /// dead slot there, still holding its old row).
+    fn grow(&mut self) -> usize {
         let i = self.len;
         if i == self.rows.len() {
             self.rows.push(BatchRow::default());
@@ -104,6 +105,12 @@ impl Chunk {
             self.checked.push(false);
         }
         self.len += 1;
+        i
+    }
+
+    /// A cleared live slot at the end, its strings moved to its spare list.
+    fn new_slot(&mut self) -> usize {
+        let i = self.grow();
         self.origins[i].clear();
         self.checked[i] = false;
         let row = &mut self.rows[i];
@@ -151,14 +158,7 @@ impl Chunk {
         let Some(s) = staging.len.checked_sub(1) else {
             return;
         };
-        let i = self.len;
-        if i == self.rows.len() {
-            self.rows.push(BatchRow::default());
-            self.origins.push(Vec::new());
-            self.spare.push(Vec::new());
-            self.checked.push(false);
-        }
-        self.len += 1;
+        let i = self.grow();
         self.put(i, staging, s);
         self.checked[i] = checked;
         self.slots.insert(hash, i);

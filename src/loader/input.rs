@@ -136,7 +136,7 @@ impl Opened {
         let buf = self
             .reader
             .fill_buf()
-            .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+            .map_err(|e| read_error(&self.name, e))?;
         if buf.starts_with(BOM) {
             self.reader.consume(BOM.len());
         }
@@ -148,7 +148,7 @@ impl Opened {
             let buf = self
                 .reader
                 .fill_buf()
-                .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+                .map_err(|e| read_error(&self.name, e))?;
             if buf.is_empty() {
                 return Ok(Format::Jsonl);
             }
@@ -169,6 +169,11 @@ impl Opened {
             }
         }
     }
+}
+
+/// An input that could not be read (not a malformed line: the read failed).
+fn read_error(name: &str, e: impl std::fmt::Display) -> LoaderError {
+    LoaderError::input(name, format!("read error: {e}"))
 }
 
 // ---- synthetic ---------------------------------------------------------
@@ -279,7 +284,7 @@ impl RowSource for CsvSource {
         let more = self
             .reader
             .read_byte_record(&mut self.record)
-            .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+            .map_err(|e| read_error(&self.name, e))?;
         if !more {
             return Ok(Step::End);
         }
@@ -356,7 +361,7 @@ impl RowSource for JsonlSource {
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.buf)
-                .map_err(|e| LoaderError::input(&self.name, format!("read error: {e}")))?;
+                .map_err(|e| read_error(&self.name, e))?;
             self.idle_reported = false;
             if n == 0 {
                 return Ok(Step::End);
@@ -454,7 +459,7 @@ fn parse_json_row(
                 } else if let Some(u) = n.as_u64() {
                     row.set_display(name, u);
                 } else {
-                    // Design section 3: floats in shortest round-trip form.
+                    // Floats in shortest round-trip form, as `FeatureValue::encode` writes them.
                     row.set_display(name, FeatureValue::Float(n.as_f64().unwrap_or(f64::NAN)));
                 }
             }

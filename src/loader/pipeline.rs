@@ -239,13 +239,7 @@ impl Router {
                     if let Err(reason) = check(&chunk.rows()[i]) {
                         // The earlier row (alone: unchecked rows are never
                         // merged) is refused; the later one takes its place.
-                        fail_row(
-                            shared,
-                            &chunk.rows()[i].id,
-                            &chunk.origins()[i],
-                            Kind::Rejected,
-                            &reason,
-                        );
+                        fail_row(shared, chunk, i, Kind::Rejected, &reason);
                         chunk.replace(i, staging);
                         return;
                     }
@@ -426,22 +420,23 @@ fn writer_loop(
 
 /// Lists the staged row as rejected and drops it.
 fn reject_staged(shared: &Shared, staging: &mut Chunk, reason: &str) {
-    if let (Some(row), Some(origins)) = (staging.rows().first(), staging.origins().first()) {
-        fail_row(shared, &row.id, origins, Kind::Rejected, reason);
+    if !staging.is_empty() {
+        fail_row(shared, staging, 0, Kind::Rejected, reason);
     }
     staging.clear();
 }
 
 /// Lists every input row of the chunk as failed.
 fn fail_all(shared: &Shared, chunk: &Chunk, reason: &str) {
-    for (row, origins) in chunk.rows().iter().zip(chunk.origins()) {
-        fail_row(shared, &row.id, origins, Kind::Failed, reason);
+    for i in 0..chunk.len() {
+        fail_row(shared, chunk, i, Kind::Failed, reason);
     }
 }
 
-/// Lists every input row merged into one chunk row as not written.
-fn fail_row(shared: &Shared, id: &str, origins: &[Origin], kind: Kind, reason: &str) {
-    for origin in origins {
+/// Lists every input row merged into chunk row `i` as not written.
+fn fail_row(shared: &Shared, chunk: &Chunk, i: usize, kind: Kind, reason: &str) {
+    let id = &chunk.rows()[i].id;
+    for origin in &chunk.origins()[i] {
         shared.not_written(*origin, id, kind, reason);
     }
 }
@@ -482,13 +477,7 @@ fn send_rows(
             settled.last_error = Some(failure.error);
         } else {
             let kind = kind_of(&failure.error);
-            fail_row(
-                shared,
-                &failure.id,
-                row_origins,
-                kind,
-                &explain(&failure.error),
-            );
+            fail_row(shared, chunk, index, kind, &explain(&failure.error));
         }
     }
     shared.tally.written.fetch_add(written as u64, Relaxed);
@@ -568,13 +557,7 @@ fn isolate(shared: &Shared, chunk: &mut Chunk, settings: Settings) -> Option<Sto
             let settled = match send_rows(shared, chunk, i..i + 1, settings) {
                 Ok(settled) => settled,
                 Err(e) => {
-                    fail_row(
-                        shared,
-                        &chunk.rows()[i].id,
-                        &chunk.origins()[i],
-                        kind_of(&e),
-                        &e.to_string(),
-                    );
+                    fail_row(shared, chunk, i, kind_of(&e), &e.to_string());
                     break;
                 }
             };
@@ -596,13 +579,7 @@ fn isolate(shared: &Shared, chunk: &mut Chunk, settings: Settings) -> Option<Sto
                      others: it refuses the request (a value over its proto-max-bulk-len?): {error}",
                     2 * ROW_FAULT_TRIES
                 );
-                fail_row(
-                    shared,
-                    &chunk.rows()[i].id,
-                    &chunk.origins()[i],
-                    Kind::Failed,
-                    &reason,
-                );
+                fail_row(shared, chunk, i, Kind::Failed, &reason);
                 break;
             }
         }

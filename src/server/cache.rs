@@ -8,8 +8,8 @@
 //! A reset `clear`s the snapshot after its delete: the worker picks its ids
 //! here, so a list from before the reset must never come back, whether the
 //! refresh after the reset fails or a scan that started before the delete
-//! finishes after it. Each snapshot carries the reset generation its scan
-//! started in, and a scan from an older generation is thrown away.
+//! finishes after it. Each scan notes how many resets there had been when it
+//! started, and is thrown away if another came before it finished.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,8 +31,6 @@ pub struct Snapshot {
     /// Keys under the prefix whose id the store would refuse (written by
     /// another tool): in `count`, never in `ids`.
     pub unlisted: u64,
-    /// How many resets had cleared the cache when this scan started.
-    pub generation: u64,
     /// When the scan that produced this snapshot started.
     pub taken_at: Instant,
     /// Set when the last refresh failed (Redis down); the data is then the
@@ -40,6 +38,20 @@ pub struct Snapshot {
     pub error: Option<String>,
     /// False until one scan succeeded.
     pub valid: bool,
+}
+
+impl Snapshot {
+    /// No ids, not valid, `why` as the error.
+    fn empty(why: &str) -> Snapshot {
+        Snapshot {
+            count: 0,
+            ids: Arc::new(Vec::new()),
+            unlisted: 0,
+            taken_at: Instant::now(),
+            error: Some(why.into()),
+            valid: false,
+        }
+    }
 }
 
 pub struct EntityCache {
@@ -53,15 +65,7 @@ pub struct EntityCache {
 impl EntityCache {
     pub fn new() -> Arc<EntityCache> {
         Arc::new(EntityCache {
-            current: Mutex::new(Arc::new(Snapshot {
-                count: 0,
-                ids: Arc::new(Vec::new()),
-                unlisted: 0,
-                generation: 0,
-                taken_at: Instant::now(),
-                error: Some("not scanned yet".into()),
-                valid: false,
-            })),
+            current: Mutex::new(Arc::new(Snapshot::empty("not scanned yet"))),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -92,7 +96,6 @@ impl EntityCache {
                 count: census.count,
                 ids: Arc::new(census.ids),
                 unlisted: census.unlisted,
-                generation,
                 taken_at: started,
                 error: None,
                 valid: true,
@@ -102,7 +105,6 @@ impl EntityCache {
                 count: cur.count,
                 ids: cur.ids.clone(),
                 unlisted: cur.unlisted,
-                generation,
                 taken_at: cur.taken_at,
                 error: Some(e.to_string()),
                 valid: cur.valid,
@@ -115,16 +117,8 @@ impl EntityCache {
     /// has nothing to write to.
     pub fn clear(&self) {
         let mut cur = lock(&self.current);
-        let generation = self.generation.fetch_add(1, Relaxed) + 1;
-        *cur = Arc::new(Snapshot {
-            count: 0,
-            ids: Arc::new(Vec::new()),
-            unlisted: 0,
-            generation,
-            taken_at: Instant::now(),
-            error: Some("cleared by a reset; not rescanned yet".into()),
-            valid: false,
-        });
+        self.generation.fetch_add(1, Relaxed);
+        *cur = Arc::new(Snapshot::empty("cleared by a reset; not rescanned yet"));
     }
 
     /// Refreshes every `every` on a background thread until `shutdown`.

@@ -251,9 +251,8 @@ impl Connections {
         local.port() == l.port() && (l.ip().is_unspecified() || local.ip() == l.ip())
     }
 
-    /// Rescans `/proc/self/fd` and updates the connection table; returns
-    /// when (the first-seen time of connections new in this scan).
-    fn rescan(&self) -> Instant {
+    /// Rescans `/proc/self/fd` and updates the connection table.
+    fn rescan(&self) {
         let _one = self.scanning.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.scan();
         let now = Instant::now();
@@ -275,7 +274,6 @@ impl Connections {
         // Forget idle peers whose connection is gone.
         let State { conns, peers, .. } = &mut *state;
         peers.retain(|p, phase| !matches!(phase, Phase::Idle { .. }) || conns.contains_key(p));
-        now
     }
 
     /// Client connections of our listener: peer -> fds.
@@ -299,7 +297,7 @@ impl Connections {
 
     /// One watchdog pass: enforce body deadlines, close head tricklers,
     /// endless heads and connections over the cap.
-    pub fn watch_once(&self) {
+    fn watch_once(&self) {
         self.rescan();
         let now = Instant::now();
         let head_limit = self.config.idle_timeout + self.config.request_timeout;
@@ -333,7 +331,14 @@ impl Connections {
                 }
                 let last = match peers.get(peer) {
                     None => conn.first_seen,
-                    Some(Phase::Idle { at }) => (*at).max(conn.first_seen),
+                    Some(Phase::Idle { at }) => {
+                        if now.duration_since(*at) < WATCH_EVERY * 2 {
+                            // Finished since the last pass or so: the body it
+                            // read counts for that request, not the next head.
+                            conn.read_mark = conn.read_mark.max(read);
+                        }
+                        (*at).max(conn.first_seen)
+                    }
                     Some(_) => {
                         // A request thread has it: whatever was read so far
                         // belonged to that request.
@@ -341,13 +346,6 @@ impl Connections {
                         continue;
                     }
                 };
-                if let Some(Phase::Idle { at }) = peers.get(peer) {
-                    if now.duration_since(*at) < WATCH_EVERY * 2 {
-                        // Finished since the last pass or so: the body it read
-                        // counts for that request, not for the next head.
-                        conn.read_mark = conn.read_mark.max(read);
-                    }
-                }
                 let head_bytes = read.saturating_sub(conn.read_mark);
                 if now.duration_since(last) >= head_limit || head_bytes > HEAD_BYTES {
                     shut_both.push(*peer);

@@ -68,13 +68,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What a store error `e` becomes, said as `msg` (a route that tells
+    /// more than the store's own words keeps the same status).
+    pub fn from_store(e: &StoreError, msg: String) -> Self {
+        match e {
+            StoreError::InvalidInput(_) => ApiError::BadRequest(msg),
+            StoreError::Unavailable(_) => ApiError::Unavailable(msg),
+            StoreError::Redis(_) => ApiError::Internal(msg),
+            StoreError::WrongType { .. } => ApiError::Conflict(msg),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::InvalidInput(m) => ApiError::BadRequest(m),
-            StoreError::Unavailable(m) => ApiError::Unavailable(m),
-            StoreError::Redis(m) => ApiError::Internal(format!("redis error: {m}")),
-            e @ StoreError::WrongType { .. } => ApiError::Conflict(e.to_string()),
-        }
+        let msg = match &e {
+            StoreError::InvalidInput(m) | StoreError::Unavailable(m) => m.clone(),
+            StoreError::Redis(m) => format!("redis error: {m}"),
+            StoreError::WrongType { .. } => e.to_string(),
+        };
+        ApiError::from_store(&e, msg)
     }
 }

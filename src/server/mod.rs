@@ -1,5 +1,6 @@
-//! The HTTP server: a tiny_http listener, a bounded pool of request threads,
-//! the routes and the embedded page.
+//! The HTTP server: a tiny_http listener, a bounded pool of request threads
+//! (plus body threads for bodies still on the socket, see `bodies`), the
+//! connection watchdog (`conn`), the routes and the embedded page.
 
 pub mod alloc;
 pub mod args;
@@ -103,9 +104,10 @@ impl HttpServer {
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         http::spawn_heartbeat(addr, config.io_timeout / 4, stop.clone());
+        let (threads, max_connections) = (config.threads.max(1), config.max_connections.max(1));
         let conns = Connections::new(ConnConfig {
             listener: addr,
-            max_connections: config.max_connections.max(1),
+            max_connections,
             idle_timeout: config.io_timeout,
             request_timeout: config.request_timeout,
         });
@@ -116,10 +118,10 @@ impl HttpServer {
             headers: Headers::default(),
             origins: OriginPolicy::new(&config.allowed_origins),
             body_limit: config.max_body_bytes,
-            bodies: BodyPool::new(config.max_connections.max(1)),
-            body_handlers: Permits::new(config.threads.max(1)),
+            bodies: BodyPool::new(max_connections),
+            body_handlers: Permits::new(threads),
         });
-        let threads = (0..config.threads.max(1))
+        let threads = (0..threads)
             .map(|_| {
                 let (server, shared, stop, events) =
                     (server.clone(), shared.clone(), stop.clone(), events.clone());
@@ -182,30 +184,38 @@ fn serve(
 /// to a body thread (see `bodies`), so a slow sender holds no request
 /// thread.
 fn handle(shared: &Arc<Shared>, req: Request) {
+    let on_socket = http::body_on_socket(&req);
     let declared_ok = req.body_length().is_none_or(|n| n <= shared.body_limit);
-    if *req.method() == Method::Post && declared_ok && http::body_on_socket(&req) {
+    if *req.method() == Method::Post && declared_ok && on_socket {
         let me = shared.clone();
-        let job = Box::new(move || answer(&me, req, Some(&me.body_handlers)));
+        let job = Box::new(move || answer(&me, req, on_socket, Some(&me.body_handlers)));
         match shared.bodies.submit(job) {
             Ok(()) => {}
             Err(job) => job(), // every body thread busy: read it here
         }
         return;
     }
-    answer(shared, req, None)
+    answer(shared, req, on_socket, None)
 }
 
 /// Routes and answers one request. Neither a handler's panic nor one in
 /// tiny_http's drain (a declared length over `isize::MAX` makes its
 /// `vec![0; n]` panic) can end the thread: both are caught here, and the
-/// request is never dropped while unwinding. `permits`: taken before the
-/// handler runs (on body threads).
-fn answer(shared: &Shared, mut req: Request, permits: Option<&Permits>) {
-    let on_socket = http::body_on_socket(&req);
+/// request is never dropped while unwinding. `on_socket`: the body is
+/// still in the socket (`http::body_on_socket`). `permits`: taken before
+/// the handler runs (on body threads).
+fn answer(shared: &Shared, mut req: Request, on_socket: bool, permits: Option<&Permits>) {
     let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
     let mut body_read = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        route(shared, &mut req, &ticket, &mut body_read, permits)
+        route(
+            shared,
+            &mut req,
+            &ticket,
+            on_socket,
+            &mut body_read,
+            permits,
+        )
     }))
     .unwrap_or(Err(ApiError::Panicked));
     let mut on_sent: Option<Box<dyn FnOnce() + Send>> = None;
@@ -226,6 +236,7 @@ fn route(
     shared: &Shared,
     req: &mut Request,
     ticket: &Ticket,
+    on_socket: bool,
     body_read: &mut bool,
     permits: Option<&Permits>,
 ) -> Result<Reply, ApiError> {
@@ -254,7 +265,7 @@ fn route(
             limit: shared.body_limit,
         });
     }
-    if allowed == "GET" && http::body_on_socket(req) {
+    if allowed == "GET" && on_socket {
         // Never read, so the connection is closed after the answer, which
         // must then be short (see `http::respond`).
         return Err(ApiError::bad(

@@ -12,7 +12,6 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::error::StoreError;
 use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 use crate::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 
@@ -138,12 +137,7 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
             "loaded {written} of {count} users; first failure ({}): {}",
             first.id, first.error
         );
-        return Err(match first.error {
-            StoreError::Unavailable(_) => ApiError::Unavailable(msg),
-            StoreError::InvalidInput(_) => ApiError::BadRequest(msg),
-            StoreError::Redis(_) => ApiError::Internal(msg),
-            StoreError::WrongType { .. } => ApiError::Conflict(msg),
-        });
+        return Err(ApiError::from_store(&first.error, msg));
     }
     json_reply(&json!({
         "loaded": written,
