@@ -150,6 +150,15 @@ pub struct Census {
     pub unlisted: u64,
 }
 
+/// One page of a census pass (`FeatureStore::census_page`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CensusPage {
+    /// The cursor to continue from; 0 when the pass is over.
+    pub next: u64,
+    /// Keys on the page outside the prefix.
+    pub foreign: u64,
+}
+
 /// One feature as `read_fresh` sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldState {
@@ -626,6 +635,55 @@ impl FeatureStore {
         })?;
         census.ids.sort();
         Ok(census)
+    }
+
+    /// One SCAN page of the whole keyspace (no MATCH, so keys outside the
+    /// prefix are seen and counted in `foreign`), from `cursor`: the next
+    /// cursor (0 once the pass is over) and the page's tallies, ids taken
+    /// into `into` up to `limit` as `census` does. A pass of pages bounded
+    /// by a time budget is how the server counts without a full SCAN per
+    /// refresh; seeing the foreign keys tells it whether `DBSIZE` is exact.
+    pub fn census_page(
+        &self,
+        cursor: u64,
+        count: usize,
+        into: &mut Census,
+        limit: usize,
+    ) -> Result<CensusPage, StoreError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("COUNT").arg(count.max(1));
+        let reply: Value = self.with_conn(|c| c.run(|c| cmd.query(c)))?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", reply)?;
+        let prefix = self.config.key_prefix.as_bytes();
+        let (mine, foreign): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|k| k.starts_with(prefix));
+        into.count += mine.len() as u64;
+        self.take_ids(mine, &mut into.ids, &mut into.unlisted, limit);
+        Ok(CensusPage {
+            next,
+            foreign: foreign.len() as u64,
+        })
+    }
+
+    /// `DBSIZE` and `samples` `RANDOMKEY`s in one round trip: the number of
+    /// keys in the database, and whether every sampled key is under the
+    /// prefix (an empty database samples nothing and says true).
+    pub fn dbsize_sampled(&self, samples: usize) -> Result<(u64, bool), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DBSIZE");
+        for _ in 0..samples {
+            pipe.cmd("RANDOMKEY");
+        }
+        let mut values = self.run_pipeline::<Vec<Value>>(&pipe)?.into_iter();
+        let size: u64 = match values.next() {
+            Some(v) => decode("DBSIZE", v)?,
+            None => return Err(StoreError::Redis("DBSIZE: an empty reply".into())),
+        };
+        let keys = values
+            .map(|v| decode::<Option<Vec<u8>>>("RANDOMKEY", v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prefix = self.config.key_prefix.as_bytes();
+        Ok((size, keys.iter().flatten().all(|k| k.starts_with(prefix))))
     }
 
     /// Moves valid ids from `keys` into `ids` until it holds `limit`;

@@ -85,8 +85,9 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    // No count before listening: the refresher's first tick runs in the
+    // background, so a big keyspace never delays the first answer.
     let cache = EntityCache::new();
-    cache.refresh(&store);
     cache.spawn_refresher(store.clone(), Duration::from_millis(args.refresh_ms));
     let ids = {
         let cache = cache.clone();
@@ -139,7 +140,6 @@ fn run(args: Args) -> Result<(), String> {
     .map_err(|e| format!("listening on {}:{}: {e}", args.host, args.port))?;
 
     let addr = http.local_addr();
-    let snap = cache.get();
     match mode {
         "embedded" => println!("mode: embedded (managed redis-server, demo data and worker)"),
         _ if demo => {
@@ -149,11 +149,10 @@ fn run(args: Args) -> Result<(), String> {
     }
     println!("redis: {}", redact(&url));
     println!(
-        "key prefix {:?}, batch TTL {}s, streaming TTL {}s, {} entities",
+        "key prefix {:?}, batch TTL {}s, streaming TTL {}s",
         store.key_prefix(),
         store.batch_ttl_seconds(),
         store.streaming_ttl_seconds(),
-        snap.count
     );
     println!(
         "worker: {} users every {} ms",

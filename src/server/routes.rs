@@ -95,6 +95,8 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "batch_ttl_seconds": app.store.batch_ttl_seconds(),
         "streaming_ttl_seconds": app.store.streaming_ttl_seconds(),
         "entity_count": snap.count,
+        "entity_count_source": snap.count_source.as_str(),
+        "entity_count_exact": snap.count_source.is_exact(),
         "entity_ids": ids,
         "entity_ids_age_ms": snap.taken_at.elapsed().as_millis() as u64,
         "entity_ids_unlisted": snap.unlisted,
