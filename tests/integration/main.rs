@@ -4,6 +4,7 @@
 mod common;
 
 mod bench;
+mod census;
 mod ensure_redis;
 mod http_hostile;
 mod invariants;

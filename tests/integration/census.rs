@@ -1,0 +1,147 @@
+//! The server's entity count at any size: `DBSIZE` when every key is under
+//! the prefix, an incremental scan under a fixed Redis time budget
+//! otherwise, and nothing keyspace-sized before the server answers.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{self, wait_until};
+use crate::server::Server;
+
+/// Writes `n` entities (`fs:user:u1` ...) straight into Redis, one script
+/// call per 50,000 so no call holds Redis long.
+fn load_raw(conn: &mut redis::Connection, n: u64) {
+    let script = redis::Script::new(
+        "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
+           local k = 'fs:user:u' .. i \
+           redis.call('HSET', k, 'country_iso', 'DE') \
+           redis.call('EXPIRE', k, 3600) \
+         end \
+         return 1",
+    );
+    let mut from = 1;
+    while from <= n {
+        let to = (from + 49_999).min(n);
+        let _: i64 = script.arg(from).arg(to).invoke(conn).expect("loading");
+        from = to + 1;
+    }
+}
+
+/// (calls, usec) of SCAN so far, from `INFO commandstats`.
+fn scan_stats(conn: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO");
+    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_scan:")) else {
+        return (0, 0);
+    };
+    let field = |name: &str| -> u64 {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("calls"), field("usec"))
+}
+
+/// Before: the server ran a full SCAN before it listened, so it answered
+/// only after a pass over every key, and `/state` did not say how the count
+/// was obtained.
+#[test]
+fn a_server_on_200k_entities_answers_at_once_with_the_exact_count() {
+    let redis = common::redis();
+    let mut conn = common::raw(&redis);
+    load_raw(&mut conn, 200_000);
+
+    let started = Instant::now();
+    let server = Server::start(&redis.url(), &[]);
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+    let (status, state) = server.get("/state");
+    assert_eq!(status, 200, "{state}");
+    let answered = started.elapsed();
+    assert!(
+        answered < Duration::from_secs(1),
+        "answered {answered:?} after start"
+    );
+    wait_until(
+        "/state reports the exact count",
+        Duration::from_secs(5),
+        || {
+            let s = server.get("/state").1;
+            s["entity_count"] == 200_000
+                && s["entity_count_exact"] == true
+                && s["entity_count_source"] == "dbsize"
+        },
+    );
+    // The first tick's pages already list ids to read.
+    let (_, batch) = server.post_form("/batch-read", "count=10&field=country_iso");
+    assert_eq!(batch["entity_count"], 10, "{batch}");
+    assert_eq!(batch["values_found"], 10, "{batch}");
+}
+
+/// Before: an idle server scanned all 200,000 keys every second, about
+/// half a second of Redis time per second. Now the scan's round trips are
+/// charged to a budget of 1% of wall time (20 ms of credit at most): over
+/// 3 s at most 30 ms plus the credit plus one page overrun. The bound
+/// asserted is twice that.
+#[test]
+fn an_idle_server_spends_about_one_percent_of_redis_on_its_scan() {
+    let redis = common::redis();
+    let mut conn = common::raw(&redis);
+    load_raw(&mut conn, 200_000);
+    let server = Server::start(&redis.url(), &[]);
+    wait_until("a first tick", Duration::from_secs(5), || {
+        server.get("/state").1["entity_count"] == 200_000
+    });
+
+    let (calls0, usec0) = scan_stats(&mut conn);
+    std::thread::sleep(Duration::from_secs(3));
+    let (calls1, usec1) = scan_stats(&mut conn);
+    let usec = usec1 - usec0;
+    assert!(
+        usec < 2 * (30_000 + 20_000 + 5_000),
+        "SCAN held Redis {usec} us in {} calls over 3 s",
+        calls1 - calls0
+    );
+    assert!(calls1 > calls0, "the scan goes on, slowly");
+}
+
+/// `DBSIZE` is the count while every key is under the prefix; one key
+/// outside it sends the count back to the scan, and `/state` says which.
+#[test]
+fn the_count_is_dbsize_only_while_every_key_is_under_the_prefix() {
+    let redis = common::redis();
+    let mut conn = common::raw(&redis);
+    let server = Server::start(&redis.url(), &["--refresh-ms", "50"]);
+    let (status, load) = server.post_form("/bulk-load", "count=20");
+    assert_eq!(status, 200, "{load}");
+    let (_, state) = server.get("/state");
+    assert_eq!(state["entity_count"], 20, "{state}");
+    assert_eq!(state["entity_count_source"], "dbsize", "{state}");
+    assert_eq!(state["entity_count_exact"], true, "{state}");
+
+    let _: () = redis::cmd("SET")
+        .arg("someone:else")
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    wait_until(
+        "the count comes from the scan",
+        Duration::from_secs(10),
+        || server.get("/state").1["entity_count_source"] == "scan",
+    );
+    let (_, state) = server.get("/state");
+    assert_eq!(state["entity_count"], 20, "{state}");
+    assert_eq!(state["entity_count_exact"], true, "{state}");
+
+    let _: () = redis::cmd("DEL")
+        .arg("someone:else")
+        .query(&mut conn)
+        .unwrap();
+    wait_until(
+        "back to DBSIZE once the foreign key is gone",
+        Duration::from_secs(10),
+        || server.get("/state").1["entity_count_source"] == "dbsize",
+    );
+}
