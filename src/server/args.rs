@@ -76,7 +76,8 @@ pub struct Args {
     #[arg(long, env = "FS_REDIS_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_timeout_ms: u64,
-    /// How often the entity count and id list are rescanned.
+    /// How often the entity count is refreshed and the background scan
+    /// (1% of Redis time at most) runs a step.
     #[arg(long, env = "FS_REFRESH_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub refresh_ms: u64,

@@ -13,6 +13,7 @@
 //!   credit, charged with each call's measured round trip (an upper bound
 //!   on the Redis time it took), and the cursor carries over to the next
 //!   tick. A completed pass publishes its ids and unlisted count.
+//!
 //! Nothing runs before the server listens; `/bulk-load` and `/reset` run
 //! one early tick (at least one page), never a whole pass.
 //!
