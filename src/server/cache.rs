@@ -39,8 +39,9 @@ pub const BUDGET_FRACTION: f64 = 0.01;
 /// The most credit the budget keeps across idle time (what the first tick
 /// after start may spend at once).
 const BUDGET_BURST: Duration = Duration::from_millis(20);
-/// Keys one SCAN page asks for.
-const PAGE: usize = 1000;
+/// Keys one SCAN page asks for: about 0.4 ms of Redis time (measured
+/// 0.8 ms for 1000), so no page holds Redis long.
+const PAGE: usize = 500;
 /// `RANDOMKEY` samples per tick to check every key is under the prefix.
 const SAMPLES: usize = 3;
 
