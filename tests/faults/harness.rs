@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use feature_store::synth::{BATCH_FEATURES, STREAMING_FEATURES};
 use serde_json::Value;
 
 pub const PREFIX: &str = "fs:user:";
@@ -538,39 +537,7 @@ pub fn check_invariants(conn: &mut redis::Connection, step: &str) -> usize {
             key.starts_with(PREFIX),
             "{step}: key outside the prefix: {key}"
         );
-        // Milliseconds: TTL rounds a key about to expire down to 0 seconds.
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).expect("PTTL");
-        if ttl == -2 {
-            continue; // expired between KEYS and PTTL
-        }
-        assert!(ttl > 0, "{step}: {key} has no key TTL ({ttl})");
-        let fields: Vec<String> = redis::cmd("HKEYS").arg(key).query(conn).expect("HKEYS");
-        if fields.is_empty() {
-            continue;
-        }
-        let ttls: Vec<i64> = redis::cmd("HPTTL")
-            .arg(key)
-            .arg("FIELDS")
-            .arg(fields.len())
-            .arg(&fields)
-            .query(conn)
-            .expect("HPTTL");
-        for (field, t) in fields.iter().zip(ttls) {
-            if t == -2 {
-                continue;
-            }
-            if STREAMING_FEATURES.contains(&field.as_str()) {
-                assert!(
-                    t > 0,
-                    "{step}: streaming field {key}.{field} has no field TTL ({t})"
-                );
-            } else if BATCH_FEATURES.contains(&field.as_str()) {
-                assert_eq!(
-                    t, -1,
-                    "{step}: batch field {key}.{field} carries a field TTL"
-                );
-            }
-        }
+        crate::common::check_entity_ttls(conn, key, step, false);
     }
     keys.len()
 }

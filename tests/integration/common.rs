@@ -59,3 +59,50 @@ pub fn all_keys(conn: &mut redis::Connection) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// The per-entity invariants: `key` has a key TTL (PTTL, so a key about to
+/// expire is not rounded to 0), every streaming field a field TTL and no
+/// batch field one. With `only_demo_fields`, any other field fails too.
+/// Keys and fields that expire while being checked are skipped.
+pub fn check_entity_ttls(
+    conn: &mut redis::Connection,
+    key: &str,
+    step: &str,
+    only_demo_fields: bool,
+) {
+    use feature_store::synth::{BATCH_FEATURES, STREAMING_FEATURES};
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).expect("PTTL");
+    if ttl == -2 {
+        return; // expired between listing and PTTL
+    }
+    assert!(ttl > 0, "{step}: {key} has no key TTL ({ttl})");
+    let fields: Vec<String> = redis::cmd("HKEYS").arg(key).query(conn).expect("HKEYS");
+    if fields.is_empty() {
+        return;
+    }
+    let ttls: Vec<i64> = redis::cmd("HPTTL")
+        .arg(key)
+        .arg("FIELDS")
+        .arg(fields.len())
+        .arg(&fields)
+        .query(conn)
+        .expect("HPTTL");
+    for (field, t) in fields.iter().zip(ttls) {
+        if t == -2 {
+            continue; // expired between HKEYS and HPTTL
+        }
+        if STREAMING_FEATURES.contains(&field.as_str()) {
+            assert!(
+                t > 0,
+                "{step}: streaming field {key}.{field} has no field TTL ({t})"
+            );
+        } else if BATCH_FEATURES.contains(&field.as_str()) {
+            assert_eq!(
+                t, -1,
+                "{step}: batch field {key}.{field} carries a field TTL"
+            );
+        } else {
+            assert!(!only_demo_fields, "{step}: unknown field {field}");
+        }
+    }
+}

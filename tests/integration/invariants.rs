@@ -2,7 +2,7 @@
 //! happen to it: no immortal keys, streaming fields always expire, batch
 //! fields never carry a field TTL.
 
-use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
+use feature_store::synth;
 use feature_store::{FeatureMap, StoreConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,43 +16,7 @@ fn check_invariants(conn: &mut redis::Connection, step: &str) {
             key.starts_with("fs:user:"),
             "{step}: key outside the prefix: {key}"
         );
-        // Milliseconds: TTL rounds a key about to expire down to 0 seconds.
-        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(conn).expect("PTTL");
-        if ttl == -2 {
-            continue; // expired between KEYS and TTL
-        }
-        assert!(ttl > 0, "{step}: {key} has no key TTL ({ttl})");
-        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key).query(conn).expect("HKEYS");
-        if fields.is_empty() {
-            continue;
-        }
-        let ttls: Vec<i64> = redis::cmd("HPTTL")
-            .arg(&key)
-            .arg("FIELDS")
-            .arg(fields.len())
-            .arg(&fields)
-            .query(conn)
-            .expect("HPTTL");
-        for (field, t) in fields.iter().zip(ttls) {
-            if t == -2 {
-                continue; // expired between HKEYS and HTTL
-            }
-            if STREAMING_FEATURES.contains(&field.as_str()) {
-                assert!(
-                    t > 0,
-                    "{step}: streaming field {key}.{field} has no field TTL ({t})"
-                );
-            } else {
-                assert!(
-                    BATCH_FEATURES.contains(&field.as_str()),
-                    "{step}: unknown field {field}"
-                );
-                assert_eq!(
-                    t, -1,
-                    "{step}: batch field {key}.{field} carries a field TTL"
-                );
-            }
-        }
+        common::check_entity_ttls(conn, &key, step, true);
     }
 }
 
