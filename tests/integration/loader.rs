@@ -1757,6 +1757,17 @@ mod hostile_input {
 
     use feature_store::loader::args::Format;
 
+    /// Empties the shared Redis and writes `bytes` as a temporary input file.
+    fn fresh_input(redis: &ManagedRedis, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let _: () = redis::cmd("FLUSHALL")
+            .query(&mut raw(redis))
+            .expect("FLUSHALL");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("input");
+        std::fs::write(&path, bytes).expect("write input");
+        (dir, path)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -1769,10 +1780,7 @@ mod hostile_input {
             (bytes, csv, classes) in input_file()
         ) {
             let redis = shared_redis().lock().unwrap_or_else(|p| p.into_inner());
-            let _: () = redis::cmd("FLUSHALL").query(&mut raw(&redis)).expect("FLUSHALL");
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("input");
-            std::fs::write(&path, &bytes).expect("write input");
+            let (_dir, path) = fresh_input(&redis, &bytes);
             let counts = load(&redis, &path, csv);
             prop_assert_eq!(counts, expected(&classes));
             assert_keys_contained(&redis, "fs:user:");
@@ -1788,10 +1796,7 @@ mod hostile_input {
             (bytes, csv, classes) in input_file()
         ) {
             let redis = shared_redis().lock().unwrap_or_else(|p| p.into_inner());
-            let _: () = redis::cmd("FLUSHALL").query(&mut raw(&redis)).expect("FLUSHALL");
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("input");
-            std::fs::write(&path, &bytes).expect("write input");
+            let (dir, path) = fresh_input(&redis, &bytes);
             let max = MAX_VALUE.to_string();
             let out = run(&redis, &[
                 "--from", path.to_str().expect("path"),
