@@ -713,6 +713,17 @@ impl FeatureStore {
     /// at a time), whatever its name's bytes, and nothing else. Returns how
     /// many keys went.
     pub fn delete_all(&self) -> Result<u64, StoreError> {
+        self.delete_all_reporting(|_| {})
+    }
+
+    /// `delete_all`, calling `deleted_so_far` after each batch with the
+    /// running total: a reset of millions of keys takes seconds, and the
+    /// page shows how far it got. Each batch (one SCAN page, one UNLINK)
+    /// holds Redis for about a millisecond, so reads go on around it.
+    pub fn delete_all_reporting(
+        &self,
+        mut deleted_so_far: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         let mut failure = None;
         self.scan_keys(|keys| {
@@ -729,6 +740,7 @@ impl FeatureStore {
             {
                 Ok(n) => {
                     deleted += n;
+                    deleted_so_far(deleted);
                     ControlFlow::Continue(())
                 }
                 Err(e) => {

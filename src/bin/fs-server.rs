@@ -112,6 +112,7 @@ fn run(args: Args) -> Result<(), String> {
         cache: cache.clone(),
         mode,
         control: Default::default(),
+        reset: Default::default(),
     });
 
     let (events, wake) = mpsc::channel();

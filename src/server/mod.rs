@@ -11,6 +11,7 @@ pub mod conn;
 pub mod errors;
 pub mod http;
 pub mod origin;
+pub mod reset;
 pub mod routes;
 
 use std::io;
@@ -44,6 +45,8 @@ pub struct App {
     /// Serializes worker toggles and resets, so a reset restores exactly
     /// the state it found.
     pub control: Mutex<()>,
+    /// How far a running `/reset` got, for `/state`.
+    pub reset: reset::ResetProgress,
 }
 
 #[derive(Debug, Clone)]

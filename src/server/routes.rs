@@ -103,6 +103,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "entity_ids_error": snap.error,
         "stats": app.store.stats(),
         "worker": app.worker.status(),
+        "reset": app.reset.status(),
         "batch_features": BATCH_FEATURES,
         "streaming_features": STREAMING_FEATURES,
     }))
@@ -301,7 +302,12 @@ fn reset(app: &App) -> Result<Reply, ApiError> {
     let before = app.worker.status();
     app.worker.pause();
     let result = if app.worker.wait_for_idle(Duration::from_secs(10)) {
-        let deleted = app.store.delete_all().map_err(ApiError::from);
+        let progress = app.reset.start();
+        let deleted = app
+            .store
+            .delete_all_reporting(|n| progress.deleted_so_far(n))
+            .map_err(ApiError::from);
+        drop(progress);
         // Forget the old ids before the worker resumes, so it never writes
         // to a deleted id, even when the refresh below fails or a scan from
         // before the delete lands late (the cache drops those).

@@ -150,3 +150,43 @@ fn the_count_is_dbsize_only_while_every_key_is_under_the_prefix() {
         || server.get("/state").1["entity_count_source"] == "dbsize",
     );
 }
+
+/// A reset of a big store takes a while (one SCAN page and one UNLINK at a
+/// time); meanwhile `/state` says how far it got, reads keep being served,
+/// and at the end every key under the prefix is gone and nothing else.
+#[test]
+fn a_reset_of_300k_entities_reports_progress_in_state_and_deletes_them_all() {
+    let redis = common::redis();
+    let mut conn = common::raw(&redis);
+    load_raw(&mut conn, 300_000);
+    let _: () = redis::cmd("SET")
+        .arg("other:tool")
+        .arg("keep")
+        .query(&mut conn)
+        .expect("SET");
+    let server = Server::start(&redis.url(), &[]);
+    assert_eq!(server.get("/state").1["reset"], serde_json::Value::Null);
+
+    std::thread::scope(|s| {
+        let reset = s.spawn(|| server.post_form("/reset", ""));
+        let mut seen = Vec::new();
+        while !reset.is_finished() {
+            let (status, state) = server.get("/state");
+            assert_eq!(status, 200, "{state}");
+            if let Some(n) = state["reset"]["deleted"].as_u64() {
+                seen.push(n);
+            }
+        }
+        let (status, body) = reset.join().expect("reset thread");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["deleted"], 300_000, "{body}");
+        assert!(
+            seen.iter().any(|&n| n > 0 && n < 300_000),
+            "no partial progress seen in /state: {seen:?}"
+        );
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    });
+    assert_eq!(server.get("/state").1["reset"], serde_json::Value::Null);
+    let left: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(left, 1, "only the other tool's key stays");
+}
