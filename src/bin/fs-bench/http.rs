@@ -284,7 +284,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn check_ok(what: &str, status: u16, body: &[u8]) -> BResult<()> {
+pub fn check_ok(what: &str, status: u16, body: &[u8]) -> BResult<()> {
     if status == 200 {
         Ok(())
     } else {
@@ -307,7 +307,7 @@ fn expect_field(body: &[u8], name: &str, want: u64) -> BResult<()> {
 
 // ---- request bodies -------------------------------------------------------
 
-fn read_body(id: &str) -> Vec<u8> {
+pub fn read_body(id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "user": id, "fields": READ_FIELDS }))
         .unwrap_or_default()
 }

@@ -15,18 +15,24 @@ use crate::library::{self, Ctx};
 use crate::report::{Check, Figures, RatioOn, Row};
 use crate::BResult;
 
-const SEED: u64 = 7;
-const CHUNK: usize = 1000;
+pub const SEED: u64 = 7;
+pub const CHUNK: usize = 1000;
 
 pub fn row(ctx: &Ctx, loader: &Path) -> BResult<Row> {
     let users = ctx.sizes.bulk_users;
-    let ours = loader_rate(loader, users)?;
+    let flags: &[&str] = if supports(loader, "--full-speed") {
+        &["--full-speed"]
+    } else {
+        &[]
+    };
+    let ours = loader_rate(loader, users, flags)?;
     let base = builder_rate(users)?;
     Ok(Row {
         id: "loader",
         operation: format!(
-            "`fs-loader --count {}` (the real binary, end to end)",
-            crate::report::count(users as f64)
+            "`fs-loader --count {}{}` (the real binary, end to end)",
+            crate::report::count(users as f64),
+            flags.iter().map(|f| format!(" {f}")).collect::<String>()
         ),
         unit: "users",
         ours: Figures::Rate { per_sec: ours },
@@ -39,22 +45,31 @@ pub fn row(ctx: &Ctx, loader: &Path) -> BResult<Row> {
         // users/s here with a plain pipelined HSET + EXPIRE.
         goal: vec![Check::PerSecAtLeast(135_000.0)],
         note: format!(
-            "wall time of one `fs-loader --count {users} --quiet` process (synthesis, validation \
+            "wall time of one `fs-loader --count {users} --quiet{}` process (synthesis, validation \
              and writing with its default 2 writers of {CHUNK}-row chunks, 50 rows per \
              `write_batch_rows` call), and of the same users synthesized and written as \
              pipelined `HSET` + `EXPIRE` in {CHUNK}-user chunks on one connection; each into a \
-             fresh, empty Redis. The goal is 1.5x a plain builder (about 90k users/s here)."
+             fresh, empty Redis, where nothing else runs (hence full speed: no pacing). The goal \
+             is 1.5x a plain builder (about 90k users/s here).",
+            flags.iter().map(|f| format!(" {f}")).collect::<String>()
         ),
     })
 }
 
 /// Users per second of one `fs-loader --count users` run into an empty Redis.
-fn loader_rate(loader: &Path, users: usize) -> BResult<f64> {
+fn loader_rate(loader: &Path, users: usize, flags: &[&str]) -> BResult<f64> {
     let redis = ManagedRedis::start()?;
+    run_loader(loader, &redis.url(), users, flags)
+}
+
+/// Users per second of one `fs-loader --count users --quiet` process with
+/// `flags`, checked to have written every user.
+pub fn run_loader(loader: &Path, url: &str, users: usize, flags: &[&str]) -> BResult<f64> {
     let started = Instant::now();
     let out = Command::new(loader)
         .args(["--count", &users.to_string(), "--seed", &SEED.to_string()])
-        .args(["--quiet", "--redis-url", &redis.url()])
+        .args(["--quiet", "--redis-url", url])
+        .args(flags)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running {}: {e}", loader.display()))?;
@@ -66,7 +81,7 @@ fn loader_rate(loader: &Path, users: usize) -> BResult<f64> {
         .and_then(|n| n.trim().parse::<usize>().ok());
     if !out.status.success() || written != Some(users) {
         return Err(format!(
-            "fs-loader --count {users} ended {} having written {written:?}:\n{summary}{}",
+            "fs-loader --count {users} {flags:?} ended {} having written {written:?}:\n{summary}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         )
@@ -75,10 +90,26 @@ fn loader_rate(loader: &Path, users: usize) -> BResult<f64> {
     Ok(users as f64 / elapsed.as_secs_f64())
 }
 
-/// Users per second of the plain way: synthesize, pipeline HSET + EXPIRE.
+/// Whether this fs-loader has `flag` (an older binary given with
+/// `--loader-bin` may not).
+pub fn supports(loader: &Path, flag: &str) -> bool {
+    Command::new(loader)
+        .arg("--help")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+        .unwrap_or(false)
+}
+
+/// Users per second of the plain way into an empty Redis.
 fn builder_rate(users: usize) -> BResult<f64> {
     let redis = ManagedRedis::start()?;
-    let mut raw = library::raw_connection(&redis.url())?;
+    build_plain(&redis.url(), users)
+}
+
+/// Synthesizes `users` and writes them as pipelined HSET + EXPIRE (under
+/// the baseline's prefix) on one connection; users per second.
+pub fn build_plain(url: &str, users: usize) -> BResult<f64> {
+    let mut raw = library::raw_connection(url)?;
     let started = Instant::now();
     let mut rows = synth::users(users, SEED);
     loop {

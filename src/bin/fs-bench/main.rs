@@ -12,6 +12,7 @@ mod library;
 mod loader;
 mod measure;
 mod report;
+mod sharing;
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -202,14 +203,14 @@ fn run(args: Args) -> BResult<()> {
     )?;
     step("memory", &mut rows, library::memory(&mut ctx))?;
 
-    if args.no_http {
-        skipped.push("the HTTP rows (`--no-http`)".into());
-    } else {
-        let server_bin = match args.server_bin.clone() {
-            Some(p) => p,
-            None => http::sibling_bin("fs-server")?,
-        };
-        http::rows(&mut ctx, &server_bin, &mut rows)?;
+    let server_bin = match (args.no_http, args.server_bin.clone()) {
+        (true, _) => None,
+        (false, Some(p)) => Some(p),
+        (false, None) => Some(http::sibling_bin("fs-server")?),
+    };
+    match &server_bin {
+        None => skipped.push("the HTTP rows (`--no-http`)".into()),
+        Some(bin) => http::rows(&mut ctx, bin, &mut rows)?,
     }
 
     // Last, on Redis servers of its own.
@@ -218,6 +219,10 @@ fn run(args: Args) -> BResult<()> {
         None => http::sibling_bin("fs-loader")?,
     };
     step("loader", &mut rows, loader::row(&ctx, &loader_bin))?;
+    match &server_bin {
+        None => skipped.push("loading beside serving (`--no-http`)".into()),
+        Some(bin) => sharing::rows(&ctx, bin, &loader_bin, &mut rows)?,
+    }
 
     machine.load_end = report::loadavg();
     machine.elapsed = started.elapsed();

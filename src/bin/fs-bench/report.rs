@@ -25,6 +25,8 @@ pub enum Check {
     RatioAtLeast(f64),
     P50AtMost(Duration),
     P99AtMost(Duration),
+    /// ours p99 / baseline p99 (both timed).
+    P99RatioAtMost(f64),
     PerSecAtLeast(f64),
 }
 
@@ -35,6 +37,7 @@ impl Check {
             Check::RatioAtLeast(x) => format!("ratio >= {x}x{}", on.suffix()),
             Check::P50AtMost(d) => format!("p50 <= {}", ms(d)),
             Check::P99AtMost(d) => format!("p99 <= {}", ms(d)),
+            Check::P99RatioAtMost(x) => format!("ratio <= {x}x (p99)"),
             Check::PerSecAtLeast(x) => format!(">= {}/s", count(x)),
         }
     }
@@ -70,6 +73,10 @@ pub enum Figures {
     Rate {
         per_sec: f64,
     },
+    /// Microseconds of Redis time per item (from `INFO commandstats`).
+    RedisTime {
+        usec: f64,
+    },
 }
 
 impl Figures {
@@ -79,6 +86,14 @@ impl Figures {
             Figures::Bytes { mean, .. } => mean,
             Figures::External { p50, .. } => p50.as_secs_f64(),
             Figures::Rate { .. } => 0.0,
+            Figures::RedisTime { usec } => usec,
+        }
+    }
+    fn p99(&self) -> Option<Duration> {
+        match *self {
+            Figures::Timed(s) => Some(s.p99),
+            Figures::External { p99, .. } => Some(p99),
+            _ => None,
         }
     }
     fn per_sec(&self) -> f64 {
@@ -87,6 +102,7 @@ impl Figures {
             Figures::Bytes { .. } => 0.0,
             Figures::External { per_sec, .. } => per_sec,
             Figures::Rate { per_sec } => per_sec,
+            Figures::RedisTime { .. } => 0.0,
         }
     }
     fn cells(&self, unit: &str) -> (String, String, String) {
@@ -106,6 +122,11 @@ impl Figures {
                 "-".into(),
                 "-".into(),
                 format!("{} {unit}/s", count(per_sec)),
+            ),
+            Figures::RedisTime { usec } => (
+                format!("{usec:.2} us/{unit} in Redis"),
+                "-".into(),
+                "-".into(),
             ),
         }
     }
@@ -127,6 +148,7 @@ impl Figures {
             }
             Figures::Bytes { p50, mean, .. } => format!("p50 {p50:.0} B, mean {mean:.1} B"),
             Figures::Rate { per_sec } => format!("{} {unit}/s", count(per_sec)),
+            Figures::RedisTime { usec } => format!("{usec:.2} us of Redis time per {unit}"),
         }
     }
 }
@@ -171,12 +193,18 @@ impl Row {
             Figures::Bytes { .. } => (Duration::ZERO, Duration::ZERO, 0.0),
             // A single run has no latency to check.
             Figures::Rate { per_sec } => (Duration::ZERO, Duration::ZERO, per_sec),
+            Figures::RedisTime { .. } => (Duration::ZERO, Duration::ZERO, 0.0),
+        };
+        let p99_ratio = match (self.ours.p99(), self.baseline.p99()) {
+            (Some(a), Some(b)) if !b.is_zero() => a.as_secs_f64() / b.as_secs_f64(),
+            _ => f64::NAN,
         };
         Some(self.goal.iter().all(|c| match *c {
             Check::RatioAtMost(x) => ratio <= x,
             Check::RatioAtLeast(x) => ratio >= x,
             Check::P50AtMost(d) => p50 <= d,
             Check::P99AtMost(d) => p99 <= d,
+            Check::P99RatioAtMost(x) => p99_ratio <= x,
             Check::PerSecAtLeast(x) => per_sec >= x,
         }))
     }

@@ -1,0 +1,417 @@
+//! Loading beside serving: what a load does to the reads of live traffic,
+//! and how much Redis time the write scripts cost per row.
+//!
+//! One fresh Redis and one `fs-server`. Two probes run throughout each
+//! phase: a model-server-like client sending `POST /read` on one keep-alive
+//! connection about 500 times a second, and `PING` on a connection of its
+//! own every few milliseconds. The phases, in one run:
+//!
+//! 1. idle: nothing else runs;
+//! 2. a plain builder (synthesis + pipelined HSET + EXPIRE on one
+//!    connection, not atomic) loads the users;
+//! 3. `fs-loader --count N` with its default flags loads the same users;
+//! 4. the same with `--full-speed`.
+//!
+//! The script rows read `INFO commandstats` around a phase: the script's
+//! own time per row (`EVALSHA`) against the time of the commands it runs
+//! inside (counted by Redis under their own names), which is what the same
+//! writes cost without a script.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use feature_store::{synth, FeatureStore, ManagedRedis, StoreConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::http::{self, HttpClient, Server};
+use crate::library::{self, Ctx};
+use crate::loader::{self, SEED};
+use crate::measure::{Recorder, Summary};
+use crate::report::{Check, Figures, RatioOn, Row};
+use crate::BResult;
+
+/// Users the `/read` probe picks among (written before the idle phase).
+const READ_USERS: usize = 10_000;
+/// Pause between two probe reads: about 500 reads/s, a steady model
+/// server rather than a client that would itself saturate a core.
+const READ_GAP: Duration = Duration::from_millis(2);
+const PING_GAP: Duration = Duration::from_millis(5);
+/// Streaming events for the `write_streaming` cost row.
+const STREAMING_EVENTS: usize = 100_000;
+
+/// The commands a write script runs inside, by `INFO commandstats` name.
+const INNER_COMMANDS: [&str; 6] = ["hset", "hdel", "expire", "hexpire", "hsetex", "hpexpire"];
+
+/// Latencies the probes saw during one phase.
+struct Seen {
+    read: Summary,
+    ping: Summary,
+}
+
+pub fn rows(ctx: &Ctx, server_bin: &Path, loader_bin: &Path, out: &mut Vec<Row>) -> BResult<()> {
+    let users = ctx.sizes.bulk_users;
+    let quick = users < 100_000;
+    let idle_for = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    eprintln!("fs-bench: loading beside serving: a fresh Redis and fs-server ...");
+    let redis = ManagedRedis::start()?;
+    let url = redis.url();
+    let store = FeatureStore::open(&url, StoreConfig::default())?;
+    let readable: Vec<_> = synth::users(READ_USERS.min(users), SEED).collect();
+    for chunk in readable.chunks(loader::CHUNK) {
+        let report = store.bulk_load(chunk, library::BATCH_TTL)?;
+        if !report.failed.is_empty() {
+            return Err(format!("preloading: {} rows failed", report.failed.len()).into());
+        }
+    }
+    let ids: Arc<Vec<String>> = Arc::new(readable.into_iter().map(|(id, _)| id).collect());
+    let server = Server::start(server_bin, &url)?;
+    let mut raw = library::raw_connection(&url)?;
+
+    eprintln!("fs-bench:   idle, {idle_for:?} ...");
+    let (_, idle) = during(&server, &url, &ids, || {
+        std::thread::sleep(idle_for);
+        Ok(())
+    })?;
+    eprintln!("fs-bench:   a plain builder, {users} users ...");
+    let (builder_rate, builder) = during(&server, &url, &ids, || loader::build_plain(&url, users))?;
+    eprintln!("fs-bench:   fs-loader --count {users} (default flags) ...");
+    reset_stats(&mut raw)?;
+    let (paced_rate, paced) = during(&server, &url, &ids, || {
+        loader::run_loader(loader_bin, &url, users, &[])
+    })?;
+    let batch_cost = script_cost(&mut raw, users)?;
+    let full_flag = "--full-speed";
+    let full = if loader::supports(loader_bin, full_flag) {
+        eprintln!("fs-bench:   fs-loader --count {users} {full_flag} ...");
+        Some(during(&server, &url, &ids, || {
+            loader::run_loader(loader_bin, &url, users, &[full_flag])
+        })?)
+    } else {
+        None
+    };
+    let events = if quick { 10_000 } else { STREAMING_EVENTS };
+    eprintln!("fs-bench:   write_streaming, {events} events ...");
+    reset_stats(&mut raw)?;
+    stream_events(&store, events)?;
+    let streaming_cost = script_cost(&mut raw, events)?;
+    drop(server);
+
+    let n = crate::report::count(users as f64);
+    let probes = format!(
+        "The probes: `POST /read` (5 fields) on one keep-alive connection every {} ms among \
+         {} preloaded users, and `PING` on a connection of its own every {} ms, through each \
+         phase; idle ran {} s.",
+        READ_GAP.as_millis(),
+        crate::report::count(READ_USERS.min(users) as f64),
+        PING_GAP.as_millis(),
+        idle_for.as_secs()
+    );
+    crate::step(
+        "/read during fs-loader",
+        out,
+        Ok(Row {
+            id: "read_during_load",
+            operation: format!(
+                "HTTP `POST /read` while `fs-loader --count {n}` runs (default flags)"
+            ),
+            unit: "req",
+            ours: Figures::Timed(paced.read),
+            baseline_name: "the same reads, idle".into(),
+            baseline: Figures::Timed(idle.read),
+            ratio_on: RatioOn::P50,
+            goal: vec![Check::RatioAtMost(2.0), Check::P99RatioAtMost(2.0)],
+            note: format!(
+                "{probes} The goal: p50 and p99 within 2x of the idle figures while the loader \
+                 paces itself (its default latency budget)."
+            ),
+        }),
+    )?;
+    crate::step(
+        "PING during fs-loader",
+        out,
+        Ok(Row {
+            id: "ping_during_load",
+            operation: format!("Redis `PING` while `fs-loader --count {n}` runs (default flags)"),
+            unit: "req",
+            ours: Figures::Timed(paced.ping),
+            baseline_name: "the same PINGs, idle".into(),
+            baseline: Figures::Timed(idle.ping),
+            ratio_on: RatioOn::P50,
+            goal: vec![Check::P50AtMost(Duration::from_millis(1))],
+            note: format!("{probes} The goal: PING p50 under 1 ms during the load."),
+        }),
+    )?;
+    crate::step(
+        "fs-loader beside reads",
+        out,
+        Ok(Row {
+            id: "paced_loader",
+            operation: format!("`fs-loader --count {n}` (default flags) while the probes read"),
+            unit: "users",
+            ours: Figures::Rate {
+                per_sec: paced_rate,
+            },
+            baseline_name: "a plain builder (pipelined HSET + EXPIRE, not atomic) beside the \
+                            same probes"
+                .into(),
+            baseline: Figures::Rate {
+                per_sec: builder_rate,
+            },
+            ratio_on: RatioOn::PerSec,
+            goal: vec![Check::PerSecAtLeast(45_000.0)],
+            note: format!(
+                "wall time of the whole `fs-loader` process while the probes ran; the builder \
+                 loaded the same users (under its own prefix) just before. {probes}"
+            ),
+        }),
+    )?;
+    crate::step(
+        "/read during a plain builder",
+        out,
+        Ok(Row {
+            id: "read_during_builder",
+            operation: format!("HTTP `POST /read` while a plain builder loads {n} users"),
+            unit: "req",
+            ours: Figures::Timed(builder.read),
+            baseline_name: "the same reads, idle".into(),
+            baseline: Figures::Timed(idle.read),
+            ratio_on: RatioOn::P50,
+            goal: vec![],
+            note: format!(
+                "context for `read_during_load`: what a non-atomic load at its own full speed \
+                 does to the same reads (PING p50 {}, p99 {}). {probes}",
+                crate::report::ms(builder.ping.p50),
+                crate::report::ms(builder.ping.p99)
+            ),
+        }),
+    )?;
+    if let Some((full_rate, full)) = full {
+        crate::step(
+            "/read during fs-loader --full-speed",
+            out,
+            Ok(Row {
+                id: "read_during_full_speed",
+                operation: format!(
+                    "HTTP `POST /read` while `fs-loader --count {n} --full-speed` runs"
+                ),
+                unit: "req",
+                ours: Figures::Timed(full.read),
+                baseline_name: "the same reads, idle".into(),
+                baseline: Figures::Timed(idle.read),
+                ratio_on: RatioOn::P50,
+                goal: vec![],
+                note: format!(
+                    "what the pacing saves: the loader unpaced ({} users/s) beside the same \
+                     probes (PING p50 {}, p99 {}). {probes}",
+                    crate::report::count(full_rate),
+                    crate::report::ms(full.ping.p50),
+                    crate::report::ms(full.ping.p99)
+                ),
+            }),
+        )?;
+    }
+    for (id, script, cost, what) in [
+        (
+            "script_cost_batch",
+            "write_batch_rows",
+            batch_cost,
+            format!("the `fs-loader --count {n}` phase above (synthetic users, 6 batch features)"),
+        ),
+        (
+            "script_cost_streaming",
+            "write_streaming",
+            streaming_cost,
+            format!(
+                "{} `update_streaming_many` events of 5 streaming features each",
+                crate::report::count(events as f64)
+            ),
+        ),
+    ] {
+        crate::step(
+            id,
+            out,
+            Ok(Row {
+                id,
+                operation: format!("Redis time per row inside `{script}`"),
+                unit: "row",
+                ours: Figures::RedisTime { usec: cost.script },
+                baseline_name: format!(
+                    "the commands it runs inside ({}), their own time",
+                    cost.inner_names.join(" + ")
+                ),
+                baseline: Figures::RedisTime { usec: cost.inner },
+                ratio_on: RatioOn::P50,
+                goal: vec![Check::RatioAtMost(1.5)],
+                note: format!(
+                    "`INFO commandstats` reset before and read after {what}: `evalsha` usec over \
+                     rows, against the usec Redis counts for the commands the script ran (the \
+                     same writes without a script). {:.0} us per script call.",
+                    cost.per_call
+                ),
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `work` while the two probes run; returns its result and what the
+/// probes saw.
+fn during<T>(
+    server: &Server,
+    url: &str,
+    ids: &Arc<Vec<String>>,
+    work: impl FnOnce() -> BResult<T>,
+) -> BResult<(T, Seen)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reader(server.addr, ids.clone(), stop.clone());
+    let pinger = spawn_pinger(url.to_owned(), stop.clone());
+    let result = work();
+    stop.store(true, Relaxed);
+    let read = join(reader)?;
+    let ping = join(pinger)?;
+    Ok((result?, Seen { read, ping }))
+}
+
+fn join(h: JoinHandle<BResult<Recorder>>) -> BResult<Summary> {
+    let recorder = h.join().map_err(|_| "a probe thread panicked")??;
+    Ok(recorder.summary())
+}
+
+fn spawn_reader(
+    addr: SocketAddr,
+    ids: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<BResult<Recorder>> {
+    std::thread::spawn(move || {
+        let mut client = HttpClient::connect(addr)?;
+        let mut rng = StdRng::seed_from_u64(SEED ^ 11);
+        let mut rec = Recorder::default();
+        while !stop.load(Relaxed) {
+            let id = &ids[rng.gen_range(0..ids.len())];
+            let body = http::read_body(id);
+            let started = Instant::now();
+            let (status, reply) = client.post("/read", &body)?;
+            rec.record(started.elapsed(), 1);
+            http::check_ok("POST /read", status, &reply)?;
+            std::thread::sleep(READ_GAP);
+        }
+        Ok(rec)
+    })
+}
+
+fn spawn_pinger(url: String, stop: Arc<AtomicBool>) -> JoinHandle<BResult<Recorder>> {
+    std::thread::spawn(move || {
+        let mut conn = library::raw_connection(&url)?;
+        let mut rec = Recorder::default();
+        while !stop.load(Relaxed) {
+            let started = Instant::now();
+            redis::cmd("PING").query::<()>(&mut conn)?;
+            rec.record(started.elapsed(), 1);
+            std::thread::sleep(PING_GAP);
+        }
+        Ok(rec)
+    })
+}
+
+fn stream_events(store: &FeatureStore, events: usize) -> BResult<()> {
+    let mut rng = StdRng::seed_from_u64(SEED ^ 12);
+    let chunk = store.chunk_size();
+    let mut next = 1;
+    while next <= events {
+        let end = (next + chunk - 1).min(events);
+        let batch: Vec<_> = (next..=end)
+            .map(|n| {
+                let now = now_ms();
+                (synth::user_id(n), synth::streaming_features(&mut rng, now))
+            })
+            .collect();
+        let report = store.update_streaming_many(&batch, library::STREAMING_TTL)?;
+        if !report.failed.is_empty() {
+            return Err(format!("streaming: {} events failed", report.failed.len()).into());
+        }
+        next = end + 1;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Redis time per row of a phase's script calls, and of the commands they
+/// ran inside.
+#[derive(Debug, Clone)]
+struct ScriptCost {
+    script: f64,
+    inner: f64,
+    per_call: f64,
+    inner_names: Vec<String>,
+}
+
+fn reset_stats(raw: &mut redis::Connection) -> BResult<()> {
+    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(raw)?;
+    Ok(())
+}
+
+fn script_cost(raw: &mut redis::Connection, rows: usize) -> BResult<ScriptCost> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw)?;
+    let stats = commandstats(&info);
+    let (calls, usec) = stats
+        .get("evalsha")
+        .copied()
+        .ok_or("no evalsha in INFO commandstats")?;
+    let mut inner = 0;
+    let mut inner_names = Vec::new();
+    for name in INNER_COMMANDS {
+        if let Some((c, u)) = stats.get(name) {
+            inner += u;
+            // A probe or two (the loader's capability check) is not
+            // something the script runs.
+            if *c as f64 >= rows as f64 / 100.0 {
+                inner_names.push(name.to_uppercase());
+            }
+        }
+    }
+    let rows = rows.max(1) as f64;
+    Ok(ScriptCost {
+        script: usec as f64 / rows,
+        inner: inner as f64 / rows,
+        per_call: usec as f64 / calls.max(1) as f64,
+        inner_names,
+    })
+}
+
+/// `cmdstat_<name>:calls=N,usec=N,...` lines as name -> (calls, usec).
+fn commandstats(info: &str) -> HashMap<String, (u64, u64)> {
+    let mut out = HashMap::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| -> u64 {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name.to_owned(), (field("calls"), field("usec")));
+    }
+    out
+}
