@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 17] = [
+const ROWS: [&str; 19] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -23,6 +23,8 @@ const ROWS: [&str; 17] = [
     "read_during_builder",
     "script_cost_batch",
     "script_cost_streaming",
+    "idle_redis_cpu",
+    "idle_state",
 ];
 
 #[test]

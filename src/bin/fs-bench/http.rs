@@ -70,6 +70,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(bin: &Path, redis_url: &str) -> BResult<Server> {
+        Server::start_with_flags(bin, redis_url, &server_flags())
+    }
+
+    /// A server with these flags instead of the quiet target's.
+    pub fn start_with_flags(bin: &Path, redis_url: &str, flags: &[String]) -> BResult<Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log = std::env::temp_dir().join(format!("fs-bench-server-{port}.log"));
@@ -77,7 +82,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(["--redis-url", redis_url])
             .args(["--port", &port.to_string()])
-            .args(server_flags())
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

@@ -8,6 +8,7 @@
 //! users, and spawns the real `fs-server` binary for the HTTP rows.
 
 mod http;
+mod idle;
 mod library;
 mod loader;
 mod measure;
@@ -221,7 +222,10 @@ fn run(args: Args) -> BResult<()> {
     step("loader", &mut rows, loader::row(&ctx, &loader_bin))?;
     match &server_bin {
         None => skipped.push("loading beside serving (`--no-http`)".into()),
-        Some(bin) => sharing::rows(&ctx, bin, &loader_bin, &mut rows)?,
+        Some(bin) => {
+            sharing::rows(&ctx, bin, &loader_bin, &mut rows)?;
+            idle::rows(bin, args.quick, &mut rows)?;
+        }
     }
 
     machine.load_end = report::loadavg();

@@ -28,6 +28,8 @@ pub enum Check {
     /// ours p99 / baseline p99 (both timed).
     P99RatioAtMost(f64),
     PerSecAtLeast(f64),
+    /// A share of one core (`Figures::Percent`).
+    PercentAtMost(f64),
 }
 
 impl Check {
@@ -39,6 +41,7 @@ impl Check {
             Check::P99AtMost(d) => format!("p99 <= {}", ms(d)),
             Check::P99RatioAtMost(x) => format!("ratio <= {x}x (p99)"),
             Check::PerSecAtLeast(x) => format!(">= {}/s", count(x)),
+            Check::PercentAtMost(x) => format!("<= {x}% of a core"),
         }
     }
 }
@@ -77,6 +80,10 @@ pub enum Figures {
     RedisTime {
         usec: f64,
     },
+    /// Percent of one CPU core.
+    Percent {
+        value: f64,
+    },
 }
 
 impl Figures {
@@ -87,6 +94,7 @@ impl Figures {
             Figures::External { p50, .. } => p50.as_secs_f64(),
             Figures::Rate { .. } => 0.0,
             Figures::RedisTime { usec } => usec,
+            Figures::Percent { value } => value,
         }
     }
     fn p99(&self) -> Option<Duration> {
@@ -102,7 +110,7 @@ impl Figures {
             Figures::Bytes { .. } => 0.0,
             Figures::External { per_sec, .. } => per_sec,
             Figures::Rate { per_sec } => per_sec,
-            Figures::RedisTime { .. } => 0.0,
+            Figures::RedisTime { .. } | Figures::Percent { .. } => 0.0,
         }
     }
     fn cells(&self, unit: &str) -> (String, String, String) {
@@ -128,6 +136,9 @@ impl Figures {
                 "-".into(),
                 "-".into(),
             ),
+            Figures::Percent { value } => {
+                (format!("{value:.2}% of a {unit}"), "-".into(), "-".into())
+            }
         }
     }
     fn short(&self, unit: &str) -> String {
@@ -149,6 +160,7 @@ impl Figures {
             Figures::Bytes { p50, mean, .. } => format!("p50 {p50:.0} B, mean {mean:.1} B"),
             Figures::Rate { per_sec } => format!("{} {unit}/s", count(per_sec)),
             Figures::RedisTime { usec } => format!("{usec:.2} us of Redis time per {unit}"),
+            Figures::Percent { value } => format!("{value:.2}% of a {unit}"),
         }
     }
 }
@@ -193,7 +205,9 @@ impl Row {
             Figures::Bytes { .. } => (Duration::ZERO, Duration::ZERO, 0.0),
             // A single run has no latency to check.
             Figures::Rate { per_sec } => (Duration::ZERO, Duration::ZERO, per_sec),
-            Figures::RedisTime { .. } => (Duration::ZERO, Duration::ZERO, 0.0),
+            Figures::RedisTime { .. } | Figures::Percent { .. } => {
+                (Duration::ZERO, Duration::ZERO, 0.0)
+            }
         };
         let p99_ratio = match (self.ours.p99(), self.baseline.p99()) {
             (Some(a), Some(b)) if !b.is_zero() => a.as_secs_f64() / b.as_secs_f64(),
@@ -205,6 +219,10 @@ impl Row {
             Check::P50AtMost(d) => p50 <= d,
             Check::P99AtMost(d) => p99 <= d,
             Check::P99RatioAtMost(x) => p99_ratio <= x,
+            Check::PercentAtMost(x) => match self.ours {
+                Figures::Percent { value } => value <= x,
+                _ => false,
+            },
             Check::PerSecAtLeast(x) => per_sec >= x,
         }))
     }
