@@ -10,8 +10,6 @@ written and its key TTL set atomically (the whole call is one script).
   then, for each row i = 1..n, in the order of KEYS:
     R         how many feature names to retract: integer 0..5000
     S         how many features to set: integer 0..3000 (R + S >= 1)
-              (checked with tonumber: another spelling of the same integer,
-              such as 0x10, is read as that integer)
     R names   features to delete (HDEL): a null in the batch job's output
     S pairs   field, value (HSET)
 
@@ -45,10 +43,6 @@ false) before the first write, because EXPIRE on a missing key does nothing
 and so cannot itself come before the HSET that creates the key. It costs no
 keyspace access.
 
-Cost: most of a call's Redis time is fixed by its shape (every argument
-becomes a Lua string, every redis.pcall a command), not by the checks: the
-checks walk ARGV once and keep nothing, and the writes walk it again.
-
 Example, one row (the SHA1 is printed by `fs-loader scripts --load`):
   redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 0 2 country_iso US tx_count_7d 14
   1) (integer) 2
@@ -68,18 +62,17 @@ if ttl == nil or not string.match(ttl, '^[1-9]%d*$') or #ttl > 9
   return fail('ttl must be an integer from 1 to 315360000')
 end
 
--- Pass 1 only checks, and keeps nothing: pass 2 reads the counts again,
--- which costs less than the tables that would carry them across.
--- tonumber + range + `% 1` is the integer check: cheaper than a pattern,
--- and any spelling it accepts ('0x10', ' 7') is the count pass 2 uses.
+-- Pass 1: check every row's layout before the first write.
 local nargs = #ARGV
+local starts, retracts, sets = {}, {}, {}
 local pos = 2
 for i = 1, n do
-  local r, s = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  if not r or not s or not (r >= 0 and r <= 5000 and s >= 0 and s <= 3000)
-      or r % 1 ~= 0 or s % 1 ~= 0 then
+  local r, s = ARGV[pos], ARGV[pos + 1]
+  if r == nil or s == nil or not string.match(r, '^%d+$') or not string.match(s, '^%d+$')
+      or #r > 4 or #s > 4 or tonumber(r) > 5000 or tonumber(s) > 3000 then
     return fail('row ' .. i .. ': counts must be integers (R <= 5000, S <= 3000)')
   end
+  r, s = tonumber(r), tonumber(s)
   if r + s == 0 then
     return fail('row ' .. i .. ': nothing to write')
   end
@@ -98,6 +91,7 @@ for i = 1, n do
       return fail('row ' .. i .. ': empty feature name')
     end
   end
+  starts[i], retracts[i], sets[i] = first, r, s
   pos = last + 1
 end
 if pos ~= nargs + 1 then
@@ -113,30 +107,25 @@ end
 -- Pass 2: write. pcall keeps a key of the wrong type from failing the rows
 -- around it; HDEL and HSET refuse such a key before changing anything.
 local reply = {}
-pos = 2
 for i = 1, n do
-  local key = KEYS[i]
-  local r, s = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local first = pos + 2
-  local last = first + r + 2 * s - 1
-  pos = last + 1
-  local res = true
+  local key, first, r, s = KEYS[i], starts[i], retracts[i], sets[i]
+  local ok = true
   if r > 0 then
-    res = redis.pcall('HDEL', key, unpack(ARGV, first, first + r - 1))
+    local res = redis.pcall('HDEL', key, unpack(ARGV, first, first + r - 1))
+    ok = type(res) ~= 'table' or res.err == nil
   end
-  if s > 0 and type(res) ~= 'table' then
-    res = redis.pcall('HSET', key, unpack(ARGV, first + r, last))
+  if ok and s > 0 then
+    local res = redis.pcall('HSET', key, unpack(ARGV, first + r, first + r + 2 * s - 1))
+    ok = type(res) ~= 'table' or res.err == nil
   end
-  if type(res) == 'table' then
-    reply[i] = -1
-  else
+  if ok then
     -- A retraction of every field leaves no key; EXPIRE is then a no-op.
-    res = redis.pcall('EXPIRE', key, ttl)
-    if type(res) == 'table' then
+    local res = redis.pcall('EXPIRE', key, ttl)
+    if type(res) == 'table' and res.err then
       -- Take back what this row set rather than leave it without a TTL.
       if s > 0 then
         local names = {}
-        for j = first + r, last, 2 do
+        for j = first + r, first + r + 2 * s - 1, 2 do
           names[#names + 1] = ARGV[j]
         end
         redis.pcall('HDEL', key, unpack(names))
@@ -144,6 +133,8 @@ for i = 1, n do
       return fail('EXPIRE failed on ' .. key .. ': ' .. res.err)
     end
     reply[i] = s
+  else
+    reply[i] = -1
   end
 end
 return reply

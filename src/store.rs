@@ -37,12 +37,15 @@ pub const MAX_CHUNK_SIZE: usize = 100_000;
 /// runs: 1000 rows is a few milliseconds).
 pub const MAX_ENTITIES_PER_CALL: usize = 1000;
 /// A script call also closes before its arguments pass either budget, so
-/// that wide rows do not hold Redis longer than narrow ones: measured on
-/// Redis 8 and Valkey 9, a call costs about 1 us of Redis time per argument
-/// (a 100-feature row's HSET alone is ~60 us), so 800 arguments (about 400
-/// features) keep one call near 0.5 ms, as do 50 rows of 6 features. A row
-/// larger than a budget is sent alone.
-pub const MAX_ARGS_PER_CALL: usize = 800;
+/// that a call of wide rows holds Redis about as long as one of narrow rows
+/// (at most about 0.5 ms). Measured with `INFO commandstats` on Redis 8:
+/// 50 synthetic streaming updates (12 arguments each) take about 0.4 ms a
+/// call, 40 batch rows of 6 features (15 arguments) about 0.3 ms; a row's
+/// cost grows faster than its width (a 100-feature HSET alone is about
+/// 75 us, an HSETEX about 170 us), so 600 arguments, two such rows, is the
+/// budget. A row over a budget is sent alone: it is one atomic write, and
+/// one of more than about 250 features holds Redis over 0.5 ms by itself.
+pub const MAX_ARGS_PER_CALL: usize = 600;
 /// See `MAX_ARGS_PER_CALL`: bytes of keys and arguments per call.
 pub const MAX_ARG_BYTES_PER_CALL: usize = 64 * 1024;
 /// How many keys one SCAN call asks for.
@@ -1269,10 +1272,12 @@ mod tests {
 
     #[test]
     fn narrow_rows_fill_a_call_and_wide_rows_close_it_early() {
-        // The synthetic rows: 6 features, 15 arguments with the key.
-        assert_eq!(split_calls(vec![(15, 150); 120], 50), vec![50, 50, 20]);
-        // 100-feature rows: 203 arguments each, so 3 per call.
-        assert_eq!(split_calls(vec![(203, 3000); 7], 50), vec![3, 3, 1]);
+        // Synthetic streaming updates: 5 features, 12 arguments with the key.
+        assert_eq!(split_calls(vec![(12, 150); 120], 50), vec![50, 50, 20]);
+        // Synthetic batch rows: 6 features, 15 arguments: 40 fit.
+        assert_eq!(split_calls(vec![(15, 150); 100], 50), vec![40, 40, 20]);
+        // 100-feature rows: 203 arguments each, so 2 per call.
+        assert_eq!(split_calls(vec![(203, 3000); 5], 50), vec![2, 2, 1]);
         // One row over both budgets goes alone.
         assert_eq!(
             split_calls(vec![(15, 150), (9000, 1 << 20), (15, 150)], 50),
