@@ -2,8 +2,8 @@
 //! servers use.
 //!
 //! Writes go through the Lua scripts (each entity's write atomic; bulk work
-//! sends `entities_per_call` entities per `EVALSHA` and `chunk_size` per
-//! pipelined round trip); the hot reads are plain `HMGET`s. The places that
+//! sends up to `entities_per_call` entities per `EVALSHA`, fewer when they
+//! are wide, and `chunk_size` per pipelined round trip); the hot reads are plain `HMGET`s. The places that
 //! talk to more than one key at a time are few and named: `run_pipeline`,
 //! `scan_keys`, and `write_scripted` (which groups entities into calls). A
 //! cluster backend changes those three: pipelines split by node, SCAN on
@@ -46,7 +46,10 @@ pub const MAX_ENTITIES_PER_CALL: usize = 1000;
 /// budget. A row over a budget is sent alone: it is one atomic write, and
 /// one of more than about 250 features holds Redis over 0.5 ms by itself.
 pub const MAX_ARGS_PER_CALL: usize = 600;
-/// See `MAX_ARGS_PER_CALL`: bytes of keys and arguments per call.
+/// See `MAX_ARGS_PER_CALL`: bytes of keys and arguments per call. A script
+/// copies every argument into Lua and back, about 3 us per KiB of values
+/// on Redis 8 (50 rows of six 5.5 KB values: 4.7 ms a call), so 64 KiB is
+/// about 0.2-0.3 ms.
 pub const MAX_ARG_BYTES_PER_CALL: usize = 64 * 1024;
 /// How many keys one SCAN call asks for.
 const SCAN_COUNT: usize = 1000;
