@@ -4,7 +4,9 @@
 //! a TTL) row by row.
 //!
 //! The scripts need `HEXPIRE` and `HTTL` (Redis >= 7.4, Valkey >= 9.0) and
-//! `EXPIRE ... NX` (Redis >= 7.0). Each is *probed* on a key no entity id can
+//! `EXPIRE ... NX` (Redis >= 7.0). `HSETEX` (Redis >= 8.0, Valkey >= 9.0)
+//! is not needed: `write_streaming` uses it where it runs and falls back to
+//! `HSET` + `HEXPIRE` by itself, so it is not probed. Each is *probed* on a key no entity id can
 //! name, rather than looked up with `COMMAND INFO` or a version string: a
 //! probe also sees a command renamed away or forbidden to this user by an
 //! ACL, needs no right to run `COMMAND`, and Valkey reports a Redis version

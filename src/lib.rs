@@ -8,6 +8,7 @@
 //! need not be text.
 
 pub mod capabilities;
+pub mod commandstats;
 pub mod error;
 pub mod managed_redis;
 pub mod pool;

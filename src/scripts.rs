@@ -133,6 +133,13 @@ impl<'a> EntityArgs<'a> {
         EntityArgs { key, args }
     }
 
+    /// What this entity adds to a call: (arguments, bytes), the key
+    /// included. What `store::split_calls` budgets.
+    pub fn cost(&self) -> (usize, usize) {
+        let bytes = self.args.iter().map(|a| a.len()).sum::<usize>() + self.key.len();
+        (self.args.len() + 1, bytes)
+    }
+
     /// A `write_streaming` update: S, S pairs.
     pub fn streaming_update(
         key: String,

@@ -239,6 +239,11 @@ fn batch_row_refusals_write_nothing() {
         (&["600"], "row 1: counts must be integers"),
         (&["600", "x", "1", "a", "2"], "counts must be integers"),
         (&["600", "0", "3001", "a", "2"], "counts must be integers"),
+        (&["600", "5001", "1", "a", "2"], "counts must be integers"),
+        (&["600", "0", "1.5", "a", "2"], "counts must be integers"),
+        (&["600", "-1", "1", "a", "2"], "counts must be integers"),
+        (&["600", "0", "inf", "a", "2"], "counts must be integers"),
+        (&["600", "0", "nan", "a", "2"], "counts must be integers"),
         (&["600", "3", "0", "a"], "fewer arguments"),
         (&["600", "0", "1", "", "2"], "empty feature name"),
         (
@@ -405,12 +410,28 @@ fn streaming_refusals_write_nothing() {
         (&["300", "", "1", "a", "1", "1", "b", "2"], "batch ttl"),
         (&["300"], "batch ttl"),
         (
-            &["300", "86400", "1", "a", "1", "2", "b", "1", "b", "2"],
-            "update 2: empty or repeated feature name",
+            &["300", "86400", "1", "a", "1", "1", "", "1"],
+            "update 2: empty feature name",
         ),
         (
-            &["300", "86400", "1", "a", "1", "1", "", "1"],
-            "update 2: empty or repeated",
+            &["300", "86400", "1", "a", "1", "2", "b", "1", "", "2"],
+            "update 2: empty feature name",
+        ),
+        (
+            &["300", "86400", "1", "a", "1", "1.5", "b", "1"],
+            "update 2: count must be",
+        ),
+        (
+            &["300", "86400", "1", "a", "1", "3001", "b", "1"],
+            "update 2: count must be",
+        ),
+        (
+            &["300", "86400", "1", "a", "1", "-1", "b", "1"],
+            "update 2: count must be",
+        ),
+        (
+            &["300", "86400", "1", "a", "1", "nan", "b", "1"],
+            "update 2: count must be",
         ),
     ];
     for (args, expected) in cases {
@@ -444,16 +465,17 @@ fn streaming_refusals_write_nothing() {
 /// Everything else, the check included, is the shipped script.
 #[test]
 fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
-    let redis = common::redis();
+    // HSETEX renamed away: the HSET + HEXPIRE path, as on Redis 7.4.
+    let redis = redis_with(&["--rename-command", "HSETEX", ""]);
     let mut c = common::raw(&redis);
-    let call = "redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names))";
+    let call = "redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names_of(first, last)))";
     assert!(
         WRITE_STREAMING.source.contains(call),
         "the script's HEXPIRE call changed; update this test"
     );
     let provoking = WRITE_STREAMING.source.replace(
         call,
-        "redis.pcall('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names))",
+        "redis.pcall('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names_of(first, last)))",
     );
     let err = redis::Script::new(&provoking)
         .key("fs:user:x")
@@ -642,8 +664,9 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     };
     // 25 bulk rows + 1 single + 5 pipelined streaming writes: each ran once,
     // none twice (only the calls that met NOSCRIPT were re-sent). Every
-    // write sets a key TTL (streaming ones with EXPIRE NX).
-    assert_eq!(calls("hset"), 31, "{stats:?}");
+    // write sets a key TTL (streaming ones with EXPIRE NX). Streaming
+    // fields are written by HSETEX where Redis has it, else by HSET.
+    assert_eq!(calls("hset") + calls("hsetex"), 31, "{stats:?}");
     assert_eq!(calls("expire"), 31, "{stats:?}");
     // 3 loads by the test, then one reload per flush.
     assert_eq!(calls("script|load"), 7, "{stats:?}");
@@ -691,7 +714,15 @@ fn seed_batch_row(c: &mut redis::Connection, key: &str) {
 
 #[test]
 fn streaming_write_without_hexpire_writes_nothing_and_leaves_no_key_without_a_ttl() {
-    let redis = redis_with(&["--rename-command", "HEXPIRE", ""]);
+    // Neither HSETEX nor HEXPIRE: no way to give a field its TTL.
+    let redis = redis_with(&[
+        "--rename-command",
+        "HEXPIRE",
+        "",
+        "--rename-command",
+        "HSETEX",
+        "",
+    ]);
     let mut c = common::raw(&redis);
     load_all(&mut c);
     seed_batch_row(&mut c, "fs:user:old1");
@@ -792,13 +823,18 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     let redis = common::redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
-    for (user, cmd) in [("batch", "expire"), ("stream", "hexpire")] {
-        redis::cmd("ACL")
-            .arg(&["SETUSER", user, "on", ">pw", "~*", "&*", "+@all"])
-            .arg(format!("-{cmd}"))
-            .arg(format!("(~fs:user:a* +{cmd})"))
-            .query::<()>(&mut admin)
-            .expect("ACL SETUSER");
+    for (user, cmds) in [
+        ("batch", &["expire"][..]),
+        ("stream", &["hsetex", "hexpire"]),
+    ] {
+        let mut setuser = redis::cmd("ACL");
+        setuser.arg(&["SETUSER", user, "on", ">pw", "~*", "&*", "+@all"]);
+        for cmd in cmds {
+            setuser.arg(format!("-{cmd}"));
+        }
+        let allowed: Vec<String> = cmds.iter().map(|c| format!("+{c}")).collect();
+        setuser.arg(format!("(~fs:user:a* {})", allowed.join(" ")));
+        setuser.query::<()>(&mut admin).expect("ACL SETUSER");
     }
     seed_batch_row(&mut admin, "fs:user:b2");
 
@@ -843,7 +879,13 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
                 "4",
             ],
         ));
-        assert!(err.contains(&format!("HEXPIRE failed on {key}")), "{err}");
+        // HSETEX, refused on that key, wrote nothing (on Redis 7.4: HSET
+        // wrote and HEXPIRE failed, and the fields were taken back).
+        assert!(
+            err.contains(&format!("HSETEX failed on {key}"))
+                || err.contains(&format!("HEXPIRE failed on {key}")),
+            "{err}"
+        );
     }
     assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
     assert_eq!(
@@ -857,4 +899,116 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     );
     assert_eq!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"]).len(), 1);
     assert!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"])[0] > 0);
+}
+
+// ---- HSETEX, and the HSET + HEXPIRE path without it --------------------
+
+/// Calls of each command since the last look (`INFO commandstats`).
+fn calls(c: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(c)
+        .expect("INFO");
+    feature_store::commandstats::parse(&info)
+        .get(name)
+        .map_or(0, |s| s.calls)
+}
+
+/// One streaming call for a new entity, an entity with a batch TTL and an
+/// update naming a feature twice; what every path must leave behind.
+fn streaming_call_leaves_fields_with_ttls(c: &mut redis::Connection) {
+    load_all(c);
+    seed_batch_row(c, "fs:user:old");
+    let reply = write_ok(
+        c,
+        &WRITE_STREAMING,
+        &["fs:user:new", "fs:user:old", "fs:user:twice"],
+        &[
+            "300", "86400", "2", "a", "1", "b", "2", "1", "a", "3", "2", "a", "4", "a", "5",
+        ],
+    );
+    assert_eq!(reply, vec![1, 0, 1]);
+    assert_eq!(
+        hgetall(c, "fs:user:new"),
+        HashMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
+    );
+    assert!(httl(c, "fs:user:new", &["a", "b"])
+        .iter()
+        .all(|t| (290..=300).contains(t)));
+    assert!((86_390..=86_400).contains(&ttl(c, "fs:user:new")));
+    // The batch row keeps its key TTL and its batch field stays without one.
+    assert!(ttl(c, "fs:user:old") <= 1000);
+    assert_eq!(httl(c, "fs:user:old", &["country_iso", "a"])[0], -1);
+    assert!((290..=300).contains(&httl(c, "fs:user:old", &["a"])[0]));
+    // A repeated name: the last value, with its TTL.
+    assert_eq!(
+        hgetall(c, "fs:user:twice"),
+        HashMap::from([("a".into(), "5".into())])
+    );
+    assert!((290..=300).contains(&httl(c, "fs:user:twice", &["a"])[0]));
+    assert_eq!(keys_without_ttl(c), Vec::<String>::new());
+}
+
+#[test]
+fn streaming_write_sets_fields_and_their_ttls_with_one_hsetex_per_entity() {
+    let redis = common::redis();
+    let mut c = common::raw(&redis);
+    streaming_call_leaves_fields_with_ttls(&mut c);
+    assert_eq!(calls(&mut c, "hsetex"), 3);
+    assert_eq!(calls(&mut c, "hexpire"), 0);
+    assert_eq!(calls(&mut c, "hset"), 1, "only the seeded batch row");
+}
+
+#[test]
+fn streaming_write_without_hsetex_falls_back_to_hset_and_hexpire() {
+    let redis = redis_with(&["--rename-command", "HSETEX", ""]);
+    let mut c = common::raw(&redis);
+    streaming_call_leaves_fields_with_ttls(&mut c);
+    assert_eq!(calls(&mut c, "hexpire"), 3);
+    assert_eq!(calls(&mut c, "hset"), 4, "the seeded row and three updates");
+}
+
+#[test]
+fn streaming_write_with_hsetex_needs_no_hexpire() {
+    let redis = redis_with(&["--rename-command", "HEXPIRE", ""]);
+    let mut c = common::raw(&redis);
+    streaming_call_leaves_fields_with_ttls(&mut c);
+}
+
+/// The HSETEX reply check: with the script's own arguments HSETEX answers
+/// 1; the test provokes a 0 by giving the same call the FNX condition on a
+/// field that exists. Everything else is the shipped script.
+#[test]
+fn streaming_write_fails_loudly_unless_hsetex_set_every_field() {
+    let redis = common::redis();
+    let mut c = common::raw(&redis);
+    let call =
+        "redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s, unpack(ARGV, first, last))";
+    assert!(
+        WRITE_STREAMING.source.contains(call),
+        "the script's HSETEX call changed; update this test"
+    );
+    let provoking = WRITE_STREAMING.source.replace(
+        call,
+        "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', s, unpack(ARGV, first, last))",
+    );
+    let script = redis::Script::new(&provoking);
+    let once = |c: &mut redis::Connection| {
+        script
+            .key("fs:user:x")
+            .arg(300)
+            .arg(86400)
+            .arg(1)
+            .arg("a")
+            .arg(1)
+            .invoke::<Value>(c)
+    };
+    once(&mut c).expect("a new field: FNX is met");
+    let err = once(&mut c).expect_err("HSETEX answered 0: the write must fail");
+    assert!(ttl(&mut c, "fs:user:x") > 0);
+    assert!(
+        err.to_string()
+            .contains("HSETEX did not set every field: 0"),
+        "{err}"
+    );
 }

@@ -1026,3 +1026,147 @@ fn bulk_writes_recover_from_scripts_flushed_again_and_again() {
     assert_eq!(reports.iter().map(|r| r.written).sum::<usize>(), 20_000);
     assert_eq!(store.count_entities().expect("count"), 20_000);
 }
+
+/// Rows of random widths through both write paths: every row written
+/// exactly once, and a script call closes at 50 rows or before its
+/// arguments pass the budget (600 arguments, 64 KiB), so a call of wide rows
+/// holds Redis about as long as one of narrow rows. The expected number of
+/// calls is counted here from the rule itself; Redis counts the calls made
+/// (`INFO commandstats`). Before, every call carried 50 rows whatever their
+/// width.
+#[test]
+fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
+    use feature_store::commandstats::{command_usec, delta};
+    use feature_store::store::{MAX_ARGS_PER_CALL, MAX_ARG_BYTES_PER_CALL};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let conn = std::cell::RefCell::new(common::raw(&redis));
+    // Loaded first, so no call meets NOSCRIPT (Redis counts that call too).
+    for script in feature_store::scripts::all() {
+        script.load(&mut *conn.borrow_mut()).expect("SCRIPT LOAD");
+    }
+    // (features set, features retracted, value length) per row; mostly
+    // narrow, some wide.
+    let width = prop_oneof![3 => 1usize..10, 1 => 10usize..400];
+    let rows = proptest::collection::vec((width, 0usize..5, 0usize..200), 1..90);
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    runner
+        .run(&rows, |shape| {
+            redis::cmd("FLUSHDB")
+                .query::<()>(&mut *conn.borrow_mut())
+                .expect("FLUSHDB");
+            let rows: Vec<BatchRow> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &(set, retract, len))| BatchRow {
+                    id: format!("w{i}"),
+                    set: (0..set)
+                        .map(|f| (format!("f{f}"), "v".repeat(len)))
+                        .collect(),
+                    retract: (0..retract).map(|f| format!("gone{f}")).collect(),
+                })
+                .collect();
+            // The rule, counted independently: (arguments, bytes) per row
+            // are the key, the counts, the names and the values.
+            let expected_calls = |rows: &[BatchRow], streaming: bool| {
+                let (mut calls, mut n, mut args, mut bytes) = (0, 0, 0, 0);
+                for row in rows {
+                    let counts = if streaming { 1 } else { 2 };
+                    let a = 1 + counts + row.retract.len() + 2 * row.set.len();
+                    let b = format!("fs:user:{}", row.id).len()
+                        + if streaming {
+                            row.set.len().to_string().len()
+                        } else {
+                            row.retract.len().to_string().len() + row.set.len().to_string().len()
+                        }
+                        + row.retract.iter().map(String::len).sum::<usize>()
+                        + row
+                            .set
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>();
+                    if n > 0
+                        && (n == 50
+                            || args + a > MAX_ARGS_PER_CALL
+                            || bytes + b > MAX_ARG_BYTES_PER_CALL)
+                    {
+                        (calls, n, args, bytes) = (calls + 1, 0, 0, 0);
+                    }
+                    (n, args, bytes) = (n + 1, args + a, bytes + b);
+                }
+                calls + 1
+            };
+            let before = command_usec(&store).expect("INFO");
+            let report = store.write_batch_rows(&rows, 600).expect("batch");
+            let d = delta(&before, &command_usec(&store).expect("INFO"));
+            prop_assert_eq!(report.written, rows.len());
+            prop_assert_eq!(d["evalsha"].calls, expected_calls(&rows, false));
+            prop_assert_eq!(d["hset"].calls, rows.len() as u64);
+            prop_assert_eq!(d["expire"].calls, rows.len() as u64);
+
+            let streaming_rows: Vec<BatchRow> = rows
+                .iter()
+                .map(|r| BatchRow {
+                    retract: Vec::new(),
+                    ..r.clone()
+                })
+                .collect();
+            let before = command_usec(&store).expect("INFO");
+            let report = store
+                .update_streaming_rows(&streaming_rows, 300)
+                .expect("streaming");
+            let d = delta(&before, &command_usec(&store).expect("INFO"));
+            prop_assert_eq!(report.written, rows.len());
+            prop_assert_eq!(d["evalsha"].calls, expected_calls(&streaming_rows, true));
+            let writes = d.get("hsetex").or(d.get("hset")).map_or(0, |s| s.calls);
+            prop_assert_eq!(writes, rows.len() as u64);
+            for row in rows.iter().step_by(7) {
+                let names: Vec<&str> = row.set.iter().map(|(k, _)| k.as_str()).collect();
+                let got = store.get_features(&row.id, &names).expect("read");
+                prop_assert_eq!(got.len(), row.set.len());
+                prop_assert!(store.key_ttl(&row.id).expect("ttl") > 0);
+            }
+            Ok(())
+        })
+        .expect("property");
+}
+
+/// Not a check: what the write scripts cost Redis against the commands they
+/// wrap, for narrow and wide rows (`cargo test --test integration
+/// script_cost_report -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn script_cost_report() {
+    use feature_store::commandstats::{batch_script_cost, streaming_script_cost};
+    let redis = common::redis();
+    let store = common::store(&redis);
+    for (what, rows, width) in [("narrow", 50_000, 6), ("wide", 5_000, 100)] {
+        let rows: Vec<BatchRow> = (0..rows)
+            .map(|i| BatchRow {
+                id: format!("c{i}"),
+                set: (0..width)
+                    .map(|f| (format!("feature_{f}"), format!("{}", i * f)))
+                    .collect(),
+                retract: Vec::new(),
+            })
+            .collect();
+        let b = batch_script_cost(&store, &rows, 86400).expect("batch cost");
+        let s = streaming_script_cost(&store, &rows, 300).expect("streaming cost");
+        for (name, c) in [("write_batch_rows", b), ("write_streaming", s)] {
+            println!(
+                "{name} {what} ({width} features): script {:.2} us/row, wrapped {:.2} us/row, \
+                 ratio {:.2}, {:.0} us/call over {} calls",
+                c.script_us_per_row(),
+                c.wrapped_us_per_row(),
+                c.ratio(),
+                c.us_per_call(),
+                c.calls
+            );
+        }
+    }
+}
