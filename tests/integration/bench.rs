@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 19] = [
+const ROWS: [&str; 20] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -21,6 +21,7 @@ const ROWS: [&str; 19] = [
     "ping_during_load",
     "paced_loader",
     "read_during_builder",
+    "redis_cpu_per_row",
     "script_cost_batch",
     "script_cost_streaming",
     "idle_redis_cpu",

@@ -32,16 +32,11 @@ fn scan_stats(conn: &mut redis::Connection) -> (u64, u64) {
         .arg("commandstats")
         .query(conn)
         .expect("INFO");
-    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_scan:")) else {
-        return (0, 0);
-    };
-    let field = |name: &str| -> u64 {
-        line.split([':', ','])
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("calls"), field("usec"))
+    let scan = feature_store::commandstats::parse(&info)
+        .get("scan")
+        .copied()
+        .unwrap_or_default();
+    (scan.calls, scan.usec)
 }
 
 /// Before: the server ran a full SCAN before it listened, so it answered

@@ -117,22 +117,11 @@ fn write_entities(raw: &mut redis::Connection, from: u64, to: u64) -> BResult<()
 
 /// Percent of one core Redis used over `window`, from `INFO cpu`.
 fn redis_cpu_share(raw: &mut redis::Connection, window: Duration) -> BResult<f64> {
-    let before = redis_cpu_seconds(raw)?;
+    let before = library::redis_cpu_seconds(raw)?;
     let started = Instant::now();
     std::thread::sleep(window);
-    let after = redis_cpu_seconds(raw)?;
+    let after = library::redis_cpu_seconds(raw)?;
     Ok(100.0 * (after - before) / started.elapsed().as_secs_f64())
-}
-
-fn redis_cpu_seconds(raw: &mut redis::Connection) -> BResult<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(raw)?;
-    let field = |name: &str| -> BResult<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no {name} in INFO cpu").into())
-    };
-    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
 
 fn state_count(server: &Server) -> BResult<Option<u64>> {

@@ -642,3 +642,15 @@ mod tests {
         assert_eq!(p99, Duration::from_secs_f64(0.183 / 1000.0));
     }
 }
+
+/// Redis's CPU time so far (user + system, all its threads), from `INFO cpu`.
+pub fn redis_cpu_seconds(raw: &mut redis::Connection) -> BResult<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(raw)?;
+    let field = |name: &str| -> BResult<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no {name} in INFO cpu").into())
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+}

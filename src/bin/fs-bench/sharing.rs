@@ -17,7 +17,6 @@
 //! inside (counted by Redis under their own names), which is what the same
 //! writes cost without a script.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,6 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use feature_store::commandstats;
 use feature_store::{synth, FeatureStore, ManagedRedis, StoreConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -52,6 +52,8 @@ const INNER_COMMANDS: [&str; 6] = ["hset", "hdel", "expire", "hexpire", "hsetex"
 struct Seen {
     read: Summary,
     ping: Summary,
+    /// Redis CPU seconds (`INFO cpu`) the phase took, probes included.
+    redis_cpu: f64,
 }
 
 pub fn rows(ctx: &Ctx, server_bin: &Path, loader_bin: &Path, out: &mut Vec<Row>) -> BResult<()> {
@@ -220,6 +222,30 @@ pub fn rows(ctx: &Ctx, server_bin: &Path, loader_bin: &Path, out: &mut Vec<Row>)
             }),
         )?;
     }
+    let per_user = |cpu: f64| cpu * 1e6 / users.max(1) as f64;
+    crate::step(
+        "Redis CPU per row",
+        out,
+        Ok(Row {
+            id: "redis_cpu_per_row",
+            operation: format!("Redis CPU per user, `fs-loader --count {n}` (default flags)"),
+            unit: "user",
+            ours: Figures::RedisTime {
+                usec: per_user(paced.redis_cpu),
+            },
+            baseline_name: "the plain builder (pipelined HSET + EXPIRE, two commands per user)"
+                .into(),
+            baseline: Figures::RedisTime {
+                usec: per_user(builder.redis_cpu),
+            },
+            ratio_on: RatioOn::P50,
+            goal: vec![],
+            note: format!(
+                "`used_cpu_user` + `used_cpu_sys` from `INFO cpu` over each phase, over the users                  it loaded (the probes' reads included, on both sides). Unlike the script rows                  below, this counts what `INFO commandstats` leaves out: reading, parsing and                  answering each command, which one `EVALSHA` per {} rows pays once and a plain                  pipeline pays for every `HSET` and `EXPIRE`.",
+                ctx.per_call
+            ),
+        }),
+    )?;
     for (id, script, cost, what) in [
         (
             "script_cost_batch",
@@ -272,6 +298,8 @@ fn during<T>(
     ids: &Arc<Vec<String>>,
     work: impl FnOnce() -> BResult<T>,
 ) -> BResult<(T, Seen)> {
+    let mut raw = library::raw_connection(url)?;
+    let cpu_before = library::redis_cpu_seconds(&mut raw)?;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(server.addr, ids.clone(), stop.clone());
     let pinger = spawn_pinger(url.to_owned(), stop.clone());
@@ -279,7 +307,15 @@ fn during<T>(
     stop.store(true, Relaxed);
     let read = join(reader)?;
     let ping = join(pinger)?;
-    Ok((result?, Seen { read, ping }))
+    let redis_cpu = library::redis_cpu_seconds(&mut raw)? - cpu_before;
+    Ok((
+        result?,
+        Seen {
+            read,
+            ping,
+            redis_cpu,
+        },
+    ))
 }
 
 fn join(h: JoinHandle<BResult<Recorder>>) -> BResult<Summary> {
@@ -368,19 +404,20 @@ fn reset_stats(raw: &mut redis::Connection) -> BResult<()> {
 
 fn script_cost(raw: &mut redis::Connection, rows: usize) -> BResult<ScriptCost> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(raw)?;
-    let stats = commandstats(&info);
-    let (calls, usec) = stats
+    let stats = commandstats::parse(&info);
+    let script = stats
         .get("evalsha")
         .copied()
         .ok_or("no evalsha in INFO commandstats")?;
+    let (calls, usec) = (script.calls, script.usec);
     let mut inner = 0;
     let mut inner_names = Vec::new();
     for name in INNER_COMMANDS {
-        if let Some((c, u)) = stats.get(name) {
-            inner += u;
+        if let Some(stat) = stats.get(name) {
+            inner += stat.usec;
             // A probe or two (the loader's capability check) is not
             // something the script runs.
-            if *c as f64 >= rows as f64 / 100.0 {
+            if stat.calls as f64 >= rows as f64 / 100.0 {
                 inner_names.push(name.to_uppercase());
             }
         }
@@ -392,26 +429,4 @@ fn script_cost(raw: &mut redis::Connection, rows: usize) -> BResult<ScriptCost> 
         per_call: usec as f64 / calls.max(1) as f64,
         inner_names,
     })
-}
-
-/// `cmdstat_<name>:calls=N,usec=N,...` lines as name -> (calls, usec).
-fn commandstats(info: &str) -> HashMap<String, (u64, u64)> {
-    let mut out = HashMap::new();
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let field = |key: &str| -> u64 {
-            fields
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        out.insert(name.to_owned(), (field("calls"), field("usec")));
-    }
-    out
 }
