@@ -626,6 +626,18 @@ pub fn redis_version(raw: &mut redis::Connection) -> BResult<String> {
         .unwrap_or_else(|| "unknown".into()))
 }
 
+/// Redis's CPU time so far (user + system, all its threads), from `INFO cpu`.
+pub fn redis_cpu_seconds(raw: &mut redis::Connection) -> BResult<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(raw)?;
+    let field = |name: &str| -> BResult<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no {name} in INFO cpu").into())
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,16 +653,4 @@ mod tests {
         assert_eq!(p50, Duration::from_secs_f64(0.071 / 1000.0));
         assert_eq!(p99, Duration::from_secs_f64(0.183 / 1000.0));
     }
-}
-
-/// Redis's CPU time so far (user + system, all its threads), from `INFO cpu`.
-pub fn redis_cpu_seconds(raw: &mut redis::Connection) -> BResult<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(raw)?;
-    let field = |name: &str| -> BResult<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no {name} in INFO cpu").into())
-    };
-    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
