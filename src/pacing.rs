@@ -10,10 +10,10 @@
 //!
 //! In [`PaceMode::Budget`] a probe thread with its own connection (never
 //! one of the writers', so it waits in Redis like any other client would)
-//! sends a PING every [`PROBE_EVERY`] and hands each window of
-//! [`WINDOW_SAMPLES`] latencies to an AIMD [`Controller`]: above the budget
-//! the limit is multiplied by [`DECREASE`], otherwise it grows by
-//! [`STEP_ROWS_PER_S`]. The other modes probe too (the progress line and
+//! sends a PING every [`PROBE_EVERY`] to an AIMD [`Controller`]: every
+//! [`DECIDE_EVERY`] PINGs, when the median of the last [`WINDOW_SAMPLES`]
+//! is over the budget the limit is multiplied by [`DECREASE`], otherwise it
+//! grows by [`STEP_ROWS_PER_S`]. The other modes probe too (the progress line and
 //! `/state` show what the load costs others) but never act on it.
 
 use std::collections::VecDeque;
@@ -28,9 +28,12 @@ use crate::error::StoreError;
 
 /// How often the probe PINGs (while writes are being admitted).
 pub const PROBE_EVERY: Duration = Duration::from_millis(20);
-/// PINGs per controller decision (about 200 ms of probing): enough for a
-/// median, short enough to react within a fraction of a second.
-pub const WINDOW_SAMPLES: usize = 10;
+/// PINGs the median is taken over (about half a second of probing):
+/// enough for a median that a short burst of noise does not move, short
+/// enough to react within a second.
+pub const WINDOW_SAMPLES: usize = 25;
+/// PINGs per decision (about 200 ms).
+pub const DECIDE_EVERY: usize = 10;
 /// The budget's rate a load starts at: modest (a few percent of Redis on
 /// this project's scripts), then ramped.
 pub const INITIAL_ROWS_PER_S: f64 = 20_000.0;
@@ -89,19 +92,28 @@ impl PaceMode {
     }
 }
 
-/// The AIMD controller, pure logic: fed one window of probe latencies at a
-/// time, it answers the new limit. No clock, no Redis (see the tests).
+/// The AIMD controller, pure logic: fed one probe latency at a time, it
+/// moves the limit. No clock, no Redis (see the tests).
 #[derive(Debug, Clone)]
 pub struct Controller {
     budget: Duration,
     limit: f64,
-    /// Lowest window minimum over the last few seconds: the round trip
-    /// with nothing queued ahead of the PING (the idle baseline).
+    /// The last `WINDOW_SAMPLES` PINGs.
+    window: VecDeque<Duration>,
+    /// Samples since the last decision, and since the last cut: a decision
+    /// every `DECIDE_EVERY`, and none on samples from before a cut (they
+    /// show the old rate's latency, and would cut it twice).
+    since_decision: usize,
+    since_cut: usize,
+    /// Per `DECIDE_EVERY` samples, their minimum; the lowest over the last
+    /// few seconds is the round trip with nothing queued ahead of the PING
+    /// (the idle baseline).
     minimums: VecDeque<Duration>,
+    block_min: Option<Duration>,
     backoffs: u64,
 }
 
-/// What one window told the controller.
+/// What one decision saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     /// Median PING of the window.
@@ -116,7 +128,11 @@ impl Controller {
         Controller {
             budget,
             limit: INITIAL_ROWS_PER_S,
+            window: VecDeque::with_capacity(WINDOW_SAMPLES),
+            since_decision: 0,
+            since_cut: WINDOW_SAMPLES,
             minimums: VecDeque::new(),
+            block_min: None,
             backoffs: 0,
         }
     }
@@ -130,44 +146,70 @@ impl Controller {
         self.backoffs
     }
 
-    /// One decision. `window`: the PING latencies since the last decision,
-    /// or `None` when the probe could not reach Redis (the limit is held:
-    /// an outage is the writers' retries' business, and no latency was
-    /// measured). `measured`: the rows/s the writers actually did.
+    /// One probe result: a PING's latency, or `None` when the probe could
+    /// not reach Redis (the limit is held and the window forgotten: an
+    /// outage is the writers' retries' business, and it measures nothing).
+    /// `measured`: the rows/s the writers actually did. Answers what the
+    /// decision saw when this sample completed one.
     ///
-    /// The statistic is the window's median, not its mean or a high
-    /// percentile: a PING's wait is mostly "how much of a script call was
-    /// left when it arrived", and one outlier (the probe thread descheduled
-    /// on a busy machine, a fork for a snapshot) must not cut the rate; the
-    /// median is also what other clients feel as their typical latency
-    /// (and what `redis-cli --latency` shows). The baseline (the lowest
-    /// PING of the last few seconds) is taken off so that a network round
+    /// The statistic is the median of the last `WINDOW_SAMPLES` PINGs (about
+    /// half a second), not their mean or a high percentile: a PING's wait
+    /// is mostly "how much of Redis's current work was left when it
+    /// arrived", and a short burst of outliers (the probe or Redis
+    /// descheduled on a busy machine, a fork for a snapshot) must not cut
+    /// the rate, while a load that keeps Redis busy more than about half
+    /// the time moves the median at once. The median is also what other
+    /// clients feel as their typical latency. The baseline (the lowest
+    /// PING of the last few seconds) is taken off, so that a network round
     /// trip is not counted against the budget: only the wait added in
     /// Redis is.
-    pub fn decide(&mut self, window: Option<&[Duration]>, measured: f64) -> Option<Reading> {
-        let window = window.filter(|w| !w.is_empty())?;
-        let mut sorted = window.to_vec();
-        sorted.sort_unstable();
-        let p50 = median(&sorted);
-        // At PROBE_EVERY per sample and WINDOW_SAMPLES per window.
-        let keep = (BASELINE_SPAN.as_millis() / (PROBE_EVERY.as_millis() * WINDOW_SAMPLES as u128))
+    pub fn observe(&mut self, ping: Option<Duration>, measured: f64) -> Option<Reading> {
+        let Some(ping) = ping else {
+            self.window.clear();
+            self.since_decision = 0;
+            return None;
+        };
+        if self.window.len() == WINDOW_SAMPLES {
+            self.window.pop_front();
+        }
+        self.window.push_back(ping);
+        self.since_cut += 1;
+        self.since_decision += 1;
+        self.block_min = Some(self.block_min.map_or(ping, |m| m.min(ping)));
+        if self.since_decision < DECIDE_EVERY {
+            return None;
+        }
+        self.since_decision = 0;
+        if let Some(m) = self.block_min.take() {
+            self.minimums.push_back(m);
+        }
+        let keep = (BASELINE_SPAN.as_millis() / (PROBE_EVERY.as_millis() * DECIDE_EVERY as u128))
             .max(1) as usize;
-        self.minimums.push_back(sorted[0]);
         while self.minimums.len() > keep {
             self.minimums.pop_front();
         }
         let baseline = self.minimums.iter().min().copied().unwrap_or_default();
+        let mut sorted: Vec<Duration> = self.window.iter().copied().collect();
+        sorted.sort_unstable();
+        let p50 = median(&sorted);
         let added = p50.saturating_sub(baseline);
+        let reading = Reading { p50, added };
+        if self.window.len() < WINDOW_SAMPLES || self.since_cut < WINDOW_SAMPLES {
+            return Some(reading);
+        }
         if added > self.budget {
-            // Cut from what the writers did, when they did less than the
-            // limit: cutting an unused limit would change nothing.
+            // Cut from the limit, unless the writers did far less (Redis
+            // stalled them too): cutting an unused limit changes nothing.
+            // Not from the measured rate itself: it trails a ramping limit
+            // by a second or two, and would cut twice as deep.
             let base = if measured > 0.0 {
-                self.limit.min(measured)
+                self.limit.min(measured * 2.0)
             } else {
                 self.limit
             };
             self.limit = (base * DECREASE).max(FLOOR_ROWS_PER_S);
             self.backoffs += 1;
+            self.since_cut = 0;
         } else {
             // Not far above what the writers reach: a limit far over their
             // pace would allow a burst when they speed up.
@@ -176,7 +218,7 @@ impl Controller {
                 self.limit = (self.limit + STEP_ROWS_PER_S).min(ceiling);
             }
         }
-        Some(Reading { p50, added })
+        Some(reading)
     }
 }
 
@@ -445,10 +487,32 @@ impl PaceSnapshot {
     }
 }
 
+impl PaceSnapshot {
+    /// The summary's `pace:` value: the mode, and in budget mode how the
+    /// limit moved (`latency budget 1 ms; limit 20000 to 85000 rows/s,
+    /// cut 3 times; redis +0.31 ms last`).
+    pub fn summary_text(&self) -> String {
+        let mut s = self.mode.clone();
+        if let (true, Some(lo), Some(hi)) = (
+            self.mode.starts_with("latency"),
+            self.limit_min_rows_per_s,
+            self.limit_max_rows_per_s,
+        ) {
+            s.push_str(&format!(
+                "; limit {lo} to {hi} rows/s, cut {} times",
+                self.backoffs
+            ));
+        }
+        if let Some(a) = self.added_latency_ms {
+            s.push_str(&format!("; redis +{a:.2} ms last"));
+        }
+        s
+    }
+}
+
 /// PINGs while writes are admitted; pauses when they stop; ends on drop.
 fn probe_loop(shared: &Shared, client: &redis::Client) {
     let mut conn: Option<redis::Connection> = None;
-    let mut window: Vec<Duration> = Vec::with_capacity(WINDOW_SAMPLES);
     let mut next_connect = Instant::now();
     loop {
         {
@@ -463,7 +527,8 @@ fn probe_loop(shared: &Shared, client: &redis::Client) {
                 }
                 // Idle: forget the stale window, sleep until an admit.
                 s.probe_idle = true;
-                window.clear();
+                let measured = s.measured(Instant::now());
+                s.controller.observe(None, measured);
                 s = match shared.wake.wait(s) {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
@@ -490,24 +555,23 @@ fn probe_loop(shared: &Shared, client: &redis::Client) {
         };
         match sample {
             Some(Ok(d)) => {
-                window.push(d);
-                if window.len() >= WINDOW_SAMPLES {
-                    let mut s = lock(&shared.state);
-                    s.probe_error = None;
-                    let measured = s.measured(Instant::now());
-                    s.reading = s.controller.decide(Some(&window), measured);
+                let mut s = lock(&shared.state);
+                s.probe_error = None;
+                let measured = s.measured(Instant::now());
+                if let Some(reading) = s.controller.observe(Some(d), measured) {
+                    s.reading = Some(reading);
                     let l = s.controller.limit();
                     s.limit_min = s.limit_min.min(l);
                     s.limit_max = s.limit_max.max(l);
-                    window.clear();
                 }
             }
             Some(Err(e)) => {
-                // Not fatal: the limit holds (no decision) until it answers.
+                // Not fatal: the limit holds until Redis answers again.
                 let mut s = lock(&shared.state);
+                let measured = s.measured(Instant::now());
+                s.controller.observe(None, measured);
                 s.probe_error = Some(e);
                 s.reading = None;
-                window.clear();
             }
             None => {}
         }
@@ -565,70 +629,100 @@ mod tests {
         Duration::from_secs_f64(v / 1e3)
     }
 
-    /// A window of PINGs: one near-idle (the baseline) and the rest at `p50`.
-    fn window(p50_ms: f64) -> Vec<Duration> {
-        let mut w = vec![ms(p50_ms); WINDOW_SAMPLES - 1];
-        w.push(ms(0.05));
-        w
+    /// Feeds `n` PINGs: every tenth near-idle (0.05 ms, the baseline),
+    /// the rest at `p50_ms`; the writers doing `measured` rows/s (`None`:
+    /// whatever the limit is). Answers the limit after each decision.
+    fn feed(c: &mut Controller, p50_ms: f64, n: usize, measured: Option<f64>) -> Vec<f64> {
+        let mut limits = Vec::new();
+        for i in 0..n {
+            let ping = if i % DECIDE_EVERY == 3 { 0.05 } else { p50_ms };
+            let m = measured.unwrap_or(c.limit());
+            if c.observe(Some(ms(ping)), m).is_some() {
+                limits.push(c.limit());
+            }
+        }
+        limits
+    }
+
+    /// Past the first full window, and the limit where it was.
+    fn warmed(budget_ms: f64) -> Controller {
+        let mut c = Controller::new(ms(budget_ms));
+        for _ in 0..WINDOW_SAMPLES {
+            c.observe(Some(ms(0.05)), 0.0);
+        }
+        c.limit = INITIAL_ROWS_PER_S;
+        c.since_decision = 0;
+        c
     }
 
     #[test]
     fn over_budget_cuts_the_limit_multiplicatively() {
-        let mut c = Controller::new(ms(1.0));
-        let before = c.limit();
-        let r = c.decide(Some(&window(3.0)), before).expect("a reading");
+        let mut c = warmed(1.0);
+        // The first decision still has a quiet majority: one step up.
+        let limits = feed(&mut c, 3.0, 2 * DECIDE_EVERY, Some(1e9));
+        assert_eq!(limits[0], INITIAL_ROWS_PER_S + STEP_ROWS_PER_S);
         assert!(
-            (c.limit() - before * DECREASE).abs() < 1e-6,
-            "{}",
-            c.limit()
+            (limits[1] - limits[0] * DECREASE).abs() < 1e-6,
+            "{limits:?}"
         );
         assert_eq!(c.backoffs(), 1);
-        assert!(r.added > ms(2.9) && r.added < ms(3.0), "{r:?}");
+    }
+
+    #[test]
+    fn a_cut_waits_for_a_window_of_new_samples_before_the_next() {
+        let mut c = warmed(1.0);
+        // Cut at the second decision; the next cut only once the whole
+        // window is from after it (25 samples: the third decision after).
+        let limits = feed(&mut c, 3.0, 5 * DECIDE_EVERY, Some(1e9));
+        assert_eq!(c.backoffs(), 2, "{limits:?}");
+        assert_eq!(limits[2], limits[1], "held: {limits:?}");
+        assert_eq!(limits[3], limits[1], "held: {limits:?}");
+        assert!(limits[4] < limits[3], "{limits:?}");
     }
 
     #[test]
     fn under_budget_adds_one_step_up_to_twice_the_measured_rate() {
-        let mut c = Controller::new(ms(1.0));
+        let mut c = warmed(1.0);
         let start = c.limit();
-        c.decide(Some(&window(0.2)), start);
+        feed(&mut c, 0.2, DECIDE_EVERY, None);
         assert_eq!(c.limit(), start + STEP_ROWS_PER_S);
         // Writers stuck at 15k rows/s: the limit stops at 30k, not the cap.
-        for _ in 0..100 {
-            c.decide(Some(&window(0.2)), 15_000.0);
-        }
+        feed(&mut c, 0.2, 1000, Some(15_000.0));
         assert_eq!(c.limit(), 30_000.0);
-        for _ in 0..1000 {
-            c.decide(Some(&window(0.2)), 10_000_000.0);
-        }
+        feed(&mut c, 0.2, 10_000, Some(1e9));
         assert_eq!(c.limit(), CAP_ROWS_PER_S);
     }
 
     #[test]
     fn the_limit_never_falls_below_the_floor() {
-        let mut c = Controller::new(ms(1.0));
-        for _ in 0..100 {
-            c.decide(Some(&window(20.0)), 1_000.0);
-        }
+        let mut c = warmed(1.0);
+        feed(&mut c, 20.0, 2000, Some(1_000.0));
         assert_eq!(c.limit(), FLOOR_ROWS_PER_S);
     }
 
     #[test]
     fn an_unreachable_probe_holds_the_limit() {
-        let mut c = Controller::new(ms(1.0));
+        let mut c = warmed(1.0);
         let before = c.limit();
-        assert_eq!(c.decide(None, before), None);
-        assert_eq!(c.decide(Some(&[]), before), None);
+        for _ in 0..100 {
+            assert_eq!(c.observe(None, before), None);
+        }
         assert_eq!(c.limit(), before);
         assert_eq!(c.backoffs(), 0);
+        // Back: no decision until a window of fresh samples.
+        feed(&mut c, 0.2, WINDOW_SAMPLES - 1, Some(before));
+        assert_eq!(c.limit(), before);
     }
 
     #[test]
-    fn one_slow_ping_in_a_window_does_not_cut_the_limit() {
-        let mut c = Controller::new(ms(1.0));
+    fn a_short_burst_of_slow_pings_does_not_cut_the_limit() {
+        let mut c = warmed(1.0);
         let before = c.limit();
-        let mut w = window(0.2);
-        w[3] = ms(50.0);
-        c.decide(Some(&w), before);
+        // Eight slow PINGs in a row (160 ms of noise) inside quiet ones.
+        feed(&mut c, 0.2, 10, None);
+        feed(&mut c, 30.0, 8, None);
+        feed(&mut c, 0.2, 40, None);
+        assert_eq!(c.backoffs(), 0);
         assert!(c.limit() > before);
     }
 
@@ -637,46 +731,41 @@ mod tests {
         // A remote Redis: every PING takes 2 ms, idle or not; under a 1 ms
         // budget the limit still grows.
         let mut c = Controller::new(ms(1.0));
-        let before = c.limit();
-        for _ in 0..5 {
-            c.decide(Some(&[ms(2.0); WINDOW_SAMPLES]), 1e9);
+        for _ in 0..5 * DECIDE_EVERY + WINDOW_SAMPLES {
+            c.observe(Some(ms(2.0)), 1e9);
         }
-        assert_eq!(c.limit(), before + 5.0 * STEP_ROWS_PER_S);
+        assert!(c.limit() > INITIAL_ROWS_PER_S);
+        assert_eq!(c.backoffs(), 0);
         // ... and 1.5 ms more than that is over it.
-        c.decide(Some(&[ms(3.5); WINDOW_SAMPLES]), 1e9);
+        for _ in 0..WINDOW_SAMPLES {
+            c.observe(Some(ms(3.5)), 1e9);
+        }
         assert_eq!(c.backoffs(), 1);
     }
 
     #[test]
-    fn a_cut_starts_from_the_measured_rate_when_writers_were_slower() {
-        let mut c = Controller::new(ms(1.0));
-        for _ in 0..20 {
-            c.decide(Some(&window(0.1)), 1e9);
-        }
+    fn a_cut_starts_from_twice_the_measured_rate_when_writers_were_far_slower() {
+        let mut c = warmed(1.0);
+        feed(&mut c, 0.1, 20 * DECIDE_EVERY, Some(1e9));
         assert!(c.limit() > 60_000.0);
-        c.decide(Some(&window(5.0)), 40_000.0);
-        assert_eq!(c.limit(), 40_000.0 * DECREASE);
+        let mut cut = Vec::new();
+        for _ in 0..WINDOW_SAMPLES {
+            c.observe(Some(ms(5.0)), 20_000.0);
+            cut.push(c.limit());
+        }
+        assert_eq!(c.limit(), 40_000.0 * DECREASE, "{cut:?}");
     }
 
     #[test]
     fn a_stall_then_quiet_backs_off_and_recovers() {
-        // 2 s ramp, 2 s of another client stalling Redis, 4 s quiet.
-        let mut c = Controller::new(ms(1.0));
-        let mut limits = Vec::new();
-        let feed = |c: &mut Controller, p50: f64, n: usize, limits: &mut Vec<f64>| {
-            for _ in 0..n {
-                let measured = c.limit();
-                c.decide(Some(&window(p50)), measured);
-                limits.push(c.limit());
-            }
-        };
-        feed(&mut c, 0.2, 10, &mut limits);
-        let ramped = c.limit();
-        assert!(ramped > INITIAL_ROWS_PER_S);
-        feed(&mut c, 5.0, 10, &mut limits);
+        // 2 s ramp, 6 s of another client stalling Redis, 4 s quiet.
+        let mut c = warmed(1.0);
+        feed(&mut c, 0.2, 100, None);
+        assert!(c.limit() > INITIAL_ROWS_PER_S);
+        feed(&mut c, 5.0, 300, None);
         let stalled = c.limit();
         assert_eq!(stalled, FLOOR_ROWS_PER_S);
-        feed(&mut c, 0.2, 20, &mut limits);
+        let limits = feed(&mut c, 0.2, 200, None);
         assert!(c.limit() >= stalled + 10.0 * STEP_ROWS_PER_S, "{limits:?}");
     }
 

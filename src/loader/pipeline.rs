@@ -20,6 +20,7 @@ use super::limits::Limits;
 use super::progress::Progress;
 use super::summary::{Counts, FailureSink, Kind, Tally};
 use crate::error::StoreError;
+use crate::pacing::Pacer;
 use crate::store::{BatchRow, FeatureStore, WriteReport};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -70,6 +71,8 @@ pub struct Outcome {
 /// State the reader and the writers share.
 struct Shared<'a> {
     store: &'a FeatureStore,
+    /// Held to before each pipeline (see `pacing`).
+    pacer: &'a Pacer,
     names: Vec<String>,
     tally: Tally,
     failures: Mutex<&'a mut FailureSink>,
@@ -121,6 +124,7 @@ impl Shared<'_> {
 
 pub fn run(
     store: &FeatureStore,
+    pacer: &Pacer,
     inputs: Vec<Input>,
     settings: Settings,
     failures: &mut FailureSink,
@@ -128,6 +132,7 @@ pub fn run(
 ) -> Outcome {
     let shared = Shared {
         store,
+        pacer,
         names: inputs.iter().map(|i| i.name.clone()).collect(),
         tally: Tally::default(),
         failures: Mutex::new(failures),
@@ -410,7 +415,14 @@ fn writer_loop(
                 &chunk,
                 &format!("not sent: the load stopped ({reason})"),
             ),
-            None => write_chunk(shared, &mut chunk, settings),
+            None => {
+                // Paced by the writes it costs Redis (rows merged per id
+                // are one write); retries are paced by their backoff.
+                let writes = chunk.len() as u64;
+                shared.pacer.admit(writes);
+                write_chunk(shared, &mut chunk, settings);
+                shared.pacer.done(writes);
+            }
         }
         chunk.clear();
         // The reader may be done and gone: then the chunk is just dropped.

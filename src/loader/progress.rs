@@ -7,18 +7,24 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::summary::Counts;
-
-const PLAIN_EVERY: Duration = Duration::from_secs(2);
+use crate::pacing::Pacer;
 
 pub enum Progress {
     Off,
-    Bar(ProgressBar),
-    Plain { start: Instant, last: Instant },
+    Bar(ProgressBar, Pacer),
+    Plain {
+        start: Instant,
+        last: Instant,
+        every: Duration,
+        pacer: Pacer,
+    },
 }
 
 impl Progress {
-    /// `total` is known for synthetic loads only.
-    pub fn new(quiet: bool, total: Option<u64>) -> Progress {
+    /// `total` is known for synthetic loads only; `every`: how often a
+    /// plain line is printed. Each shows the pacer's limit and the latency
+    /// it measures.
+    pub fn new(quiet: bool, total: Option<u64>, every: Duration, pacer: &Pacer) -> Progress {
         if quiet {
             return Progress::Off;
         }
@@ -27,6 +33,8 @@ impl Progress {
             return Progress::Plain {
                 start: now,
                 last: now,
+                every,
+                pacer: pacer.clone(),
             };
         }
         let bar = match total {
@@ -52,35 +60,47 @@ impl Progress {
                 bar
             }
         };
-        Progress::Bar(bar)
+        Progress::Bar(bar, pacer.clone())
     }
 
     /// Called once per chunk: cheap when nothing is due.
     pub fn update(&mut self, counts: &Counts) {
         match self {
             Progress::Off => {}
-            Progress::Bar(bar) => {
+            Progress::Bar(bar, pacer) => {
                 bar.set_position(counts.done());
+                let pace = pacer.snapshot().progress_text();
                 if counts.done() > counts.written || counts.malformed > 0 {
                     bar.set_message(format!(
-                        "{} not written, {} malformed",
+                        "{} not written, {} malformed; {pace}",
                         counts.done() - counts.written,
                         counts.malformed
                     ));
+                } else {
+                    bar.set_message(pace);
                 }
             }
-            Progress::Plain { start, last } => {
+            Progress::Plain {
+                start,
+                last,
+                every,
+                pacer,
+            } => {
                 let now = Instant::now();
-                if now.duration_since(*last) >= PLAIN_EVERY {
+                if now.duration_since(*last) >= *every {
                     *last = now;
                     let secs = now.duration_since(*start).as_secs_f64().max(1e-9);
+                    let pace = pacer.snapshot();
                     eprintln!(
-                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s",
+                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s \
+                         (now {} rows/s); {}",
                         counts.read,
                         counts.written,
                         counts.done() - counts.written,
                         counts.malformed,
-                        counts.written as f64 / secs
+                        counts.written as f64 / secs,
+                        pace.measured_rows_per_s,
+                        pace.progress_text()
                     );
                 }
             }
@@ -88,7 +108,7 @@ impl Progress {
     }
 
     pub fn finish(&mut self, counts: &Counts) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar(bar, _) = self {
             bar.set_position(counts.done());
             bar.finish_and_clear();
         }
