@@ -160,12 +160,8 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let mut failures = FailureSink::create(common.failures.as_deref())?;
     // Its probe sleeps until the first write, and stops when it is dropped.
     let pacer = Pacer::new(common.pace_mode(), &common.redis_url)?;
-    let mut progress = Progress::new(
-        common.quiet,
-        plan.total,
-        Duration::from_millis(common.progress_ms),
-        &pacer,
-    );
+    let mut progress = Progress::new(common.quiet, plan.total)
+        .with_pace(&pacer, Duration::from_millis(common.progress_ms));
     let mut settings = Settings {
         mode: plan.mode,
         chunk_size: common.chunk_size,
@@ -213,9 +209,9 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     // (Redis would close the connection on them). Unknown when CONFIG is
     // not allowed; the writers then tell such a row from an outage.
     settings.limits.redis_max_bulk = store.max_bulk_len().ok().flatten();
-    let outcome = pipeline::run(
+    let outcome = pipeline::run_paced(
         &store,
-        &pacer,
+        Some(&pacer),
         plan.inputs,
         settings,
         &mut failures,

@@ -71,8 +71,8 @@ pub struct Outcome {
 /// State the reader and the writers share.
 struct Shared<'a> {
     store: &'a FeatureStore,
-    /// Held to before each pipeline (see `pacing`).
-    pacer: &'a Pacer,
+    /// Held to before each pipeline (see `pacing`); none: full speed.
+    pacer: Option<&'a Pacer>,
     names: Vec<String>,
     tally: Tally,
     failures: Mutex<&'a mut FailureSink>,
@@ -122,9 +122,21 @@ impl Shared<'_> {
     }
 }
 
+/// The load, unpaced (see `run_paced`).
 pub fn run(
     store: &FeatureStore,
-    pacer: &Pacer,
+    inputs: Vec<Input>,
+    settings: Settings,
+    failures: &mut FailureSink,
+    progress: &mut Progress,
+) -> Outcome {
+    run_paced(store, None, inputs, settings, failures, progress)
+}
+
+/// The load, each pipeline admitted by `pacer` first.
+pub fn run_paced(
+    store: &FeatureStore,
+    pacer: Option<&Pacer>,
     inputs: Vec<Input>,
     settings: Settings,
     failures: &mut FailureSink,
@@ -419,9 +431,13 @@ fn writer_loop(
                 // Paced by the writes it costs Redis (rows merged per id
                 // are one write); retries are paced by their backoff.
                 let writes = chunk.len() as u64;
-                shared.pacer.admit(writes);
+                if let Some(p) = shared.pacer {
+                    p.admit(writes);
+                }
                 write_chunk(shared, &mut chunk, settings);
-                shared.pacer.done(writes);
+                if let Some(p) = shared.pacer {
+                    p.done(writes);
+                }
             }
         }
         chunk.clear();

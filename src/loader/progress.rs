@@ -9,22 +9,22 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use super::summary::Counts;
 use crate::pacing::Pacer;
 
+const PLAIN_EVERY: Duration = Duration::from_secs(2);
+
 pub enum Progress {
     Off,
-    Bar(ProgressBar, Pacer),
+    Bar(ProgressBar, Option<Pacer>),
     Plain {
         start: Instant,
         last: Instant,
         every: Duration,
-        pacer: Pacer,
+        pacer: Option<Pacer>,
     },
 }
 
 impl Progress {
-    /// `total` is known for synthetic loads only; `every`: how often a
-    /// plain line is printed. Each shows the pacer's limit and the latency
-    /// it measures.
-    pub fn new(quiet: bool, total: Option<u64>, every: Duration, pacer: &Pacer) -> Progress {
+    /// `total` is known for synthetic loads only.
+    pub fn new(quiet: bool, total: Option<u64>) -> Progress {
         if quiet {
             return Progress::Off;
         }
@@ -33,8 +33,8 @@ impl Progress {
             return Progress::Plain {
                 start: now,
                 last: now,
-                every,
-                pacer: pacer.clone(),
+                every: PLAIN_EVERY,
+                pacer: None,
             };
         }
         let bar = match total {
@@ -60,7 +60,23 @@ impl Progress {
                 bar
             }
         };
-        Progress::Bar(bar, pacer.clone())
+        Progress::Bar(bar, None)
+    }
+
+    /// Shows the pacer's limit and the latency it measures; a plain line
+    /// (stderr not a terminal) every `every`.
+    pub fn with_pace(mut self, pacer: &Pacer, every: Duration) -> Progress {
+        match &mut self {
+            Progress::Off => {}
+            Progress::Bar(_, p) => *p = Some(pacer.clone()),
+            Progress::Plain {
+                every: e, pacer: p, ..
+            } => {
+                *e = every;
+                *p = Some(pacer.clone());
+            }
+        }
+        self
     }
 
     /// Called once per chunk: cheap when nothing is due.
@@ -69,7 +85,10 @@ impl Progress {
             Progress::Off => {}
             Progress::Bar(bar, pacer) => {
                 bar.set_position(counts.done());
-                let pace = pacer.snapshot().progress_text();
+                let pace = pacer
+                    .as_ref()
+                    .map(|p| p.snapshot().progress_text())
+                    .unwrap_or_default();
                 if counts.done() > counts.written || counts.malformed > 0 {
                     bar.set_message(format!(
                         "{} not written, {} malformed; {pace}",
@@ -90,17 +109,21 @@ impl Progress {
                 if now.duration_since(*last) >= *every {
                     *last = now;
                     let secs = now.duration_since(*start).as_secs_f64().max(1e-9);
-                    let pace = pacer.snapshot();
+                    let pace = pacer.as_ref().map_or(String::new(), |p| {
+                        let s = p.snapshot();
+                        format!(
+                            " (now {} rows/s); {}",
+                            s.measured_rows_per_s,
+                            s.progress_text()
+                        )
+                    });
                     eprintln!(
-                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s \
-                         (now {} rows/s); {}",
+                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s{pace}",
                         counts.read,
                         counts.written,
                         counts.done() - counts.written,
                         counts.malformed,
                         counts.written as f64 / secs,
-                        pace.measured_rows_per_s,
-                        pace.progress_text()
                     );
                 }
             }
