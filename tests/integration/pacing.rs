@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use feature_store::pacing::{PaceMode, Pacer, PROBE_CLIENT_NAME};
 use feature_store::ManagedRedis;
+use serde_json::Value;
 
 use crate::common::{self, raw, wait_until};
 
@@ -357,4 +358,32 @@ fn the_pacer_probe_measures_while_writes_run_and_stops_when_the_pacer_is_dropped
         Duration::from_secs(5),
         || probe_clients(&mut conn) == 0,
     );
+}
+
+#[test]
+fn server_bulk_load_goes_through_the_pacer_and_state_shows_it() {
+    use crate::server::Server;
+    let redis = common::redis();
+    let server = Server::start(&redis.url(), &[]);
+    let (status, state) = server.get("/state");
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state["write_pacing"]["mode"], "latency budget 1 ms",
+        "{state}"
+    );
+    assert_eq!(state["write_pacing"]["rows_total"], 0, "{state}");
+    let (status, body) = server.post_form("/bulk-load", "count=3000");
+    assert_eq!(status, 200, "{body}");
+    let (_, state) = server.get("/state");
+    let pacing = &state["write_pacing"];
+    assert_eq!(pacing["rows_total"], 3000, "{state}");
+    assert!(pacing["limit_rows_per_s"].as_u64().is_some(), "{state}");
+
+    let unpaced = Server::start(&redis.url(), &["--write-latency-budget-ms", "0"]);
+    let (status, body) = unpaced.post_form("/bulk-load", "count=3000");
+    assert_eq!(status, 200, "{body}");
+    let (_, state) = unpaced.get("/state");
+    assert_eq!(state["write_pacing"]["mode"], "full speed", "{state}");
+    assert_eq!(state["write_pacing"]["limit_rows_per_s"], Value::Null);
+    assert_eq!(state["write_pacing"]["rows_total"], 3000, "{state}");
 }
