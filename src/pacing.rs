@@ -42,9 +42,9 @@ pub const INITIAL_ROWS_PER_S: f64 = 20_000.0;
 pub const FLOOR_ROWS_PER_S: f64 = 5_000.0;
 /// The budget's highest limit (in practice the writers never reach it).
 pub const CAP_ROWS_PER_S: f64 = 1_000_000.0;
-/// Additive increase per decision under budget: about +12,500 rows/s per
+/// Additive increase per decision under budget: about +25,000 rows/s per
 /// second, so a load reaches the rate Redis affords within seconds.
-pub const STEP_ROWS_PER_S: f64 = 2_500.0;
+pub const STEP_ROWS_PER_S: f64 = 5_000.0;
 /// Multiplicative decrease per decision over budget.
 pub const DECREASE: f64 = 0.7;
 /// The probe pauses when nothing was admitted for this long (an idle
