@@ -213,7 +213,7 @@ impl Controller {
         } else {
             // Not far above what the writers reach: a limit far over their
             // pace would allow a burst when they speed up.
-            let ceiling = (measured * 2.0).max(INITIAL_ROWS_PER_S).min(CAP_ROWS_PER_S);
+            let ceiling = (measured * 2.0).clamp(INITIAL_ROWS_PER_S, CAP_ROWS_PER_S);
             if self.limit < ceiling {
                 self.limit = (self.limit + STEP_ROWS_PER_S).min(ceiling);
             }

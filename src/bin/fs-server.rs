@@ -165,6 +165,10 @@ fn run(args: Args) -> Result<(), String> {
         args.users_per_tick, args.tick_ms
     );
     println!(
+        "bulk writes (/bulk-load, worker): {}",
+        PaceMode::budget_ms(args.write_latency_budget_ms).describe()
+    );
+    println!(
         "http: {} threads, at most {max_connections} connections, request timeout {} ms",
         args.threads, args.request_timeout_ms
     );
