@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod commandstats;
 pub mod error;
 pub mod managed_redis;
+pub mod pacing;
 pub mod pool;
 pub mod scripts;
 pub mod store;

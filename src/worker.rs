@@ -18,6 +18,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::Serialize;
 
+use crate::pacing::Pacer;
 use crate::store::FeatureStore;
 use crate::synth;
 
@@ -67,6 +68,7 @@ pub struct Worker {
     store: Arc<FeatureStore>,
     ids: Arc<IdSource>,
     config: WorkerConfig,
+    pacer: Option<Pacer>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -85,8 +87,16 @@ impl Worker {
             store,
             ids: Arc::new(ids),
             config,
+            pacer: None,
             handle: Mutex::new(None),
         }
+    }
+
+    /// Each tick's writes are admitted by `pacer` first (the server shares
+    /// one with `/bulk-load`, so both together stay under its budget).
+    pub fn paced(mut self, pacer: Pacer) -> Worker {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Starts the thread (unpaused) unless it is already running.
@@ -107,7 +117,10 @@ impl Worker {
         let store = self.store.clone();
         let ids = self.ids.clone();
         let config = self.config.clone();
-        *handle = Some(std::thread::spawn(move || run(shared, store, ids, config)));
+        let pacer = self.pacer.clone();
+        *handle = Some(std::thread::spawn(move || {
+            run(shared, store, ids, config, pacer.as_ref())
+        }));
     }
 
     /// Stops the thread and waits for it (an in-flight tick completes).
@@ -192,7 +205,13 @@ impl Drop for Worker {
     }
 }
 
-fn run(shared: Arc<Shared>, store: Arc<FeatureStore>, ids: Arc<IdSource>, config: WorkerConfig) {
+fn run(
+    shared: Arc<Shared>,
+    store: Arc<FeatureStore>,
+    ids: Arc<IdSource>,
+    config: WorkerConfig,
+    pacer: Option<&Pacer>,
+) {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut next = Instant::now() + config.tick;
     loop {
@@ -218,7 +237,7 @@ fn run(shared: Arc<Shared>, store: Arc<FeatureStore>, ids: Arc<IdSource>, config
             }
             c.in_tick = true;
         }
-        tick(&shared, &store, &ids, &config, &mut rng);
+        tick(&shared, &store, &ids, &config, pacer, &mut rng);
         {
             let mut c = lock(&shared.control);
             c.in_tick = false;
@@ -238,6 +257,7 @@ fn tick(
     store: &FeatureStore,
     ids: &IdSource,
     config: &WorkerConfig,
+    pacer: Option<&Pacer>,
     rng: &mut StdRng,
 ) {
     let ids = ids();
@@ -254,7 +274,14 @@ fn tick(
         .into_iter()
         .map(|i| (ids[i].clone(), synth::streaming_features(rng, now_ms)))
         .collect();
-    match store.update_streaming_many(&events, config.streaming_ttl_seconds) {
+    if let Some(p) = pacer {
+        p.admit(n as u64);
+    }
+    let result = store.update_streaming_many(&events, config.streaming_ttl_seconds);
+    if let Some(p) = pacer {
+        p.done(n as u64);
+    }
+    match result {
         Ok(report) => {
             shared.writes.fetch_add(report.written as u64, Relaxed);
             shared.failed.fetch_add(report.failed.len() as u64, Relaxed);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
@@ -93,6 +94,9 @@ fn run(args: Args) -> Result<(), String> {
         let cache = cache.clone();
         Box::new(move || cache.ids())
     };
+    // One pacer for all the server's bulk writes: /bulk-load and the worker.
+    let pacer = Pacer::new(PaceMode::budget_ms(args.write_latency_budget_ms), &url)
+        .map_err(|e| e.to_string())?;
     let worker = Worker::new(
         store.clone(),
         ids,
@@ -102,7 +106,8 @@ fn run(args: Args) -> Result<(), String> {
             streaming_ttl_seconds: args.streaming_ttl_seconds,
             seed: std::process::id() as u64,
         },
-    );
+    )
+    .paced(pacer.clone());
     if demo {
         worker.start();
     }
@@ -110,6 +115,7 @@ fn run(args: Args) -> Result<(), String> {
         store: store.clone(),
         worker,
         cache: cache.clone(),
+        pacer,
         mode,
         control: Default::default(),
         reset: Default::default(),
@@ -158,6 +164,10 @@ fn run(args: Args) -> Result<(), String> {
     println!(
         "worker: {} users every {} ms",
         args.users_per_tick, args.tick_ms
+    );
+    println!(
+        "bulk writes (/bulk-load, worker): {}",
+        PaceMode::budget_ms(args.write_latency_budget_ms).describe()
     );
     println!(
         "http: {} threads, at most {max_connections} connections, request timeout {} ms",

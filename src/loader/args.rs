@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::limits;
+use crate::pacing::PaceMode;
 
 /// The only place the conventional local Redis is named: the loader is what
 /// a nightly job runs against the real server, so it defaults to it.
@@ -146,9 +147,40 @@ pub struct CommonArgs {
     /// together; a larger row is rejected, not sent.
     #[arg(long, global = true, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_ROW_BYTES)]
     pub max_row_bytes: usize,
+    /// Share Redis with live traffic: keep the latency the load adds to
+    /// other clients' commands (a PING on a side connection, every 20 ms)
+    /// under MS milliseconds, slowing down and speeding up as needed.
+    /// Default 1; 0 is --full-speed.
+    #[arg(long, global = true, value_name = "MS", env = "FS_LATENCY_BUDGET_MS")]
+    pub latency_budget_ms: Option<u64>,
+    /// A fixed cap instead of the latency budget: at most this many rows
+    /// per second, whatever Redis's latency.
+    #[arg(long, global = true, value_name = "ROWS_PER_S", env = "FS_MAX_RATE",
+          conflicts_with = "latency_budget_ms",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rate: Option<u64>,
+    /// No pacing: as fast as Redis takes it (an empty Redis that nothing
+    /// else uses). Same as --latency-budget-ms 0.
+    #[arg(long, global = true, env = "FS_FULL_SPEED",
+          conflicts_with_all = ["latency_budget_ms", "max_rate"])]
+    pub full_speed: bool,
+    /// When stderr is not a terminal: a progress line every MS milliseconds.
+    #[arg(long, global = true, value_name = "MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(50..))]
+    pub progress_ms: u64,
 }
 
+/// The pacing a load runs with when no flag says otherwise.
+pub const DEFAULT_LATENCY_BUDGET_MS: u64 = 1;
+
 impl CommonArgs {
+    pub fn pace_mode(&self) -> PaceMode {
+        match (self.full_speed, self.max_rate, self.latency_budget_ms) {
+            (true, _, _) => PaceMode::FullSpeed,
+            (false, Some(rate), _) => PaceMode::MaxRate(rate),
+            (false, None, ms) => PaceMode::budget_ms(ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS)),
+        }
+    }
     pub fn retry_backoff(&self) -> Duration {
         Duration::from_millis(self.retry_backoff_ms)
     }
@@ -173,6 +205,40 @@ mod tests {
             .expect("parses");
         assert_eq!(cli.common.chunk_size, 7);
         assert!(matches!(cli.command, Some(Command::Stream(_))));
+    }
+
+    fn pace(args: &[&str]) -> Result<PaceMode, clap::Error> {
+        let mut argv = vec!["fs-loader", "--count", "1"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| c.common.pace_mode())
+    }
+
+    #[test]
+    fn pacing_flags_pick_the_mode_and_conflict() {
+        assert_eq!(
+            pace(&[]).expect("parses"),
+            PaceMode::Budget(Duration::from_millis(1))
+        );
+        assert_eq!(
+            pace(&["--latency-budget-ms", "5"]).expect("parses"),
+            PaceMode::Budget(Duration::from_millis(5))
+        );
+        assert_eq!(
+            pace(&["--latency-budget-ms", "0"]).expect("parses"),
+            PaceMode::FullSpeed
+        );
+        assert_eq!(
+            pace(&["--full-speed"]).expect("parses"),
+            PaceMode::FullSpeed
+        );
+        assert_eq!(
+            pace(&["--max-rate", "500"]).expect("parses"),
+            PaceMode::MaxRate(500)
+        );
+        assert!(pace(&["--max-rate", "0"]).is_err());
+        assert!(pace(&["--full-speed", "--max-rate", "5"]).is_err());
+        assert!(pace(&["--full-speed", "--latency-budget-ms", "2"]).is_err());
+        assert!(pace(&["--max-rate", "5", "--latency-budget-ms", "2"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::capabilities;
+use crate::pacing::Pacer;
 use crate::pool::PoolConfig;
 use crate::store::{FeatureStore, StoreConfig};
 use args::{Cli, Command, CommonArgs, FileArgs};
@@ -157,7 +158,10 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     // Validates prefix, TTLs and chunk size; does not connect.
     let store = FeatureStore::open(&common.redis_url, config)?;
     let mut failures = FailureSink::create(common.failures.as_deref())?;
-    let mut progress = Progress::new(common.quiet, plan.total);
+    // Its probe sleeps until the first write, and stops when it is dropped.
+    let pacer = Pacer::new(common.pace_mode(), &common.redis_url)?;
+    let mut progress = Progress::new(common.quiet, plan.total)
+        .with_pace(&pacer, Duration::from_millis(common.progress_ms));
     let mut settings = Settings {
         mode: plan.mode,
         chunk_size: common.chunk_size,
@@ -188,6 +192,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
             last_read: None,
             failures_listed: 0,
             failures_to: failures.describe(),
+            pace: None,
         };
         let text = summary::render(plan.what, &Default::default(), started.elapsed(), &ending);
         let _ = std::io::stdout().write_all(text.as_bytes());
@@ -204,7 +209,14 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     // (Redis would close the connection on them). Unknown when CONFIG is
     // not allowed; the writers then tell such a row from an outage.
     settings.limits.redis_max_bulk = store.max_bulk_len().ok().flatten();
-    let outcome = pipeline::run(&store, plan.inputs, settings, &mut failures, &mut progress);
+    let outcome = pipeline::run_paced(
+        &store,
+        Some(&pacer),
+        plan.inputs,
+        settings,
+        &mut failures,
+        &mut progress,
+    );
     let elapsed = started.elapsed();
     let finish_error = failures.finish().err();
     let ending = Ending {
@@ -212,6 +224,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         last_read: outcome.last_read.clone(),
         failures_listed: failures.listed(),
         failures_to: failures.describe(),
+        pace: Some(pacer.snapshot().summary_text()),
     };
     // A closed stdout must not turn a finished load into a panic.
     let text = summary::render(plan.what, &outcome.counts, elapsed, &ending);

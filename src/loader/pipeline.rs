@@ -20,6 +20,7 @@ use super::limits::Limits;
 use super::progress::Progress;
 use super::summary::{Counts, FailureSink, Kind, Tally};
 use crate::error::StoreError;
+use crate::pacing::Pacer;
 use crate::store::{BatchRow, FeatureStore, WriteReport};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -70,6 +71,8 @@ pub struct Outcome {
 /// State the reader and the writers share.
 struct Shared<'a> {
     store: &'a FeatureStore,
+    /// Held to before each pipeline (see `pacing`); none: full speed.
+    pacer: Option<&'a Pacer>,
     names: Vec<String>,
     tally: Tally,
     failures: Mutex<&'a mut FailureSink>,
@@ -119,6 +122,7 @@ impl Shared<'_> {
     }
 }
 
+/// The load, unpaced (see `run_paced`).
 pub fn run(
     store: &FeatureStore,
     inputs: Vec<Input>,
@@ -126,8 +130,21 @@ pub fn run(
     failures: &mut FailureSink,
     progress: &mut Progress,
 ) -> Outcome {
+    run_paced(store, None, inputs, settings, failures, progress)
+}
+
+/// The load, each pipeline admitted by `pacer` first.
+pub fn run_paced(
+    store: &FeatureStore,
+    pacer: Option<&Pacer>,
+    inputs: Vec<Input>,
+    settings: Settings,
+    failures: &mut FailureSink,
+    progress: &mut Progress,
+) -> Outcome {
     let shared = Shared {
         store,
+        pacer,
         names: inputs.iter().map(|i| i.name.clone()).collect(),
         tally: Tally::default(),
         failures: Mutex::new(failures),
@@ -410,7 +427,18 @@ fn writer_loop(
                 &chunk,
                 &format!("not sent: the load stopped ({reason})"),
             ),
-            None => write_chunk(shared, &mut chunk, settings),
+            None => {
+                // Paced by the writes it costs Redis (rows merged per id
+                // are one write); retries are paced by their backoff.
+                let writes = chunk.len() as u64;
+                if let Some(p) = shared.pacer {
+                    p.admit(writes);
+                }
+                write_chunk(shared, &mut chunk, settings);
+                if let Some(p) = shared.pacer {
+                    p.done(writes);
+                }
+            }
         }
         chunk.clear();
         // The reader may be done and gone: then the chunk is just dropped.

@@ -7,13 +7,19 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::summary::Counts;
+use crate::pacing::Pacer;
 
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
 
 pub enum Progress {
     Off,
-    Bar(ProgressBar),
-    Plain { start: Instant, last: Instant },
+    Bar(ProgressBar, Option<Pacer>),
+    Plain {
+        start: Instant,
+        last: Instant,
+        every: Duration,
+        pacer: Option<Pacer>,
+    },
 }
 
 impl Progress {
@@ -27,6 +33,8 @@ impl Progress {
             return Progress::Plain {
                 start: now,
                 last: now,
+                every: PLAIN_EVERY,
+                pacer: None,
             };
         }
         let bar = match total {
@@ -52,35 +60,70 @@ impl Progress {
                 bar
             }
         };
-        Progress::Bar(bar)
+        Progress::Bar(bar, None)
+    }
+
+    /// Shows the pacer's limit and the latency it measures; a plain line
+    /// (stderr not a terminal) every `every`.
+    pub fn with_pace(mut self, pacer: &Pacer, every: Duration) -> Progress {
+        match &mut self {
+            Progress::Off => {}
+            Progress::Bar(_, p) => *p = Some(pacer.clone()),
+            Progress::Plain {
+                every: e, pacer: p, ..
+            } => {
+                *e = every;
+                *p = Some(pacer.clone());
+            }
+        }
+        self
     }
 
     /// Called once per chunk: cheap when nothing is due.
     pub fn update(&mut self, counts: &Counts) {
         match self {
             Progress::Off => {}
-            Progress::Bar(bar) => {
+            Progress::Bar(bar, pacer) => {
                 bar.set_position(counts.done());
+                let pace = pacer
+                    .as_ref()
+                    .map(|p| p.snapshot().progress_text())
+                    .unwrap_or_default();
                 if counts.done() > counts.written || counts.malformed > 0 {
                     bar.set_message(format!(
-                        "{} not written, {} malformed",
+                        "{} not written, {} malformed; {pace}",
                         counts.done() - counts.written,
                         counts.malformed
                     ));
+                } else {
+                    bar.set_message(pace);
                 }
             }
-            Progress::Plain { start, last } => {
+            Progress::Plain {
+                start,
+                last,
+                every,
+                pacer,
+            } => {
                 let now = Instant::now();
-                if now.duration_since(*last) >= PLAIN_EVERY {
+                if now.duration_since(*last) >= *every {
                     *last = now;
                     let secs = now.duration_since(*start).as_secs_f64().max(1e-9);
+                    let pace = pacer.as_ref().map_or(String::new(), |p| {
+                        let s = p.snapshot();
+                        format!(
+                            " (now {} rows/s); {}",
+                            s.measured_rows_per_s,
+                            s.progress_text()
+                        )
+                    });
                     eprintln!(
-                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s",
+                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s{pace}",
                         counts.read,
                         counts.written,
                         counts.done() - counts.written,
                         counts.malformed,
-                        counts.written as f64 / secs
+                        counts.written as f64 / secs,
                     );
                 }
             }
@@ -88,7 +131,7 @@ impl Progress {
     }
 
     pub fn finish(&mut self, counts: &Counts) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar(bar, _) = self {
             bar.set_position(counts.done());
             bar.finish_and_clear();
         }

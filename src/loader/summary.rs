@@ -174,6 +174,9 @@ pub struct Ending {
     pub last_read: Option<String>,
     pub failures_listed: u64,
     pub failures_to: String,
+    /// How the load was paced (`PaceSnapshot::summary_text`); `rate` above
+    /// is the mean rate it reached.
+    pub pace: Option<String>,
 }
 
 /// The closing summary, one `name: value` per line so scripts can read it.
@@ -193,6 +196,9 @@ pub fn render(what: &str, counts: &Counts, elapsed: Duration, ending: &Ending) -
     s.push_str(&format!("malformed: {}\n", counts.malformed));
     s.push_str(&format!("elapsed: {secs:.3} s\n"));
     s.push_str(&format!("rate: {rate:.0} rows/s\n"));
+    if let Some(pace) = &ending.pace {
+        s.push_str(&format!("pace: {pace}\n"));
+    }
     let not_written = counts.read - counts.written.min(counts.read);
     let status = match (&ending.stopped, counts.complete()) {
         (Some(why), _) => match &ending.last_read {
@@ -233,6 +239,7 @@ mod tests {
             last_read: None,
             failures_listed: 6,
             failures_to: "f.csv".into(),
+            pace: Some("max rate 5 rows/s".into()),
         };
         let text = render("batch load", &counts, Duration::from_secs(2), &ending);
         for line in [
@@ -243,6 +250,7 @@ mod tests {
             "malformed: 3",
             "rate: 4 rows/s",
             "failures: 6 listed in f.csv",
+            "pace: max rate 5 rows/s",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

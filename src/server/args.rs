@@ -81,4 +81,11 @@ pub struct Args {
     #[arg(long, env = "FS_REFRESH_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub refresh_ms: u64,
+    /// `/bulk-load` and the streaming worker keep the latency their writes
+    /// add to other clients' commands (reads included) under this many ms,
+    /// slowing down as needed (as fs-loader's --latency-budget-ms); 0: no
+    /// pacing.
+    #[arg(long, env = "FS_WRITE_LATENCY_BUDGET_MS", value_name = "MS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub write_latency_budget_ms: u64,
 }

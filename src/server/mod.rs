@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request};
 
+use crate::pacing::Pacer;
 use crate::store::FeatureStore;
 use crate::worker::Worker;
 use bodies::{BodyPool, Permits};
@@ -40,6 +41,8 @@ pub struct App {
     pub store: Arc<FeatureStore>,
     pub worker: Worker,
     pub cache: Arc<EntityCache>,
+    /// Paces `/bulk-load` (shared with the worker): see `pacing`.
+    pub pacer: Pacer,
     /// "embedded" or "external": shown in `/state`.
     pub mode: &'static str,
     /// Serializes worker toggles and resets, so a reset restores exactly

@@ -104,6 +104,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "stats": app.store.stats(),
         "worker": app.worker.status(),
         "reset": app.reset.status(),
+        "write_pacing": app.pacer.snapshot(),
         "batch_features": BATCH_FEATURES,
         "streaming_features": STREAMING_FEATURES,
     }))
@@ -124,7 +125,10 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
         if rows.is_empty() {
             break;
         }
+        // Paced like the loader, so a big load does not slow the reads.
+        app.pacer.admit(rows.len() as u64);
         let report = app.store.bulk_load(&rows, ttl)?;
+        app.pacer.done(rows.len() as u64);
         written += report.written;
         // Stop at the first slice with a failure: the rest would most
         // likely fail the same way, and a re-run is always safe.

@@ -9,6 +9,7 @@ mod ensure_redis;
 mod http_hostile;
 mod invariants;
 mod loader;
+mod pacing;
 mod scripts;
 mod server;
 mod store;
