@@ -521,8 +521,12 @@ fn server_worker_writes_streaming_features_and_reset_restores_it() {
             "120",
         ],
     );
+    // The count comes from the background census, which may not have
+    // ticked yet when the server first answers.
+    wait_until("/state counts the 20 seeded users", Duration::from_secs(10), || {
+        server.get("/state").1["entity_count"] == 20
+    });
     let (_, state) = server.get("/state");
-    assert_eq!(state["entity_count"], 20);
     assert_eq!(state["worker"]["running"], true);
     wait_until("the worker wrote", Duration::from_secs(10), || {
         let (_, s) = server.get("/state");
