@@ -112,9 +112,11 @@ pub struct CommonArgs {
     /// TTL (default 300).
     #[arg(long, global = true, value_name = "T")]
     pub ttl_seconds: Option<u64>,
-    /// Rows per pipeline (one round trip each).
-    #[arg(long, global = true, env = "FS_CHUNK_SIZE", default_value_t = 1000)]
-    pub chunk_size: usize,
+    /// Rows per pipeline (one round trip each). Default: 10 when paced
+    /// (short pipelines keep other clients' waits short), 1000 at full
+    /// speed.
+    #[arg(long, global = true, env = "FS_CHUNK_SIZE")]
+    pub chunk_size: Option<usize>,
     /// Write rejected, failed and malformed rows here (CSV: source, line,
     /// id, kind, reason) instead of to stderr.
     #[arg(long, global = true, value_name = "PATH")]
@@ -181,6 +183,10 @@ impl CommonArgs {
             (false, None, ms) => PaceMode::budget_ms(ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS)),
         }
     }
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+            .unwrap_or_else(|| self.pace_mode().rows_per_pipeline())
+    }
     pub fn retry_backoff(&self) -> Duration {
         Duration::from_millis(self.retry_backoff_ms)
     }
@@ -203,7 +209,7 @@ mod tests {
     fn common_flags_work_after_the_subcommand() {
         let cli = Cli::try_parse_from(["fs-loader", "stream", "--from", "-", "--chunk-size", "7"])
             .expect("parses");
-        assert_eq!(cli.common.chunk_size, 7);
+        assert_eq!(cli.common.chunk_size(), 7);
         assert!(matches!(cli.command, Some(Command::Stream(_))));
     }
 
@@ -239,6 +245,20 @@ mod tests {
         assert!(pace(&["--full-speed", "--max-rate", "5"]).is_err());
         assert!(pace(&["--full-speed", "--latency-budget-ms", "2"]).is_err());
         assert!(pace(&["--max-rate", "5", "--latency-budget-ms", "2"]).is_err());
+    }
+
+    #[test]
+    fn pipelines_are_short_when_paced_and_long_at_full_speed_unless_given() {
+        let chunk = |args: &[&str]| {
+            let argv = ["fs-loader", "--count", "1"].iter().chain(args);
+            Cli::try_parse_from(argv).expect("parses").common.chunk_size()
+        };
+        assert_eq!(chunk(&[]), 10);
+        assert_eq!(chunk(&["--max-rate", "500"]), 10);
+        assert_eq!(chunk(&["--full-speed"]), 1000);
+        assert_eq!(chunk(&["--latency-budget-ms", "0"]), 1000);
+        assert_eq!(chunk(&["--chunk-size", "64"]), 64);
+        assert_eq!(chunk(&["--full-speed", "--chunk-size", "64"]), 64);
     }
 
     #[test]

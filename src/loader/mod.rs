@@ -146,7 +146,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         key_prefix: common.key_prefix.clone(),
         batch_ttl_seconds: plan.batch_ttl,
         streaming_ttl_seconds: plan.streaming_ttl,
-        chunk_size: common.chunk_size,
+        chunk_size: common.chunk_size(),
         pool: PoolConfig {
             max_size: common.writers + 1,
             connect_timeout: common.connect_timeout(),
@@ -164,7 +164,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         .with_pace(&pacer, Duration::from_millis(common.progress_ms));
     let mut settings = Settings {
         mode: plan.mode,
-        chunk_size: common.chunk_size,
+        chunk_size: common.chunk_size(),
         writers: common.writers as usize,
         retries: common.retries,
         backoff: common.retry_backoff(),

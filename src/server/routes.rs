@@ -121,7 +121,11 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let mut written = 0;
     let mut failure = None;
     loop {
-        let rows: Vec<_> = users.by_ref().take(app.store.chunk_size()).collect();
+        let slice = app
+            .store
+            .chunk_size()
+            .min(app.pacer.mode().rows_per_pipeline());
+        let rows: Vec<_> = users.by_ref().take(slice).collect();
         if rows.is_empty() {
             break;
         }

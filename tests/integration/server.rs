@@ -523,9 +523,11 @@ fn server_worker_writes_streaming_features_and_reset_restores_it() {
     );
     // The count comes from the background census, which may not have
     // ticked yet when the server first answers.
-    wait_until("/state counts the 20 seeded users", Duration::from_secs(10), || {
-        server.get("/state").1["entity_count"] == 20
-    });
+    wait_until(
+        "/state counts the 20 seeded users",
+        Duration::from_secs(10),
+        || server.get("/state").1["entity_count"] == 20,
+    );
     let (_, state) = server.get("/state");
     assert_eq!(state["worker"]["running"], true);
     wait_until("the worker wrote", Duration::from_secs(10), || {

@@ -63,6 +63,17 @@ struct Args {
     /// otherwise idle machine pays it.
     #[arg(long)]
     let_cpus_idle: bool,
+    /// Run one section alone (to try a change quickly): `sharing` (loading
+    /// beside serving, the script costs) or `idle` (an idle server on a big
+    /// store).
+    #[arg(long, value_enum)]
+    only: Option<Section>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Section {
+    Sharing,
+    Idle,
 }
 
 /// How much each row does.
@@ -183,48 +194,23 @@ fn run(args: Args) -> BResult<()> {
         per_call,
     };
 
-    step("bulk_load", &mut rows, library::bulk_load(&mut ctx))?;
-    step(
-        "update_streaming",
-        &mut rows,
-        library::update_streaming(&mut ctx),
-    )?;
-    step("get_features", &mut rows, library::get_features(&mut ctx))?;
-    let ours = rows[rows.len() - 1].ours;
-    step(
-        "get_features vs redis-benchmark",
-        &mut rows,
-        library::get_features_vs_redis_benchmark(&mut ctx, ours),
-    )?;
-    step("read_fresh", &mut rows, library::read_fresh(&mut ctx))?;
-    step(
-        "batch_get_features",
-        &mut rows,
-        library::batch_get_features(&mut ctx),
-    )?;
-    step("memory", &mut rows, library::memory(&mut ctx))?;
-
-    let server_bin = match (args.no_http, args.server_bin.clone()) {
-        (true, _) => None,
-        (false, Some(p)) => Some(p),
-        (false, None) => Some(http::sibling_bin("fs-server")?),
-    };
-    match &server_bin {
-        None => skipped.push("the HTTP rows (`--no-http`)".into()),
-        Some(bin) => http::rows(&mut ctx, bin, &mut rows)?,
+    if args.only.is_none() {
+        all_but_the_sections(&args, &mut ctx, &mut rows, &mut skipped)?;
     }
-
-    // Last, on Redis servers of its own.
+    let server_bin = server_bin(&args)?;
     let loader_bin = match args.loader_bin.clone() {
         Some(p) => p,
         None => http::sibling_bin("fs-loader")?,
     };
-    step("loader", &mut rows, loader::row(&ctx, &loader_bin))?;
     match &server_bin {
-        None => skipped.push("loading beside serving (`--no-http`)".into()),
+        None => skipped.push("loading beside serving, the idle server (`--no-http`)".into()),
         Some(bin) => {
-            sharing::rows(&ctx, bin, &loader_bin, &mut rows)?;
-            idle::rows(bin, args.quick, &mut rows)?;
+            if matches!(args.only, None | Some(Section::Sharing)) {
+                sharing::rows(&ctx, bin, &loader_bin, &mut rows)?;
+            }
+            if matches!(args.only, None | Some(Section::Idle)) {
+                idle::rows(bin, args.quick, &mut rows)?;
+            }
         }
     }
 
@@ -240,6 +226,46 @@ fn run(args: Args) -> BResult<()> {
         machine.load_end
     );
     Ok(())
+}
+
+/// Every row but the two sections `--only` can pick: the library rows, the
+/// HTTP rows and the loader on an empty Redis.
+fn all_but_the_sections(
+    args: &Args,
+    ctx: &mut Ctx,
+    rows: &mut Vec<Row>,
+    skipped: &mut Vec<String>,
+) -> BResult<()> {
+    step("bulk_load", rows, library::bulk_load(ctx))?;
+    step("update_streaming", rows, library::update_streaming(ctx))?;
+    step("get_features", rows, library::get_features(ctx))?;
+    let ours = rows[rows.len() - 1].ours;
+    step(
+        "get_features vs redis-benchmark",
+        rows,
+        library::get_features_vs_redis_benchmark(ctx, ours),
+    )?;
+    step("read_fresh", rows, library::read_fresh(ctx))?;
+    step("batch_get_features", rows, library::batch_get_features(ctx))?;
+    step("memory", rows, library::memory(ctx))?;
+    match server_bin(args)? {
+        None => skipped.push("the HTTP rows (`--no-http`)".into()),
+        Some(bin) => http::rows(ctx, &bin, rows)?,
+    }
+    // Last, on a Redis of its own.
+    let loader_bin = match args.loader_bin.clone() {
+        Some(p) => p,
+        None => http::sibling_bin("fs-loader")?,
+    };
+    step("loader", rows, loader::row(ctx, &loader_bin))
+}
+
+fn server_bin(args: &Args) -> BResult<Option<PathBuf>> {
+    Ok(match (args.no_http, args.server_bin.clone()) {
+        (true, _) => None,
+        (false, Some(p)) => Some(p),
+        (false, None) => Some(http::sibling_bin("fs-server")?),
+    })
 }
 
 /// Asks the kernel for a 0 us wake-up latency for as long as the returned
