@@ -251,7 +251,10 @@ mod tests {
     fn pipelines_are_short_when_paced_and_long_at_full_speed_unless_given() {
         let chunk = |args: &[&str]| {
             let argv = ["fs-loader", "--count", "1"].iter().chain(args);
-            Cli::try_parse_from(argv).expect("parses").common.chunk_size()
+            Cli::try_parse_from(argv)
+                .expect("parses")
+                .common
+                .chunk_size()
         };
         assert_eq!(chunk(&[]), 10);
         assert_eq!(chunk(&["--max-rate", "500"]), 10);

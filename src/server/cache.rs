@@ -9,7 +9,8 @@
 //! - otherwise it is the last full pass's count, or before the first pass
 //!   ends a running lower bound (`/state` says which: `entity_count_source`);
 //! - the pass itself is incremental: each tick runs SCAN pages while a token
-//!   bucket filled at `BUDGET_FRACTION` of wall time (1% of one core) has
+//!   bucket filled at `BUDGET_FRACTION` of wall time (1% of one core; a
+//!   quarter of that while the count is `DBSIZE`) has
 //!   credit, charged with each call's measured round trip (an upper bound
 //!   on the Redis time it took), and the cursor carries over to the next
 //!   tick. A completed pass publishes its ids and unlisted count.
@@ -36,6 +37,12 @@ use crate::store::{Census, FeatureStore};
 pub const ID_LIMIT: usize = 10_000;
 /// The share of wall time the background scan may hold Redis for.
 pub const BUDGET_FRACTION: f64 = 0.01;
+/// The share while every key seen is under the prefix: the count is then
+/// `DBSIZE`, exact and free, and the pass only keeps the id list fresh and
+/// watches for other tools' keys (which the samples watch for too). At
+/// 10,000,000 keys Redis's own expiry already takes about 1.4% of a core,
+/// so the full 1% would put an idle server's total over 2%.
+pub const DBSIZE_BUDGET_FRACTION: f64 = 0.0025;
 /// The most credit the budget keeps across idle time (what the first tick
 /// after start may spend at once).
 const BUDGET_BURST: Duration = Duration::from_millis(20);
@@ -147,9 +154,22 @@ impl Pass {
         }
     }
 
+    /// Whether a key outside the prefix has been seen (by a sample, the
+    /// running pass or the last full one): then `DBSIZE` overcounts.
+    fn sees_foreign(&self) -> bool {
+        self.sampled_foreign_at.is_some()
+            || self.foreign > 0
+            || self.done.as_ref().is_some_and(|d| d.foreign > 0)
+    }
+
     fn refill(&mut self) {
         let now = Instant::now();
-        let earned = now.duration_since(self.refilled_at).as_secs_f64() * BUDGET_FRACTION;
+        let fraction = if self.sees_foreign() {
+            BUDGET_FRACTION
+        } else {
+            DBSIZE_BUDGET_FRACTION
+        };
+        let earned = now.duration_since(self.refilled_at).as_secs_f64() * fraction;
         self.credit = (self.credit + earned).min(BUDGET_BURST.as_secs_f64());
         self.refilled_at = now;
     }
@@ -307,11 +327,8 @@ impl EntityCache {
 /// The snapshot a tick publishes: the count by the best source known, the
 /// ids of the last full pass (before the first: those found so far).
 fn publish(pass: &Pass, dbsize: u64) -> Snapshot {
-    let foreign = pass.sampled_foreign_at.is_some()
-        || pass.foreign > 0
-        || pass.done.as_ref().is_some_and(|d| d.foreign > 0);
     let (count, count_source) = match &pass.done {
-        _ if !foreign => (dbsize, CountSource::Dbsize),
+        _ if !pass.sees_foreign() => (dbsize, CountSource::Dbsize),
         Some(d) => (d.census.count, CountSource::Scan),
         None => (pass.running.count, CountSource::Counting),
     };
