@@ -68,6 +68,11 @@ struct Args {
     /// store).
     #[arg(long, value_enum)]
     only: Option<Section>,
+    /// An argument added to the paced `fs-loader` of the loading-beside-
+    /// serving rows (repeatable), to try other pacing flags:
+    /// `--loader-arg=--max-rate --loader-arg=50000`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    loader_arg: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -206,7 +211,7 @@ fn run(args: Args) -> BResult<()> {
         None => skipped.push("loading beside serving, the idle server (`--no-http`)".into()),
         Some(bin) => {
             if matches!(args.only, None | Some(Section::Sharing)) {
-                sharing::rows(&ctx, bin, &loader_bin, &mut rows)?;
+                sharing::rows(&ctx, bin, &loader_bin, &args.loader_arg, &mut rows)?;
             }
             if matches!(args.only, None | Some(Section::Idle)) {
                 idle::rows(bin, args.quick, &mut rows)?;

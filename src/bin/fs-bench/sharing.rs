@@ -56,7 +56,13 @@ struct Seen {
     redis_cpu: f64,
 }
 
-pub fn rows(ctx: &Ctx, server_bin: &Path, loader_bin: &Path, out: &mut Vec<Row>) -> BResult<()> {
+pub fn rows(
+    ctx: &Ctx,
+    server_bin: &Path,
+    loader_bin: &Path,
+    paced_args: &[String],
+    out: &mut Vec<Row>,
+) -> BResult<()> {
     let users = ctx.sizes.bulk_users;
     let quick = users < 100_000;
     let idle_for = if quick {
@@ -89,7 +95,8 @@ pub fn rows(ctx: &Ctx, server_bin: &Path, loader_bin: &Path, out: &mut Vec<Row>)
     eprintln!("fs-bench:   fs-loader --count {users} (default flags) ...");
     reset_stats(&mut raw)?;
     let (paced_rate, paced) = during(&server, &url, &ids, || {
-        loader::run_loader(loader_bin, &url, users, &[])
+        let flags: Vec<&str> = paced_args.iter().map(String::as_str).collect();
+        loader::run_loader(loader_bin, &url, users, &flags)
     })?;
     let batch_cost = script_cost(&mut raw, users)?;
     let full_flag = "--full-speed";
