@@ -1080,6 +1080,8 @@ fn server_page_in_headless_chromium() {
     assert!(dom.contains("values found <b>"), "{dom}");
     assert!(dom.contains("Deleted 20 entities."), "{dom}");
     assert!(dom.contains("Loaded 200 users"), "{dom}");
+    // The state card says how the server's writes are paced.
+    assert!(dom.contains("latency budget 1 ms"), "{dom}");
     let (_, state) = server.get("/state");
     assert_eq!(state["entity_count"], 200, "{state}");
     assert_eq!(
