@@ -41,6 +41,10 @@ one script).
         (loud by design: a streaming field without a TTL could go stale
         silently; HEXPIRE codes: 1 set, 2 deleted, 0 condition, -2 no field)
 
+Example, one update (the SHA1 is printed by `fs-loader scripts --load`):
+  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 2 tx_count_5m 3 last_device_id ios-9f02
+  1) (integer) 0
+
 A repeated name within an update is harmless: the last value is kept, with
 the field TTL (HSET and HSETEX keep the last value; HEXPIRE answers 1 for
 every copy). So no script time goes to looking for one.
@@ -62,9 +66,6 @@ on a missing key does nothing; HSET clears a field TTL). Per key, EXPIRE NX
 runs right after the write, so the key is bounded before HEXPIRE runs;
 should either still fail, the update's fields are deleted.
 
-Example, one update (the SHA1 is printed by `fs-loader scripts --load`):
-  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 2 tx_count_5m 3 last_device_id ios-9f02
-  1) (integer) 0
 ]]
 
 local function fail(msg)
