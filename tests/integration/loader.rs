@@ -48,7 +48,7 @@ fn run_with_stdin(redis: &ManagedRedis, args: &[&str], input: &str) -> Output {
 }
 
 /// The summary's `name: value` lines.
-fn summary(out: &Output) -> HashMap<String, String> {
+pub fn summary(out: &Output) -> HashMap<String, String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(": "))

@@ -15,6 +15,7 @@ use feature_store::ManagedRedis;
 use serde_json::Value;
 
 use crate::common::{self, raw, wait_until};
+use crate::loader::summary;
 
 const LOADER: &str = env!("CARGO_BIN_EXE_fs-loader");
 
@@ -42,14 +43,6 @@ fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running fs-loader")
-}
-
-fn summary(out: &Output) -> HashMap<String, String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 fn count(s: &HashMap<String, String>, name: &str) -> u64 {
