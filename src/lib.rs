@@ -9,13 +9,13 @@
 
 pub mod capabilities;
 pub mod commandstats;
+pub mod demo;
 pub mod error;
 pub mod managed_redis;
 pub mod pacing;
 pub mod pool;
 pub mod scripts;
 pub mod store;
-pub mod synth;
 pub mod validate;
 pub mod value;
 
@@ -26,4 +26,3 @@ pub use value::{FeatureMap, FeatureValue, ReadValue};
 
 pub mod loader;
 pub mod server;
-pub mod worker;

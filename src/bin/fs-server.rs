@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use feature_store::capabilities;
+use feature_store::demo::synth;
+use feature_store::demo::worker::{Worker, WorkerConfig};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
-use feature_store::worker::{Worker, WorkerConfig};
-use feature_store::{capabilities, synth};
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
 /// Survives tiny_http's drain of a body declared 100 GB long (see the module).

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::args::Format;
 use super::chunk::{Chunk, Origin};
 use super::error::LoaderError;
-use crate::synth;
+use crate::demo::synth;
 use crate::value::{FeatureMap, FeatureValue};
 
 /// Large reads: most lines of a refill are then parsed without a syscall.

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request};
 
+use crate::demo::worker::Worker;
 use crate::pacing::Pacer;
 use crate::store::FeatureStore;
-use crate::worker::Worker;
 use bodies::{BodyPool, Permits};
 use body::Params;
 use cache::EntityCache;

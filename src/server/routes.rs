@@ -12,8 +12,8 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
+use crate::demo::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
-use crate::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 
 pub const PAGE: &str = include_str!("page.html");
 

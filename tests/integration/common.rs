@@ -70,7 +70,7 @@ pub fn check_entity_ttls(
     step: &str,
     only_demo_fields: bool,
 ) {
-    use feature_store::synth::{BATCH_FEATURES, STREAMING_FEATURES};
+    use feature_store::demo::synth::{BATCH_FEATURES, STREAMING_FEATURES};
     let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).expect("PTTL");
     if ttl == -2 {
         return; // expired between listing and PTTL

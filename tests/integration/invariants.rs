@@ -2,7 +2,7 @@
 //! happen to it: no immortal keys, streaming fields always expire, batch
 //! fields never carry a field TTL.
 
-use feature_store::synth;
+use feature_store::demo::synth;
 use feature_store::{FeatureMap, StoreConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

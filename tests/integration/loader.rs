@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use feature_store::{synth, ManagedRedis};
+use feature_store::demo::synth;
+use feature_store::ManagedRedis;
 use redis::Commands;
 
 use crate::common::{self, raw, wait_until};

@@ -604,7 +604,7 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
     // The store recovers on every write path: a pipelined bulk load, a
     // single streaming write, a pipelined streaming batch, and the read script.
     let store = common::store(&redis);
-    let rows: Vec<_> = feature_store::synth::users(25, 1).collect();
+    let rows: Vec<_> = feature_store::demo::synth::users(25, 1).collect();
     let report = store.bulk_load(&rows, 600).expect("bulk load");
     assert_eq!((report.written, report.failed.len()), (25, 0));
     redis::cmd("SCRIPT")
@@ -621,7 +621,7 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
         .query::<()>(&mut c)
         .expect("SCRIPT FLUSH");
     let events: Vec<_> = (2..=6)
-        .map(|i| (feature_store::synth::user_id(i), fields.clone()))
+        .map(|i| (feature_store::demo::synth::user_id(i), fields.clone()))
         .collect();
     let report = store
         .update_streaming_many(&events, 300)

@@ -581,10 +581,10 @@ fn server_worker_writes_streaming_features_and_reset_restores_it() {
 fn after_a_reset_the_worker_recreates_no_entity_even_when_the_rescan_fails() {
     use std::sync::Arc;
 
+    use feature_store::demo::synth;
+    use feature_store::demo::worker::{Worker, WorkerConfig};
     use feature_store::pool::PoolConfig;
     use feature_store::server::cache::EntityCache;
-    use feature_store::synth;
-    use feature_store::worker::{Worker, WorkerConfig};
     use feature_store::{FeatureStore, StoreConfig};
 
     let redis = common::redis();

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use feature_store::demo::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 use feature_store::store::BatchRow;
-use feature_store::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
 use feature_store::{FeatureMap, FeatureValue, ReadValue, StoreConfig, StoreError};
 
 use crate::common;

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use feature_store::synth;
+use feature_store::demo::synth;
 use feature_store::{FeatureMap, FeatureStore, ManagedRedis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use feature_store::{synth, ManagedRedis};
+use feature_store::demo::synth;
+use feature_store::ManagedRedis;
 
 use crate::library::{self, Ctx};
 use crate::report::{Check, Figures, RatioOn, Row};

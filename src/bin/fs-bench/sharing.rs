@@ -25,7 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use feature_store::commandstats;
-use feature_store::{synth, FeatureStore, ManagedRedis, StoreConfig};
+use feature_store::demo::synth;
+use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -18,9 +18,9 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::Serialize;
 
+use crate::demo::synth;
 use crate::pacing::Pacer;
 use crate::store::FeatureStore;
-use crate::synth;
 
 /// Where the worker gets the ids it may update.
 pub type IdSource = Box<dyn Fn() -> Arc<Vec<String>> + Send + Sync>;
