@@ -77,10 +77,11 @@ fn a_server_on_200k_entities_answers_at_once_with_the_exact_count() {
 
 /// Before: an idle server scanned all 200,000 keys every second, about
 /// half a second of Redis time per second. Now the scan's round trips are
-/// charged to a budget of 1% of wall time (20 ms of credit at most): over
-/// 3 s at most 30 ms plus the credit plus one page overrun (a round trip
-/// is longer than the Redis time it holds, so this bound is firm).
-/// Measured: about 4 ms over 3 s, against 230 ms before.
+/// charged to a budget of at most 1% of wall time (a quarter of it while
+/// the count is DBSIZE, as here; 20 ms of credit at most): over 3 s at most
+/// 30 ms plus the credit plus one page overrun (a round trip is longer than
+/// the Redis time it holds, so this bound is firm). Measured: about 4 ms
+/// over 3 s at 1%, against 230 ms before.
 #[test]
 fn an_idle_server_spends_about_one_percent_of_redis_on_its_scan() {
     let redis = common::redis();
@@ -104,7 +105,12 @@ fn an_idle_server_spends_about_one_percent_of_redis_on_its_scan() {
         "SCAN held Redis {usec} us in {} calls over 3 s",
         calls1 - calls0
     );
-    assert!(calls1 > calls0, "the scan goes on, slowly");
+    // At a quarter of 1% (the count is DBSIZE here) a page can take a
+    // few seconds of credit to come, longer when a busy machine makes the
+    // first tick's round trips (its debt) long.
+    wait_until("the scan goes on, slowly", Duration::from_secs(30), || {
+        scan_stats(&mut conn).0 > calls0
+    });
 }
 
 /// `DBSIZE` is the count while every key is under the prefix; one key
