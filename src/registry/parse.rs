@@ -654,6 +654,8 @@ fn model(
         None => false,
     };
     let mut features: Vec<(ModelFeature, &FeatureDef, &str)> = Vec::new();
+    // References into views that have problems of their own.
+    let mut unchecked: Vec<&str> = Vec::new();
     match t.get("features") {
         None => {
             ctx.err(span, "a [[model]] has no `features`");
@@ -759,6 +761,9 @@ fn model(
                     let reference = key.get_ref().as_ref();
                     let Some((mf, def, _)) = features.iter_mut().find(|(_, _, r)| *r == reference)
                     else {
+                        if unchecked.contains(&reference) {
+                            continue;
+                        }
                         ctx.err(
                             &key.span(),
                             format!(
