@@ -692,7 +692,10 @@ fn model(
                     };
                     let Some(view) = views.iter().map(|pv| &pv.view).find(|v| v.name == vname)
                     else {
-                        if !view_names.contains(vname) {
+                        if view_names.contains(vname) {
+                            // The view's own problems are reported already.
+                            unchecked.push(reference);
+                        } else {
                             ctx.err(
                                 &s,
                                 format!(

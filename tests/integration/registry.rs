@@ -265,6 +265,9 @@ fn an_invalid_registry_stops_the_start_with_exit_2_and_every_problem_by_line() {
             "want {line:?} in:\n{stderr}"
         );
     }
+    // Exactly those: a broken view's features are not reported again
+    // where a model names them.
+    assert_eq!(stderr.lines().count(), 1 + want.len(), "{stderr}");
 
     // The environment variable is the flag's fallback.
     let (code, stderr) = run_to_exit(&[], &[("FS_REGISTRY", &path)]);
