@@ -14,6 +14,7 @@ pub mod error;
 pub mod managed_redis;
 pub mod pacing;
 pub mod pool;
+pub mod registry;
 pub mod scripts;
 pub mod store;
 pub mod validate;

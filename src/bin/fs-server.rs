@@ -12,6 +12,7 @@ use feature_store::demo::synth;
 use feature_store::demo::worker::{Worker, WorkerConfig};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
+use feature_store::registry::Registry;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
@@ -25,7 +26,19 @@ static ALLOC: HugeAllocSafe = HugeAllocSafe;
 fn main() -> ExitCode {
     let args = Args::parse();
     feature_store::server::install_panic_hook();
-    match run(args) {
+    // Before anything starts: a registry with problems is a configuration
+    // error to fix (exit 2, as for a bad flag), with every problem listed.
+    let registry = match &args.registry {
+        Some(path) => match Registry::load(path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("fs-server: the registry has problems:\n{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Registry::demo(),
+    };
+    match run(args, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fs-server: {e}");
@@ -34,7 +47,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(args: Args, registry: Registry) -> Result<(), String> {
     // Kept alive until the end of `run`; dropping it stops redis-server.
     let mut managed = None;
     let (mode, url) = match &args.redis_url {
@@ -112,8 +125,19 @@ fn run(args: Args) -> Result<(), String> {
     if demo {
         worker.start();
     }
+    let registry_line = format!(
+        "registry: {} ({} entities, {} views, {} models)",
+        args.registry.as_ref().map_or_else(
+            || "the demo's (examples/demo.toml)".to_owned(),
+            |p| p.display().to_string()
+        ),
+        registry.entities.len(),
+        registry.views.len(),
+        registry.models.len(),
+    );
     let app = Arc::new(App {
         store: store.clone(),
+        registry: Arc::new(registry),
         worker,
         cache: cache.clone(),
         pacer,
@@ -156,6 +180,7 @@ fn run(args: Args) -> Result<(), String> {
         _ => println!("mode: external Redis: nothing written until asked (worker stopped)"),
     }
     println!("redis: {}", redact(&url));
+    println!("{registry_line}");
     println!(
         "key prefix {:?}, batch TTL {}s, streaming TTL {}s",
         store.key_prefix(),

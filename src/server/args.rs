@@ -1,5 +1,7 @@
 //! The server's flags, each with an environment fallback.
 
+use std::path::PathBuf;
+
 use clap::Parser;
 
 /// Serve the feature store's page, JSON API and streaming worker.
@@ -17,6 +19,10 @@ pub struct Args {
     pub host: String,
     #[arg(long, env = "FS_PORT", default_value_t = 8090)]
     pub port: u16,
+    /// The feature registry (TOML: entities, views, models; see
+    /// docs/registry.md). Unset: the demo's, examples/demo.toml.
+    #[arg(long, env = "FS_REGISTRY", value_name = "PATH")]
+    pub registry: Option<PathBuf>,
     #[arg(long, env = "FS_KEY_PREFIX", default_value = "fs:user:")]
     pub key_prefix: String,
     #[arg(long, env = "FS_BATCH_TTL_SECONDS", default_value_t = 86_400)]

@@ -27,6 +27,7 @@ use tiny_http::{Method, Request};
 
 use crate::demo::worker::Worker;
 use crate::pacing::Pacer;
+use crate::registry::Registry;
 use crate::store::FeatureStore;
 use bodies::{BodyPool, Permits};
 use body::Params;
@@ -39,6 +40,8 @@ use origin::{BodyKind, OriginPolicy};
 /// Everything a request may touch.
 pub struct App {
     pub store: Arc<FeatureStore>,
+    /// What this server serves: loaded once at start (`--registry`).
+    pub registry: Arc<Registry>,
     pub worker: Worker,
     pub cache: Arc<EntityCache>,
     /// Paces `/bulk-load` (shared with the worker): see `pacing`.

@@ -39,6 +39,7 @@ pub enum Endpoint {
     BatchRead,
     Inspect,
     Reset,
+    Registry,
 }
 
 /// The endpoint at `path` and the one method it accepts.
@@ -53,6 +54,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/read" => (Endpoint::Read, "POST"),
         "/batch-read" => (Endpoint::BatchRead, "POST"),
         "/reset" => (Endpoint::Reset, "POST"),
+        "/v1/registry" => (Endpoint::Registry, "GET"),
         _ => return None,
     })
 }
@@ -68,6 +70,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::BatchRead => batch_read(app, params),
         Endpoint::Inspect => inspect(app, params),
         Endpoint::Reset => reset(app),
+        Endpoint::Registry => json_reply(&app.registry.to_json()),
     }
 }
 

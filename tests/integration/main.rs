@@ -10,6 +10,7 @@ mod http_hostile;
 mod invariants;
 mod loader;
 mod pacing;
+mod registry;
 mod scripts;
 mod server;
 mod store;
