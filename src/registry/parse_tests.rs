@@ -92,8 +92,8 @@ fn the_demo_registry_parses() {
             .map(|f| f.name.clone())
             .collect()
     };
-    assert_eq!(names("user_profile"), crate::synth::BATCH_FEATURES);
-    assert_eq!(names("user_activity"), crate::synth::STREAMING_FEATURES);
+    assert_eq!(names("user_profile"), crate::demo::synth::BATCH_FEATURES);
+    assert_eq!(names("user_activity"), crate::demo::synth::STREAMING_FEATURES);
     assert_eq!(
         demo.view("user_profile").map(|v| v.ttl_seconds),
         Some(86400)
@@ -115,8 +115,8 @@ fn every_value_synth_writes_parses_as_its_declared_type() {
             .unwrap_or_else(|| panic!("{name} is not in the demo registry"))
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let rows = crate::synth::users(3000, 5).map(|(_, f)| f).chain(
-        (0..3000).map(|i| crate::synth::streaming_features(&mut rng, 1_716_998_413_541 + i)),
+    let rows = crate::demo::synth::users(3000, 5).map(|(_, f)| f).chain(
+        (0..3000).map(|i| crate::demo::synth::streaming_features(&mut rng, 1_716_998_413_541 + i)),
     );
     for row in rows {
         for (name, value) in row {
