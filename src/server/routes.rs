@@ -12,7 +12,8 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::demo::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
+use crate::demo::synth;
+use crate::registry::ViewKind;
 use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 
 pub const PAGE: &str = include_str!("page.html");
@@ -108,8 +109,8 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "worker": app.worker.status(),
         "reset": app.reset.status(),
         "write_pacing": app.pacer.snapshot(),
-        "batch_features": BATCH_FEATURES,
-        "streaming_features": STREAMING_FEATURES,
+        "batch_features": entity_features(app, Some(ViewKind::Batch)),
+        "streaming_features": entity_features(app, Some(ViewKind::Stream)),
     }))
 }
 
@@ -165,15 +166,18 @@ fn toggle(app: &App) -> Result<Reply, ApiError> {
     json_reply(&app.worker.toggle())
 }
 
+/// The registry's features of the entity the server reads (its first),
+/// of one kind of view or all, in file order.
+fn entity_features(app: &App, kind: Option<ViewKind>) -> Vec<&str> {
+    let registry = &app.registry;
+    registry.feature_names(&registry.default_entity().name, kind)
+}
+
 /// The requested feature names: as given (duplicates dropped, order kept),
-/// or every known feature when none are given.
-fn fields(params: &Params) -> Result<Vec<&str>, ApiError> {
+/// or every feature the registry declares for the entity when none are.
+fn fields<'a>(app: &'a App, params: &'a Params) -> Result<Vec<&'a str>, ApiError> {
     if params.fields.is_empty() {
-        return Ok(BATCH_FEATURES
-            .iter()
-            .chain(STREAMING_FEATURES.iter())
-            .copied()
-            .collect());
+        return Ok(entity_features(app, None));
     }
     if params.fields.len() > MAX_FIELDS {
         return Err(ApiError::bad(format!(
@@ -216,7 +220,7 @@ impl Serialize for Ttls<'_> {
 
 fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let user = params.user()?;
-    let fields = fields(params)?;
+    let fields = fields(app, params)?;
     let started = Instant::now();
     let read = app.store.read_fresh(user, &fields)?;
     let elapsed_ms = ms_since(started);
@@ -234,7 +238,7 @@ fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
 }
 
 fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
-    let fields = fields(params)?;
+    let fields = fields(app, params)?;
     let snap;
     let ids: &[String] = match &params.ids {
         Some(ids) => {

@@ -195,6 +195,56 @@ fn v1_registry_answers_the_file_given_with_the_registry_flag() {
     assert_eq!(status, 405);
 }
 
+/// The server lists and reads the registry's features, not the demo's:
+/// before, `/state` and a `/read` without fields named the demo's 11.
+#[test]
+fn state_and_read_follow_the_registry_given() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let server = Server::start(&redis.url(), &["--registry", &path]);
+    let (_, state) = server.get("/state");
+    assert_eq!(
+        state["batch_features"],
+        json!([
+            "country_iso",
+            "age_days",
+            "avg_amount",
+            "verified",
+            "nickname",
+            "embedding"
+        ])
+    );
+    assert_eq!(
+        state["streaming_features"],
+        json!(["tx_count_5m", "last_device"])
+    );
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:u1")
+        .arg("nickname")
+        .arg("ada")
+        .query(&mut conn)
+        .expect("HSET");
+    let (status, read) = server.post_form("/read", "user=u1");
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        read["requested"],
+        json!([
+            "country_iso",
+            "age_days",
+            "avg_amount",
+            "verified",
+            "nickname",
+            "embedding",
+            "tx_count_5m",
+            "last_device"
+        ]),
+        "{read}"
+    );
+    assert_eq!(read["values"]["nickname"], "ada", "{read}");
+}
+
 /// Runs fs-server expecting it to stop by itself; its exit code and stderr.
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
