@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use feature_store::capabilities;
-use feature_store::demo::synth;
 use feature_store::demo::worker::{Worker, WorkerConfig};
+use feature_store::demo::{self, synth};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::registry::Registry;
@@ -84,7 +84,11 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
     }
 
-    let demo = managed.is_some() || args.seed_demo;
+    let fits_demo = demo::fits(&registry);
+    if args.seed_demo && !fits_demo {
+        return Err(format!("--seed-demo: {}", demo::NOT_FITTED));
+    }
+    let demo = (managed.is_some() || args.seed_demo) && fits_demo;
     if demo && args.seed_users > 0 {
         let rows: Vec<_> = synth::users(args.seed_users as usize, 42).collect();
         let report = store

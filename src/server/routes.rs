@@ -115,6 +115,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
 }
 
 fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    refuse_unless_demo(app)?;
     let count = params.count(200, 1, MAX_BULK_LOAD)?;
     let ttl = params.ttl(app.store.batch_ttl_seconds(), 1, MAX_TTL_SECONDS)?;
     let started = Instant::now();
@@ -162,8 +163,19 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
 }
 
 fn toggle(app: &App) -> Result<Reply, ApiError> {
+    refuse_unless_demo(app)?;
     let _control = lock(&app.control);
     json_reply(&app.worker.toggle())
+}
+
+/// The demo's writes (synthetic users, the streaming worker) only on a
+/// registry that declares the demo's features.
+fn refuse_unless_demo(app: &App) -> Result<(), ApiError> {
+    if crate::demo::fits(&app.registry) {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(crate::demo::NOT_FITTED.into()))
+    }
 }
 
 /// The registry's features of the entity the server reads (its first),

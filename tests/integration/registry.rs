@@ -243,6 +243,46 @@ fn state_and_read_follow_the_registry_given() {
         "{read}"
     );
     assert_eq!(read["values"]["nickname"], "ada", "{read}");
+
+    // The demo's writers would write features this registry does not
+    // declare: refused, and nothing written.
+    for path in ["/bulk-load", "/worker/toggle"] {
+        let (status, body) = server.post_form(path, "");
+        assert_eq!(status, 409, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("does not declare"),
+            "{path}: {body}"
+        );
+    }
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(keys, 1);
+}
+
+/// `--seed-demo` on a registry without the demo's features stops the start
+/// with the reason, before anything is written.
+#[test]
+fn seed_demo_on_another_registry_is_refused() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .args(["--redis-url", &redis.url(), "--port", "0"])
+        .args(["--registry", &path, "--seed-demo"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fs-server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--seed-demo") && stderr.contains("does not declare"),
+        "{stderr}"
+    );
+    let mut conn = common::raw(&redis);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(keys, 0);
 }
 
 /// Runs fs-server expecting it to stop by itself; its exit code and stderr.
