@@ -38,6 +38,13 @@ fn main() -> ExitCode {
         },
         None => Registry::demo(),
     };
+    let registry = match with_key_prefix(registry, args.key_prefix.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fs-server: --key-prefix: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(args, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -45,6 +52,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--key-prefix` moves the registry's first entity, so the store and
+/// every endpoint agree on where that entity's keys are.
+fn with_key_prefix(mut registry: Registry, prefix: Option<&str>) -> Result<Registry, String> {
+    let Some(prefix) = prefix else {
+        return Ok(registry);
+    };
+    feature_store::validate::key_prefix(prefix).map_err(|e| e.to_string())?;
+    let others = registry.entities.iter().skip(1);
+    if let Some(other) = others
+        .map(|e| &e.key_prefix)
+        .find(|p| p.starts_with(prefix) || prefix.starts_with(p.as_str()))
+    {
+        return Err(format!(
+            "{prefix:?} overlaps another entity's prefix {other:?}: their keys would mix"
+        ));
+    }
+    if let Some(first) = registry.entities.first_mut() {
+        first.key_prefix = prefix.to_owned();
+    }
+    Ok(registry)
 }
 
 fn run(args: Args, registry: Registry) -> Result<(), String> {
@@ -62,7 +91,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
     };
     let timeout = Duration::from_millis(args.redis_timeout_ms);
     let config = StoreConfig {
-        key_prefix: args.key_prefix.clone(),
+        key_prefix: registry.default_entity().key_prefix.clone(),
         batch_ttl_seconds: args.batch_ttl_seconds,
         streaming_ttl_seconds: args.streaming_ttl_seconds,
         pool: PoolConfig {

@@ -261,6 +261,39 @@ fn state_and_read_follow_the_registry_given() {
     assert_eq!(keys, 1);
 }
 
+/// `--key-prefix` moves the first entity, for every endpoint alike; a
+/// prefix that would mix its keys with another entity's stops the start.
+#[test]
+fn key_prefix_moves_the_first_entity_everywhere() {
+    let redis = common::redis();
+    let server = Server::start(&redis.url(), &["--key-prefix", "t:"]);
+    let (_, registry) = server.get("/v1/registry");
+    assert_eq!(registry["entities"][0]["key_prefix"], "t:", "{registry}");
+    assert_eq!(server.get("/state").1["key_prefix"], "t:");
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("t:u1")
+        .arg("country_iso")
+        .arg("DE")
+        .query(&mut conn)
+        .expect("HSET");
+    let (_, read) = server.post_form("/read", "user=u1&field=country_iso");
+    assert_eq!(read["values"]["country_iso"], "DE", "{read}");
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .args(["--redis-url", &redis.url(), "--registry", &path])
+        .args(["--key-prefix", "fs:merchant:x"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fs-server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("overlaps"), "{stderr}");
+}
+
 /// `--seed-demo` on a registry without the demo's features stops the start
 /// with the reason, before anything is written.
 #[test]
