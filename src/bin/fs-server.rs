@@ -206,7 +206,12 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
 
     let addr = http.local_addr();
     match mode {
-        "embedded" => println!("mode: embedded (managed redis-server, demo data and worker)"),
+        "embedded" if demo => {
+            println!("mode: embedded (managed redis-server, demo data and worker)")
+        }
+        "embedded" => println!(
+            "mode: embedded (managed redis-server; the registry is not the demo's: nothing seeded)"
+        ),
         _ if demo => {
             println!("mode: external Redis, --seed-demo: demo users seeded, worker running")
         }
