@@ -520,3 +520,72 @@ fn random_push_bodies_never_get_a_5xx_nor_kill_the_server() {
         );
     }
 }
+
+#[test]
+fn a_row_whose_key_holds_another_type_fails_alone() {
+    let redis = common::redis();
+    let (server, _dir) = start(&redis);
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("SET")
+        .arg("fs:user:u0002")
+        .arg("another tool's string")
+        .query(&mut conn)
+        .expect("SET");
+    let (status, answer) = server.post_json(
+        "/v1/push",
+        &json!({"view": "user_profile", "rows": [
+            {"id": "u0001", "features": {"age_days": 1}},
+            {"id": "u0002", "features": {"age_days": 2}},
+            {"id": "u0003", "features": {"age_days": 3}},
+        ]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["written"], &answer["rejected"], &answer["failed"]),
+        (&json!(2), &json!(0), &json!(1)),
+        "{answer}"
+    );
+    assert_eq!(answer["rows"][1]["status"], "failed", "{answer}");
+    assert!(error_of(&answer, 1).contains("fs:user:u0002"), "{answer}");
+    let value: String = redis::cmd("GET")
+        .arg("fs:user:u0002")
+        .query(&mut conn)
+        .expect("GET");
+    assert_eq!(value, "another tool's string");
+    assert_eq!(
+        hgetall(&mut conn, "fs:user:u0003"),
+        pairs(&[("age_days", "3")])
+    );
+}
+
+#[test]
+fn a_store_under_another_prefix_writes_there_and_shares_the_counters() {
+    let redis = common::redis();
+    let store = common::store(&redis);
+    let merchants = store
+        .with_key_prefix("fs:merchant:")
+        .expect("a valid prefix");
+    assert_eq!(merchants.key_prefix(), "fs:merchant:");
+    assert_eq!(store.key_prefix(), "fs:user:");
+    let row = feature_store::store::BatchRow {
+        id: "m_1".into(),
+        set: vec![("mcc".into(), "5411".into())],
+        retract: Vec::new(),
+    };
+    let report = merchants
+        .write_batch_rows(std::slice::from_ref(&row), 60)
+        .expect("write");
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(
+        common::all_keys(&mut common::raw(&redis)),
+        ["fs:merchant:m_1"]
+    );
+    // One set of counters for every prefix.
+    assert_eq!(store.stats().batch_writes_total, 1);
+    for bad in ["", "fs:*:", "fs user:"] {
+        assert!(store.with_key_prefix(bad).is_err(), "{bad:?} accepted");
+    }
+    let pinned = merchants.with_batch_ttl(120).expect("a valid TTL");
+    assert_eq!(pinned.batch_ttl_seconds(), 120);
+    assert!(pinned.with_batch_ttl(0).is_err());
+}
