@@ -11,6 +11,7 @@ pub mod conn;
 pub mod errors;
 pub mod http;
 pub mod origin;
+pub mod push;
 pub mod reset;
 pub mod routes;
 

@@ -41,6 +41,7 @@ pub enum Endpoint {
     Inspect,
     Reset,
     Registry,
+    Push,
 }
 
 /// The endpoint at `path` and the one method it accepts.
@@ -56,6 +57,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/batch-read" => (Endpoint::BatchRead, "POST"),
         "/reset" => (Endpoint::Reset, "POST"),
         "/v1/registry" => (Endpoint::Registry, "GET"),
+        "/v1/push" => (Endpoint::Push, "POST"),
         _ => return None,
     })
 }
@@ -72,6 +74,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Inspect => inspect(app, params),
         Endpoint::Reset => reset(app),
         Endpoint::Registry => json_reply(&app.registry.to_json()),
+        Endpoint::Push => push(app, params),
     }
 }
 
@@ -160,6 +163,21 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
         "ttl_seconds": ttl,
         "elapsed_ms": elapsed_ms,
     }))
+}
+
+/// `POST /v1/push` (see `push`): paced like `/bulk-load`.
+fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let (view, rows) = super::push::parse_body(&app.registry, params)?;
+    let started = Instant::now();
+    let outcome = super::push::push(
+        &app.store,
+        &app.registry,
+        view,
+        rows,
+        |n| app.pacer.admit(n),
+        |n| app.pacer.done(n),
+    )?;
+    json_reply(&outcome.to_json(&view.name, ms_since(started)))
 }
 
 fn toggle(app: &App) -> Result<Reply, ApiError> {
