@@ -22,6 +22,7 @@ fn loader_cmd(redis: &ManagedRedis) -> Command {
     cmd.env_remove("FS_REDIS_URL")
         .env_remove("FS_KEY_PREFIX")
         .env_remove("FS_CHUNK_SIZE")
+        .env_remove("FS_REGISTRY")
         .args(["--redis-url", &redis.url(), "--quiet"])
         .stdin(Stdio::null());
     cmd
@@ -1167,6 +1168,7 @@ mod last_row_wins {
         let options = ReadOptions {
             id_column: None,
             allow_retract: !stream,
+            schema: None,
         };
         let inputs = paths
             .into_iter()
@@ -1723,6 +1725,7 @@ mod hostile_input {
         let options = ReadOptions {
             id_column: None,
             allow_retract: true,
+            schema: None,
         };
         let path = path.to_owned();
         let format = Some(if csv { Format::Csv } else { Format::Jsonl });
