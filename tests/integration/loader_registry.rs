@@ -641,3 +641,109 @@ fn random_cells_never_crash_the_loader_nor_store_a_value_not_of_its_type() {
         rejected.get()
     );
 }
+
+/// The indented block after the line of `section` containing `marker`,
+/// dedented.
+fn block_after<'a>(section: &'a str, marker: &str) -> Vec<&'a str> {
+    let mut lines = section.lines().skip_while(|l| !l.contains(marker)).skip(1);
+    let mut block = Vec::new();
+    for line in lines.by_ref() {
+        if let Some(code) = line.strip_prefix("    ") {
+            block.push(code);
+        } else if !block.is_empty() && !line.trim().is_empty() {
+            break;
+        }
+    }
+    assert!(!block.is_empty(), "no block after {marker:?}");
+    block
+}
+
+#[test]
+fn the_readme_registry_example_loads_as_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("### Loading against a registry")
+        .expect("the README's registry section");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n### Sharing").unwrap_or(section.len())];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = block_after(section, "with this `features.toml`").join("\n");
+    write_file(dir.path(), "features.toml", &toml);
+    write_file(
+        dir.path(),
+        "users.csv",
+        &(block_after(section, "and this `users.csv`").join("\n") + "\n"),
+    );
+    let transcript = block_after(section, "two rows are written");
+
+    let redis = common::redis();
+    let command = transcript[0]
+        .strip_prefix("$ target/release/fs-loader ")
+        .expect("the loader command first");
+    let out = loader_cmd(&redis)
+        .current_dir(dir.path())
+        .args(command.split_whitespace())
+        .output()
+        .expect("running fs-loader");
+    assert_eq!(out.status.code(), Some(1), "exit status 1: {}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut i = 1;
+    while transcript[i] != "..." {
+        assert!(
+            stdout.lines().any(|l| l == transcript[i]),
+            "{:?} in {stdout}",
+            transcript[i]
+        );
+        i += 1;
+    }
+    let mut conn = raw(&redis);
+    for (n, line) in transcript.iter().enumerate().skip(i + 1) {
+        let Some(cmd) = line.strip_prefix("$ ") else {
+            continue;
+        };
+        let answer: Vec<&str> = transcript[n + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("$ "))
+            .copied()
+            .collect();
+        let words: Vec<&str> = cmd
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        match words.as_slice() {
+            ["cat", "failed.csv"] => {
+                let got =
+                    std::fs::read_to_string(dir.path().join("failed.csv")).expect("failed.csv");
+                assert_eq!(got.lines().collect::<Vec<_>>(), answer);
+            }
+            ["redis-cli", "HMGET", key, fields @ ..] => {
+                let got: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(*key)
+                    .arg(fields)
+                    .query(&mut conn)
+                    .expect("HMGET");
+                let shown: Vec<String> = got
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{}) {v:?}", k + 1),
+                        None => format!("{}) (nil)", k + 1),
+                    })
+                    .collect();
+                assert_eq!(shown, answer, "{cmd}");
+            }
+            ["redis-cli", "TTL", key] => {
+                let ttl: i64 = conn.ttl(*key).expect("TTL");
+                let said: i64 = answer[0]
+                    .strip_prefix("(integer) ")
+                    .and_then(|t| t.parse().ok())
+                    .expect("a TTL answer");
+                assert!((said - 10..=said).contains(&ttl), "{cmd}: {ttl}");
+            }
+            other => panic!("the README runs {other:?}: teach this test to check it"),
+        }
+    }
+}
