@@ -185,13 +185,12 @@ pub fn first_columns(
     forced: Option<Format>,
     id_column: Option<&str>,
 ) -> Result<Option<BTreeSet<String>>, LoaderError> {
-    if path.as_os_str() == "-" {
+    // Checked before opening: opening a named pipe waits for its writer.
+    let regular = std::fs::metadata(path).map(|m| m.is_file());
+    if path.as_os_str() == "-" || matches!(regular, Ok(false)) {
         return Ok(None);
     }
     let opened = open(path)?;
-    if opened.live {
-        return Ok(None);
-    }
     let options = ReadOptions {
         id_column: id_column.map(str::to_owned),
         allow_retract: true,

@@ -6,14 +6,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use feature_store::registry::Registry;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redis::Commands;
 
-use crate::common::{self, raw};
+use crate::common::{self, raw, wait_until};
 use crate::loader::{
     assert_accounted, count, failure_rows, hash, loader_cmd, run, run_with_stdin, show, summary,
     write_file,
@@ -318,15 +319,41 @@ fn the_view_is_inferred_from_the_columns_and_none_or_several_are_refused_by_name
         map(&[("nickname", "shop")])
     );
 
-    // Standard input cannot be looked at ahead: --view is required.
-    let out = run_with_stdin(
-        &redis,
-        &["--registry", p(&registry), "--from", "-"],
-        "id,nickname\nu9,x\n",
-    );
+    // Standard input cannot be looked at ahead: --view is required (and
+    // the refusal comes before anything is read from it).
+    let out = run(&redis, &["--registry", p(&registry), "--from", "-"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(stderr(&out).contains("give --view NAME"), "{}", show(&out));
     assert_eq!(dbsize(&mut conn), 2);
+
+    // Nor can a named pipe: refused at once, not blocked on its writer.
+    let fifo = dir.path().join("feed.csv");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let mut child = loader_cmd(&redis)
+        .args(["--registry", p(&registry), "--from", p(&fifo)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-loader");
+    let mut status = None;
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the loader refuses the pipe",
+            Duration::from_secs(10),
+            || {
+                status = child.try_wait().expect("try_wait");
+                status.is_some()
+            },
+        )
+    }));
+    if waited.is_err() {
+        let _ = child.kill();
+        panic!("fs-loader blocked on the pipe");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("give --view NAME"), "{}", show(&out));
 }
 
 #[test]
