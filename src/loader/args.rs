@@ -14,6 +14,8 @@ use crate::pacing::PaceMode;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379"; // the default, as redis-cli's
 pub const DEFAULT_BATCH_TTL_SECONDS: u64 = 24 * 3600;
 pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
+/// Without --registry and --key-prefix: the demo's user keys.
+pub const DEFAULT_KEY_PREFIX: &str = "fs:user:";
 
 /// Load batch features into the Redis feature store: synthetic users
 /// (`--count`), CSV or JSON-lines files (`--from`), streaming events
@@ -28,6 +30,7 @@ pub const DEFAULT_STREAM_TTL_SECONDS: u64 = 300;
 #[command(after_help = "Examples:\n  \
     fs-loader --count 1000000 --seed 7\n  \
     fs-loader --from users.csv --from extra.jsonl --failures failed.csv\n  \
+    fs-loader --registry features.toml --view user_profile --from users.csv\n  \
     kcat -C -t events | fs-loader stream --from - --ttl-seconds 300\n  \
     fs-loader scripts --load")]
 pub struct Cli {
@@ -105,11 +108,23 @@ pub struct CommonArgs {
     /// Redis to write to.
     #[arg(long, global = true, env = "FS_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
-    /// Entity keys are <prefix><id>.
-    #[arg(long, global = true, env = "FS_KEY_PREFIX", default_value = "fs:user:")]
-    pub key_prefix: String,
-    /// Batch mode: the key TTL (default 86400). Stream mode: the per-field
-    /// TTL (default 300).
+    /// Entity keys are <prefix><id>. Default: fs:user:, or with
+    /// --registry the view's entity's prefix (another one is refused).
+    #[arg(long, global = true, env = "FS_KEY_PREFIX", value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Check every row against this feature registry (TOML, see
+    /// docs/registry.md): a row with a column the view does not declare, or
+    /// a value not of its type, is rejected; values are stored in canonical
+    /// form. Unset: rows are written as they are.
+    #[arg(long, global = true, env = "FS_REGISTRY", value_name = "PATH")]
+    pub registry: Option<PathBuf>,
+    /// With --registry: the view the input fills. Default: the one view
+    /// whose features include every column of the input.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub view: Option<String>,
+    /// Batch mode: the key TTL (default 86400, or the view's TTL with
+    /// --registry). Stream mode: the per-field TTL (default 300, or the
+    /// stream view's TTL).
     #[arg(long, global = true, value_name = "T")]
     pub ttl_seconds: Option<u64>,
     /// Rows per pipeline (one round trip each). Default: 10 when paced

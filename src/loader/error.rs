@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::error::StoreError;
+use crate::registry::RegistryError;
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
@@ -31,6 +32,10 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    /// `--registry` names a file that cannot be read or has problems
+    /// (each listed with its line).
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
     /// The Redis lacks a command the scripts need (exit 2, before any
     /// input is read): `capabilities::describe` says which.
     #[error("{0}")]

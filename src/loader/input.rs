@@ -2,9 +2,11 @@
 //! one row at a time straight into a chunk slot, so memory stays flat
 //! whatever the input's size.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use csv::ByteRecord;
 use serde_json::{Map, Value};
@@ -12,6 +14,7 @@ use serde_json::{Map, Value};
 use super::args::Format;
 use super::chunk::{Chunk, Origin};
 use super::error::LoaderError;
+use super::schema::Schema;
 use crate::demo::synth;
 use crate::value::{FeatureMap, FeatureValue};
 
@@ -54,6 +57,9 @@ pub struct ReadOptions {
     pub id_column: Option<String>,
     /// False in stream mode: a streaming write cannot delete a feature.
     pub allow_retract: bool,
+    /// `--registry`: every row is checked against this view, its values
+    /// written in canonical form. None: values keep their text.
+    pub schema: Option<Arc<Schema>>,
 }
 
 // ---- opening -----------------------------------------------------------
@@ -167,6 +173,44 @@ impl Opened {
                     self.reader.consume(n);
                 }
             }
+        }
+    }
+}
+
+/// The feature columns of a file's first row (CSV: every column but the
+/// id; JSON lines: the first object's features), to infer its view from.
+/// None for standard input or a pipe: reading them would consume its rows.
+pub fn first_columns(
+    path: &Path,
+    forced: Option<Format>,
+    id_column: Option<&str>,
+) -> Result<Option<BTreeSet<String>>, LoaderError> {
+    // Checked before opening: opening a named pipe waits for its writer.
+    let regular = std::fs::metadata(path).map(|m| m.is_file());
+    if path.as_os_str() == "-" || matches!(regular, Ok(false)) {
+        return Ok(None);
+    }
+    let opened = open(path)?;
+    let options = ReadOptions {
+        id_column: id_column.map(str::to_owned),
+        allow_retract: true,
+        schema: None,
+    };
+    let mut source = opened.into_source(forced, &options)?;
+    let mut chunk = Chunk::new(1);
+    loop {
+        chunk.clear();
+        match source.next(&mut chunk, 0)? {
+            Step::Row => {
+                let Some(row) = chunk.rows().first() else {
+                    continue;
+                };
+                let names = row.set.iter().map(|(k, _)| k).chain(&row.retract);
+                return Ok(Some(names.cloned().collect()));
+            }
+            Step::End => return Ok(Some(BTreeSet::new())),
+            // A line that is no row says nothing about the columns.
+            Step::Rejected { .. } | Step::Malformed { .. } | Step::Idle => {}
         }
     }
 }
@@ -302,6 +346,14 @@ impl RowSource for CsvSource {
         let Ok(id) = std::str::from_utf8(&self.record[self.id_col]) else {
             return Ok(malformed_utf8(line, &self.header[self.id_col]));
         };
+        let schema = self.options.schema.as_deref();
+        if let Some(Err(reason)) = schema.map(|s| s.check_id(id)) {
+            return Ok(Step::Rejected {
+                line,
+                id: id.to_owned(),
+                reason,
+            });
+        }
         let mut row = chunk.push(Origin { source, line });
         row.id(id);
         for (i, cell) in self.record.iter().enumerate() {
@@ -313,6 +365,26 @@ impl RowSource for CsvSource {
                 chunk.pop();
                 return Ok(malformed_utf8(line, name));
             };
+            if let Some(schema) = schema {
+                let checked = if value.is_empty() {
+                    schema.feature(name).map(|_| String::new())
+                } else {
+                    schema.text_cell(name, value)
+                };
+                match checked {
+                    Ok(text) if !text.is_empty() => {
+                        row.set(name, &text);
+                        continue;
+                    }
+                    // An empty cell of a known feature: retracted below.
+                    Ok(_) => {}
+                    Err(reason) => {
+                        let id = row.id_str().to_owned();
+                        chunk.pop();
+                        return Ok(Step::Rejected { line, id, reason });
+                    }
+                }
+            }
             if !value.is_empty() {
                 row.set(name, value);
             } else if self.options.allow_retract {
@@ -447,9 +519,31 @@ fn parse_json_row(
         }
         None => object,
     };
+    let schema = options.schema.as_deref();
+    if let Some(Err(reason)) = schema.map(|s| s.check_id(&id)) {
+        return Step::Rejected { line, id, reason };
+    }
     let mut row = chunk.push(Origin { source, line });
     row.id(&id);
     for (name, value) in &features {
+        if let Some(schema) = schema {
+            let checked = match value {
+                Value::Null => schema.feature(name).map(|_| None),
+                typed => schema.json_cell(name, typed).map(Some),
+            };
+            match checked {
+                Ok(Some(text)) => {
+                    row.set(name, &text);
+                    continue;
+                }
+                // A null of a known feature: retracted below.
+                Ok(None) => {}
+                Err(reason) => {
+                    chunk.pop();
+                    return Step::Rejected { line, id, reason };
+                }
+            }
+        }
         match value {
             Value::String(s) => row.set(name, s),
             Value::Bool(b) => row.set(name, if *b { "true" } else { "false" }),
@@ -514,6 +608,7 @@ mod tests {
         ReadOptions {
             id_column: None,
             allow_retract: true,
+            schema: None,
         }
     }
 
@@ -592,6 +687,7 @@ mod tests {
         let options = ReadOptions {
             id_column: None,
             allow_retract: false,
+            schema: None,
         };
         let (rows, steps) = read_all(Format::Jsonl, "{\"id\": \"u1\", \"a\": null}\n", options);
         assert!(rows.is_empty());

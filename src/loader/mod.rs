@@ -5,7 +5,8 @@
 //!
 //! Rooms: `args` (the command line), `input` (row sources), `chunk` (reused
 //! row buffers, one row per id), `limits` (size checks before sending),
-//! `pipeline` (reader, writers, retries), `summary` (the
+//! `pipeline` (reader, writers, retries), `schema` (the per-row check
+//! against a registry's view), `summary` (the
 //! account and the failures list), `progress`, `scripts` (the subcommand),
 //! `error`.
 
@@ -16,19 +17,24 @@ pub mod input;
 pub mod limits;
 pub mod pipeline;
 pub mod progress;
+pub mod schema;
 pub mod scripts;
 pub mod summary;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 
 use crate::capabilities;
+use crate::demo::synth;
 use crate::pacing::Pacer;
 use crate::pool::PoolConfig;
+use crate::registry::{Registry, ViewKind};
 use crate::store::{FeatureStore, StoreConfig};
 use args::{Cli, Command, CommonArgs, FileArgs};
 use error::{exit, LoaderError};
@@ -36,6 +42,7 @@ use input::ReadOptions;
 use limits::Limits;
 use pipeline::{Input, Settings, WriteMode};
 use progress::Progress;
+use schema::Schema;
 use summary::{Ending, FailureSink};
 
 /// Read/write timeout of one pipeline: a chunk of script calls takes
@@ -60,6 +67,9 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
         || !cli.load.files.from.is_empty()
         || cli.load.files.format.is_some()
         || cli.load.files.id_column.is_some();
+    if cli.common.view.is_some() && cli.common.registry.is_none() {
+        return Err(usage("--view needs --registry PATH (or FS_REGISTRY)"));
+    }
     match cli.command {
         Some(Command::Scripts(a)) => {
             if load_flags_given {
@@ -76,34 +86,59 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                     "give stream's inputs after `stream`: fs-loader stream --from PATH",
                 ));
             }
+            let schema = target(&cli.common, ViewKind::Stream, || files_columns(&a.files))?;
+            // A stream view's TTL is each feature's: a value older than it
+            // is gone, whatever else the entity holds.
             let field_ttl = cli
                 .common
                 .ttl_seconds
+                .or(schema.as_ref().map(|s| s.view.ttl_seconds))
                 .unwrap_or(args::DEFAULT_STREAM_TTL_SECONDS);
             let plan = Plan {
                 what: "stream",
                 mode: WriteMode::Stream {
                     field_ttl_seconds: field_ttl,
                 },
+                key_prefix: key_prefix(&cli.common, schema.as_deref())?,
                 batch_ttl: a.batch_ttl_seconds,
                 streaming_ttl: field_ttl,
                 total: None,
-                inputs: file_inputs(&a.files, false)?,
+                inputs: file_inputs(&a.files, false, schema)?,
             };
             load(&cli.common, plan)
         }
         None => {
+            let schema = match cli.load.count {
+                Some(_) => {
+                    let schema = target(&cli.common, ViewKind::Batch, || {
+                        Ok(synth::BATCH_FEATURES
+                            .iter()
+                            .map(|f| (*f).to_owned())
+                            .collect())
+                    })?;
+                    if let Some(s) = &schema {
+                        synthetic_fits(s)?;
+                    }
+                    schema
+                }
+                None => target(&cli.common, ViewKind::Batch, || {
+                    files_columns(&cli.load.files)
+                })?,
+            };
             let ttl = cli
                 .common
                 .ttl_seconds
+                .or(schema.as_ref().map(|s| s.view.ttl_seconds))
                 .unwrap_or(args::DEFAULT_BATCH_TTL_SECONDS);
             let mode = WriteMode::Batch { ttl_seconds: ttl };
+            let key_prefix = key_prefix(&cli.common, schema.as_deref())?;
             let plan = match cli.load.count {
                 Some(count) => {
                     let seed = cli.load.seed;
                     Plan {
                         what: "batch load (synthetic)",
                         mode,
+                        key_prefix,
                         batch_ttl: ttl,
                         streaming_ttl: args::DEFAULT_STREAM_TTL_SECONDS,
                         total: Some(count as u64),
@@ -121,10 +156,11 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                 None => Plan {
                     what: "batch load",
                     mode,
+                    key_prefix,
                     batch_ttl: ttl,
                     streaming_ttl: args::DEFAULT_STREAM_TTL_SECONDS,
                     total: None,
-                    inputs: file_inputs(&cli.load.files, true)?,
+                    inputs: file_inputs(&cli.load.files, true, schema)?,
                 },
             };
             load(&cli.common, plan)
@@ -132,9 +168,97 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
     }
 }
 
+/// With `--registry`: the view this load fills, `--view` or else inferred
+/// from the input's columns, checked to be of the mode's kind (a batch view
+/// is written as whole rows under a key TTL, a stream view field by field
+/// with a field TTL). None without a registry.
+fn target(
+    common: &CommonArgs,
+    kind: ViewKind,
+    columns: impl FnOnce() -> Result<BTreeSet<String>, LoaderError>,
+) -> Result<Option<Arc<Schema>>, LoaderError> {
+    let Some(path) = &common.registry else {
+        return Ok(None);
+    };
+    let registry = Registry::load(path)?;
+    let schema = match &common.view {
+        Some(name) => Schema::named(&registry, name),
+        None => Schema::infer(&registry, &columns()?),
+    }
+    .map_err(|e| LoaderError::Usage(format!("{}: {e}", path.display())))?;
+    if schema.view.kind != kind {
+        let how = match schema.view.kind {
+            ViewKind::Stream => "load it with `fs-loader stream` (a field TTL per feature)",
+            ViewKind::Batch => "load it without `stream` (whole rows under a key TTL)",
+        };
+        return Err(LoaderError::Usage(format!(
+            "view {:?} is a {} view: {how}",
+            schema.view.name,
+            schema.view.kind.as_str()
+        )));
+    }
+    Ok(Some(Arc::new(schema)))
+}
+
+/// The feature columns of the `--from` files, to infer the view from.
+/// Standard input and pipes cannot be looked at ahead of the load.
+fn files_columns(files: &FileArgs) -> Result<BTreeSet<String>, LoaderError> {
+    if files.from.is_empty() {
+        return Err(usage("no input: give --from PATH (`-` for standard input)"));
+    }
+    let mut all = BTreeSet::new();
+    for path in &files.from {
+        match input::first_columns(path, files.format, files.id_column.as_deref())? {
+            Some(columns) => all.extend(columns),
+            None => {
+                return Err(usage(
+                    "the view cannot be inferred from standard input or a pipe: give --view NAME",
+                ))
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// `--count` writes the demo's synthetic users: with a registry, only into
+/// a view exactly like the demo's, or its rows would not be of the view.
+fn synthetic_fits(schema: &Schema) -> Result<(), LoaderError> {
+    let demo = Registry::demo();
+    let same_view = demo.view(&schema.view.name) == Some(&schema.view);
+    let same_entity = demo.entity(&schema.entity.name) == Some(&schema.entity);
+    if same_view && same_entity {
+        return Ok(());
+    }
+    Err(LoaderError::Usage(format!(
+        "--count writes the demo's synthetic users, which are not rows of view {:?}: \
+         load your own rows with --from",
+        schema.view.name
+    )))
+}
+
+/// The keys' prefix: the registry's entity's (a `--key-prefix` that
+/// disagrees would write where no reader of the registry looks), else
+/// `--key-prefix`, else the default.
+fn key_prefix(common: &CommonArgs, schema: Option<&Schema>) -> Result<String, LoaderError> {
+    match (schema, &common.key_prefix) {
+        (Some(s), Some(given)) if *given != s.entity.key_prefix => {
+            Err(LoaderError::Usage(format!(
+                "--key-prefix {given:?} disagrees with the registry: view {:?} is of entity \
+                 {:?}, whose keys are {:?}<id> (drop --key-prefix / FS_KEY_PREFIX)",
+                s.view.name, s.entity.name, s.entity.key_prefix
+            )))
+        }
+        (Some(s), _) => Ok(s.entity.key_prefix.clone()),
+        (None, given) => Ok(given
+            .clone()
+            .unwrap_or_else(|| args::DEFAULT_KEY_PREFIX.to_owned())),
+    }
+}
+
 struct Plan {
     what: &'static str,
     mode: WriteMode,
+    key_prefix: String,
     batch_ttl: u64,
     streaming_ttl: u64,
     total: Option<u64>,
@@ -143,7 +267,7 @@ struct Plan {
 
 fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let config = StoreConfig {
-        key_prefix: common.key_prefix.clone(),
+        key_prefix: plan.key_prefix.clone(),
         batch_ttl_seconds: plan.batch_ttl,
         streaming_ttl_seconds: plan.streaming_ttl,
         chunk_size: common.chunk_size(),
@@ -245,7 +369,11 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
 
 /// The `--from` inputs, checked to exist now (a typo fails before anything
 /// is written) and opened one after the other as the load reaches them.
-fn file_inputs(files: &FileArgs, allow_retract: bool) -> Result<Vec<Input>, LoaderError> {
+fn file_inputs(
+    files: &FileArgs,
+    allow_retract: bool,
+    schema: Option<Arc<Schema>>,
+) -> Result<Vec<Input>, LoaderError> {
     if files.from.is_empty() {
         return Err(usage("no input: give --from PATH (`-` for standard input)"));
     }
@@ -255,6 +383,7 @@ fn file_inputs(files: &FileArgs, allow_retract: bool) -> Result<Vec<Input>, Load
     let options = ReadOptions {
         id_column: files.id_column.clone(),
         allow_retract,
+        schema,
     };
     let mut inputs = Vec::with_capacity(files.from.len());
     for path in &files.from {

@@ -17,24 +17,25 @@ use crate::common::{self, raw, wait_until};
 const LOADER: &str = env!("CARGO_BIN_EXE_fs-loader");
 
 /// The loader with no environment that could point it elsewhere.
-fn loader_cmd(redis: &ManagedRedis) -> Command {
+pub(crate) fn loader_cmd(redis: &ManagedRedis) -> Command {
     let mut cmd = Command::new(LOADER);
     cmd.env_remove("FS_REDIS_URL")
         .env_remove("FS_KEY_PREFIX")
         .env_remove("FS_CHUNK_SIZE")
+        .env_remove("FS_REGISTRY")
         .args(["--redis-url", &redis.url(), "--quiet"])
         .stdin(Stdio::null());
     cmd
 }
 
-fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
+pub(crate) fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
     loader_cmd(redis)
         .args(args)
         .output()
         .expect("running fs-loader")
 }
 
-fn run_with_stdin(redis: &ManagedRedis, args: &[&str], input: &str) -> Output {
+pub(crate) fn run_with_stdin(redis: &ManagedRedis, args: &[&str], input: &str) -> Output {
     let mut child = loader_cmd(redis)
         .args(args)
         .stdin(Stdio::piped())
@@ -57,7 +58,7 @@ pub fn summary(out: &Output) -> HashMap<String, String> {
         .collect()
 }
 
-fn count(s: &HashMap<String, String>, name: &str) -> u64 {
+pub(crate) fn count(s: &HashMap<String, String>, name: &str) -> u64 {
     s.get(name)
         .unwrap_or_else(|| panic!("no {name:?} in the summary {s:?}"))
         .parse()
@@ -65,7 +66,7 @@ fn count(s: &HashMap<String, String>, name: &str) -> u64 {
 }
 
 /// read = written + rejected + failed, whatever happened.
-fn assert_accounted(s: &HashMap<String, String>) {
+pub(crate) fn assert_accounted(s: &HashMap<String, String>) {
     assert_eq!(
         count(s, "read"),
         count(s, "written") + count(s, "rejected") + count(s, "failed"),
@@ -73,7 +74,7 @@ fn assert_accounted(s: &HashMap<String, String>) {
     );
 }
 
-fn show(out: &Output) -> String {
+pub(crate) fn show(out: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),
@@ -82,7 +83,7 @@ fn show(out: &Output) -> String {
     )
 }
 
-fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("writing an input file");
     path
@@ -92,12 +93,12 @@ fn dbsize(conn: &mut redis::Connection) -> u64 {
     redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }
 
-fn hash(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+pub(crate) fn hash(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
     conn.hgetall(key).expect("HGETALL")
 }
 
 /// CSV rows of the failures file, without its header.
-fn failure_rows(path: &Path) -> Vec<Vec<String>> {
+pub(crate) fn failure_rows(path: &Path) -> Vec<Vec<String>> {
     let mut reader = csv::Reader::from_path(path).expect("reading the failures file");
     assert_eq!(
         reader.headers().expect("header").iter().collect::<Vec<_>>(),
@@ -1167,6 +1168,7 @@ mod last_row_wins {
         let options = ReadOptions {
             id_column: None,
             allow_retract: !stream,
+            schema: None,
         };
         let inputs = paths
             .into_iter()
@@ -1723,6 +1725,7 @@ mod hostile_input {
         let options = ReadOptions {
             id_column: None,
             allow_retract: true,
+            schema: None,
         };
         let path = path.to_owned();
         let format = Some(if csv { Format::Csv } else { Format::Jsonl });

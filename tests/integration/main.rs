@@ -9,6 +9,7 @@ mod ensure_redis;
 mod http_hostile;
 mod invariants;
 mod loader;
+mod loader_registry;
 mod pacing;
 mod push;
 mod registry;
