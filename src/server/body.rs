@@ -18,6 +18,9 @@ pub struct Params {
     pub ids: Option<Vec<String>>,
     count: Option<String>,
     ttl: Option<String>,
+    /// The JSON body's object as sent, for the `/v1` endpoints, which take
+    /// their own typed shape rather than these generic keys.
+    pub json: Option<serde_json::Map<String, Value>>,
 }
 
 impl Params {
@@ -58,16 +61,17 @@ impl Params {
         let Value::Object(map) = value else {
             return Err(ApiError::bad("JSON body must be an object"));
         };
-        for (key, v) in map {
+        for (key, v) in &map {
             match key.as_str() {
-                "user" | "id" => self.user = Some(json_string(&key, &v)?),
-                "field" | "fields" => self.fields = json_list(&key, &v)?,
-                "ids" => self.ids = Some(json_list(&key, &v)?),
-                "count" => self.count = Some(json_scalar(&key, &v)?),
-                "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(&key, &v)?),
+                "user" | "id" => self.user = Some(json_string(key, v)?),
+                "field" | "fields" => self.fields = json_list(key, v)?,
+                "ids" => self.ids = Some(json_list(key, v)?),
+                "count" => self.count = Some(json_scalar(key, v)?),
+                "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
                 _ => {}
             }
         }
+        self.json = Some(map);
         Ok(())
     }
 

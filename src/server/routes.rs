@@ -40,6 +40,7 @@ pub enum Endpoint {
     Inspect,
     Reset,
     Registry,
+    Features,
 }
 
 /// The endpoint at `path` and the one method it accepts.
@@ -55,6 +56,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/batch-read" => (Endpoint::BatchRead, "POST"),
         "/reset" => (Endpoint::Reset, "POST"),
         "/v1/registry" => (Endpoint::Registry, "GET"),
+        "/v1/features" => (Endpoint::Features, "POST"),
         _ => return None,
     })
 }
@@ -71,6 +73,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Inspect => inspect(app, params),
         Endpoint::Reset => reset(app),
         Endpoint::Registry => json_reply(&app.registry.to_json()),
+        Endpoint::Features => super::features::features(app, params),
     }
 }
 
