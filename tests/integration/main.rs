@@ -14,3 +14,4 @@ mod registry;
 mod scripts;
 mod server;
 mod store;
+mod vectors;
