@@ -93,10 +93,7 @@ fn the_demo_registry_parses() {
             .collect()
     };
     assert_eq!(names("user_profile"), crate::demo::synth::BATCH_FEATURES);
-    assert_eq!(
-        names("user_activity"),
-        crate::demo::synth::STREAMING_FEATURES
-    );
+    assert_eq!(names("user_activity"), crate::demo::synth::STREAMING_FEATURES);
     assert_eq!(
         demo.view("user_profile").map(|v| v.ttl_seconds),
         Some(86400)
