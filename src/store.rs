@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
@@ -219,7 +220,9 @@ impl FreshRead {
 pub struct FeatureStore {
     pool: Pool,
     config: StoreConfig,
-    counters: Counters,
+    /// Shared with every store made by `with_key_prefix`, so `stats` counts
+    /// the writes to every entity type.
+    counters: Arc<Counters>,
 }
 
 impl FeatureStore {
@@ -244,8 +247,37 @@ impl FeatureStore {
         Ok(FeatureStore {
             pool: pool::build(redis_url, &config.pool)?,
             config,
-            counters: Counters::default(),
+            counters: Arc::default(),
         })
+    }
+
+    /// The same store (its pool, counters and settings) building keys under
+    /// another prefix: one registry entity type's hashes (`fs:merchant:`)
+    /// written through the same connections and scripts. The prefix is
+    /// checked as `open` checks its own. Cheap: the pool is shared, not
+    /// rebuilt, and no connection is made. The capability check done at
+    /// start probed the commands under the first prefix; an ACL that limits
+    /// keys by pattern must allow this prefix too, else its writes fail
+    /// (each row reported, nothing half-written: see the scripts).
+    pub fn with_key_prefix(&self, prefix: &str) -> Result<FeatureStore, StoreError> {
+        validate::key_prefix(prefix)?;
+        Ok(FeatureStore {
+            pool: self.pool.clone(),
+            config: StoreConfig {
+                key_prefix: prefix.to_owned(),
+                ..self.config.clone()
+            },
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// The same store pinning `ttl_seconds` (instead of the batch TTL it was
+    /// opened with) on a key a streaming write finds without a TTL: a
+    /// stream view's push gives a new entity its entity's batch TTL.
+    pub fn with_batch_ttl(mut self, ttl_seconds: u64) -> Result<FeatureStore, StoreError> {
+        check_ttl("batch ttl", ttl_seconds)?;
+        self.config.batch_ttl_seconds = ttl_seconds;
+        Ok(self)
     }
 
     /// What the scripts need that this Redis refuses (empty: nothing):

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use feature_store::capabilities;
-use feature_store::demo::synth;
 use feature_store::demo::worker::{Worker, WorkerConfig};
+use feature_store::demo::{self, synth};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::registry::Registry;
@@ -38,6 +38,13 @@ fn main() -> ExitCode {
         },
         None => Registry::demo(),
     };
+    let registry = match with_key_prefix(registry, args.key_prefix.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fs-server: --key-prefix: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(args, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -45,6 +52,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--key-prefix` moves the registry's first entity, so the store and
+/// every endpoint agree on where that entity's keys are.
+fn with_key_prefix(mut registry: Registry, prefix: Option<&str>) -> Result<Registry, String> {
+    let Some(prefix) = prefix else {
+        return Ok(registry);
+    };
+    feature_store::validate::key_prefix(prefix).map_err(|e| e.to_string())?;
+    let others = registry.entities.iter().skip(1);
+    if let Some(other) = others
+        .map(|e| &e.key_prefix)
+        .find(|p| p.starts_with(prefix) || prefix.starts_with(p.as_str()))
+    {
+        return Err(format!(
+            "{prefix:?} overlaps another entity's prefix {other:?}: their keys would mix"
+        ));
+    }
+    if let Some(first) = registry.entities.first_mut() {
+        first.key_prefix = prefix.to_owned();
+    }
+    Ok(registry)
 }
 
 fn run(args: Args, registry: Registry) -> Result<(), String> {
@@ -62,7 +91,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
     };
     let timeout = Duration::from_millis(args.redis_timeout_ms);
     let config = StoreConfig {
-        key_prefix: args.key_prefix.clone(),
+        key_prefix: registry.default_entity().key_prefix.clone(),
         batch_ttl_seconds: args.batch_ttl_seconds,
         streaming_ttl_seconds: args.streaming_ttl_seconds,
         pool: PoolConfig {
@@ -84,7 +113,11 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
     }
 
-    let demo = managed.is_some() || args.seed_demo;
+    let fits_demo = demo::fits(&registry);
+    if args.seed_demo && !fits_demo {
+        return Err(format!("--seed-demo: {}", demo::NOT_FITTED));
+    }
+    let demo = (managed.is_some() || args.seed_demo) && fits_demo;
     if demo && args.seed_users > 0 {
         let rows: Vec<_> = synth::users(args.seed_users as usize, 42).collect();
         let report = store
@@ -173,7 +206,12 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
 
     let addr = http.local_addr();
     match mode {
-        "embedded" => println!("mode: embedded (managed redis-server, demo data and worker)"),
+        "embedded" if demo => {
+            println!("mode: embedded (managed redis-server, demo data and worker)")
+        }
+        "embedded" => println!(
+            "mode: embedded (managed redis-server; the registry is not the demo's: nothing seeded)"
+        ),
         _ if demo => {
             println!("mode: external Redis, --seed-demo: demo users seeded, worker running")
         }

@@ -4,7 +4,9 @@
 use serde_json::json;
 use thiserror::Error;
 
-use super::types::{Column, EntityType, FeatureDef, FeatureView, Model, Registry, Resolved};
+use super::types::{
+    Column, EntityType, FeatureDef, FeatureView, Model, Registry, Resolved, ViewKind,
+};
 
 /// A name a request gave that the registry cannot serve. Unknown names are
 /// "not found" (404 over HTTP); the rest are malformed requests (400).
@@ -62,6 +64,15 @@ impl Registry {
     /// a file that declares none.
     pub fn default_entity(&self) -> &EntityType {
         &self.entities[0]
+    }
+
+    /// The feature names of `entity`'s views of `kind` (every kind when
+    /// `None`), in file order: what a read of "everything" asks for.
+    pub fn feature_names<'a>(&'a self, entity: &'a str, kind: Option<ViewKind>) -> Vec<&'a str> {
+        self.views_of(entity)
+            .filter(|v| kind.is_none_or(|k| v.kind == k))
+            .flat_map(|v| v.features.iter().map(|f| f.name.as_str()))
+            .collect()
     }
 
     /// The views of one entity, in file order.

@@ -93,7 +93,21 @@ fn the_demo_registry_parses() {
             .collect()
     };
     assert_eq!(names("user_profile"), crate::demo::synth::BATCH_FEATURES);
-    assert_eq!(names("user_activity"), crate::demo::synth::STREAMING_FEATURES);
+    assert_eq!(
+        names("user_activity"),
+        crate::demo::synth::STREAMING_FEATURES
+    );
+    // What the server lists and reads by default, by kind and in all.
+    use crate::registry::ViewKind;
+    let synth = &crate::demo::synth::BATCH_FEATURES;
+    assert_eq!(demo.feature_names("user", Some(ViewKind::Batch)), synth);
+    let all: Vec<&str> = synth
+        .iter()
+        .chain(crate::demo::synth::STREAMING_FEATURES.iter())
+        .copied()
+        .collect();
+    assert_eq!(demo.feature_names("user", None), all);
+    assert!(demo.feature_names("merchant", None).is_empty());
     assert_eq!(
         demo.view("user_profile").map(|v| v.ttl_seconds),
         Some(86400)

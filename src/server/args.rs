@@ -23,8 +23,11 @@ pub struct Args {
     /// docs/registry.md). Unset: the demo's, examples/demo.toml.
     #[arg(long, env = "FS_REGISTRY", value_name = "PATH")]
     pub registry: Option<PathBuf>,
-    #[arg(long, env = "FS_KEY_PREFIX", default_value = "fs:user:")]
-    pub key_prefix: String,
+    /// The key prefix of the registry's first entity (the one `/read`,
+    /// `/batch-read` and `/inspect` serve). Default: the registry's own
+    /// (`fs:user:` for the demo).
+    #[arg(long, env = "FS_KEY_PREFIX", value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
     #[arg(long, env = "FS_BATCH_TTL_SECONDS", default_value_t = 86_400)]
     pub batch_ttl_seconds: u64,
     #[arg(long, env = "FS_STREAMING_TTL_SECONDS", default_value_t = 300)]

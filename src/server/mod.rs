@@ -12,6 +12,7 @@ pub mod errors;
 pub mod features;
 pub mod http;
 pub mod origin;
+pub mod push;
 pub mod reset;
 pub mod routes;
 

@@ -12,7 +12,8 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::demo::synth::{self, BATCH_FEATURES, STREAMING_FEATURES};
+use crate::demo::synth;
+use crate::registry::ViewKind;
 use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 
 pub const PAGE: &str = include_str!("page.html");
@@ -41,6 +42,7 @@ pub enum Endpoint {
     Reset,
     Registry,
     Features,
+    Push,
 }
 
 /// The endpoint at `path` and the one method it accepts.
@@ -57,6 +59,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/reset" => (Endpoint::Reset, "POST"),
         "/v1/registry" => (Endpoint::Registry, "GET"),
         "/v1/features" => (Endpoint::Features, "POST"),
+        "/v1/push" => (Endpoint::Push, "POST"),
         _ => return None,
     })
 }
@@ -74,6 +77,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Reset => reset(app),
         Endpoint::Registry => json_reply(&app.registry.to_json()),
         Endpoint::Features => super::features::features(app, params),
+        Endpoint::Push => push(app, params),
     }
 }
 
@@ -111,12 +115,13 @@ fn state(app: &App) -> Result<Reply, ApiError> {
         "worker": app.worker.status(),
         "reset": app.reset.status(),
         "write_pacing": app.pacer.snapshot(),
-        "batch_features": BATCH_FEATURES,
-        "streaming_features": STREAMING_FEATURES,
+        "batch_features": entity_features(app, Some(ViewKind::Batch)),
+        "streaming_features": entity_features(app, Some(ViewKind::Stream)),
     }))
 }
 
 fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    refuse_unless_demo(app)?;
     let count = params.count(200, 1, MAX_BULK_LOAD)?;
     let ttl = params.ttl(app.store.batch_ttl_seconds(), 1, MAX_TTL_SECONDS)?;
     let started = Instant::now();
@@ -163,20 +168,49 @@ fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
     }))
 }
 
+/// `POST /v1/push` (see `push`): paced like `/bulk-load`.
+fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let (view, rows) = super::push::parse_body(&app.registry, params)?;
+    let started = Instant::now();
+    let outcome = super::push::push(
+        &app.store,
+        &app.registry,
+        view,
+        rows,
+        |n| app.pacer.admit(n),
+        |n| app.pacer.done(n),
+    )?;
+    json_reply(&outcome.to_json(&view.name, ms_since(started)))
+}
+
 fn toggle(app: &App) -> Result<Reply, ApiError> {
+    refuse_unless_demo(app)?;
     let _control = lock(&app.control);
     json_reply(&app.worker.toggle())
 }
 
+/// The demo's writes (synthetic users, the streaming worker) only on a
+/// registry that declares the demo's features.
+fn refuse_unless_demo(app: &App) -> Result<(), ApiError> {
+    if crate::demo::fits(&app.registry) {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(crate::demo::NOT_FITTED.into()))
+    }
+}
+
+/// The registry's features of the entity the server reads (its first),
+/// of one kind of view or all, in file order.
+fn entity_features(app: &App, kind: Option<ViewKind>) -> Vec<&str> {
+    let registry = &app.registry;
+    registry.feature_names(&registry.default_entity().name, kind)
+}
+
 /// The requested feature names: as given (duplicates dropped, order kept),
-/// or every known feature when none are given.
-fn fields(params: &Params) -> Result<Vec<&str>, ApiError> {
+/// or every feature the registry declares for the entity when none are.
+fn fields<'a>(app: &'a App, params: &'a Params) -> Result<Vec<&'a str>, ApiError> {
     if params.fields.is_empty() {
-        return Ok(BATCH_FEATURES
-            .iter()
-            .chain(STREAMING_FEATURES.iter())
-            .copied()
-            .collect());
+        return Ok(entity_features(app, None));
     }
     if params.fields.len() > MAX_FIELDS {
         return Err(ApiError::bad(format!(
@@ -219,7 +253,7 @@ impl Serialize for Ttls<'_> {
 
 fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let user = params.user()?;
-    let fields = fields(params)?;
+    let fields = fields(app, params)?;
     let started = Instant::now();
     let read = app.store.read_fresh(user, &fields)?;
     let elapsed_ms = ms_since(started);
@@ -237,7 +271,7 @@ fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
 }
 
 fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
-    let fields = fields(params)?;
+    let fields = fields(app, params)?;
     let snap;
     let ids: &[String] = match &params.ids {
         Some(ids) => {

@@ -10,6 +10,7 @@ mod http_hostile;
 mod invariants;
 mod loader;
 mod pacing;
+mod push;
 mod registry;
 mod scripts;
 mod server;

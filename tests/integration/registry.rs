@@ -195,6 +195,129 @@ fn v1_registry_answers_the_file_given_with_the_registry_flag() {
     assert_eq!(status, 405);
 }
 
+/// The server lists and reads the registry's features, not the demo's:
+/// before, `/state` and a `/read` without fields named the demo's 11.
+#[test]
+fn state_and_read_follow_the_registry_given() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let server = Server::start(&redis.url(), &["--registry", &path]);
+    let (_, state) = server.get("/state");
+    assert_eq!(
+        state["batch_features"],
+        json!([
+            "country_iso",
+            "age_days",
+            "avg_amount",
+            "verified",
+            "nickname",
+            "embedding"
+        ])
+    );
+    assert_eq!(
+        state["streaming_features"],
+        json!(["tx_count_5m", "last_device"])
+    );
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("fs:user:u1")
+        .arg("nickname")
+        .arg("ada")
+        .query(&mut conn)
+        .expect("HSET");
+    let (status, read) = server.post_form("/read", "user=u1");
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        read["requested"],
+        json!([
+            "country_iso",
+            "age_days",
+            "avg_amount",
+            "verified",
+            "nickname",
+            "embedding",
+            "tx_count_5m",
+            "last_device"
+        ]),
+        "{read}"
+    );
+    assert_eq!(read["values"]["nickname"], "ada", "{read}");
+
+    // The demo's writers would write features this registry does not
+    // declare: refused, and nothing written.
+    for path in ["/bulk-load", "/worker/toggle"] {
+        let (status, body) = server.post_form(path, "");
+        assert_eq!(status, 409, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("does not declare"),
+            "{path}: {body}"
+        );
+    }
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(keys, 1);
+}
+
+/// `--key-prefix` moves the first entity, for every endpoint alike; a
+/// prefix that would mix its keys with another entity's stops the start.
+#[test]
+fn key_prefix_moves_the_first_entity_everywhere() {
+    let redis = common::redis();
+    let server = Server::start(&redis.url(), &["--key-prefix", "t:"]);
+    let (_, registry) = server.get("/v1/registry");
+    assert_eq!(registry["entities"][0]["key_prefix"], "t:", "{registry}");
+    assert_eq!(server.get("/state").1["key_prefix"], "t:");
+    let mut conn = common::raw(&redis);
+    let _: () = redis::cmd("HSET")
+        .arg("t:u1")
+        .arg("country_iso")
+        .arg("DE")
+        .query(&mut conn)
+        .expect("HSET");
+    let (_, read) = server.post_form("/read", "user=u1&field=country_iso");
+    assert_eq!(read["values"]["country_iso"], "DE", "{read}");
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .args(["--redis-url", &redis.url(), "--registry", &path])
+        .args(["--key-prefix", "fs:merchant:x"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fs-server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("overlaps"), "{stderr}");
+}
+
+/// `--seed-demo` on a registry without the demo's features stops the start
+/// with the reason, before anything is written.
+#[test]
+fn seed_demo_on_another_registry_is_refused() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "features.toml", TWO_ENTITIES);
+    let out = Command::new(env!("CARGO_BIN_EXE_fs-server"))
+        .args(["--redis-url", &redis.url(), "--port", "0"])
+        .args(["--registry", &path, "--seed-demo"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fs-server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--seed-demo") && stderr.contains("does not declare"),
+        "{stderr}"
+    );
+    let mut conn = common::raw(&redis);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
+    assert_eq!(keys, 0);
+}
+
 /// Runs fs-server expecting it to stop by itself; its exit code and stderr.
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
