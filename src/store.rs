@@ -29,6 +29,9 @@ use crate::scripts::{
 use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
+mod vectors;
+pub use vectors::{Status, Vectors, MAX_VECTOR_IDS};
+
 /// The longest TTL the store accepts (ten years); longer is almost surely a
 /// unit mistake (milliseconds for seconds).
 pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
@@ -96,6 +99,9 @@ pub struct Stats {
     pub reads_total: u64,
     /// Feature values returned by reads.
     pub read_fields_total: u64,
+    /// Stored values a typed read (`vectors`) found not of their declared
+    /// type, and served as missing.
+    pub invalid_values_total: u64,
 }
 
 #[derive(Default)]
@@ -104,6 +110,7 @@ struct Counters {
     streaming_writes: AtomicU64,
     reads: AtomicU64,
     read_fields: AtomicU64,
+    invalid_values: AtomicU64,
 }
 
 /// One batch row: features to set and features to retract (delete), written
@@ -303,6 +310,7 @@ impl FeatureStore {
             streaming_writes_total: self.counters.streaming_writes.load(Relaxed),
             reads_total: self.counters.reads.load(Relaxed),
             read_fields_total: self.counters.read_fields.load(Relaxed),
+            invalid_values_total: self.counters.invalid_values.load(Relaxed),
         }
     }
 

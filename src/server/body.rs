@@ -18,8 +18,8 @@ pub struct Params {
     pub ids: Option<Vec<String>>,
     count: Option<String>,
     ttl: Option<String>,
-    /// The JSON body's object as sent, for endpoints whose body is more
-    /// than these parameters (`/v1/push`'s rows).
+    /// The JSON body's object as sent, for the `/v1` endpoints, whose body
+    /// is more than these parameters (`/v1/features`, `/v1/push`'s rows).
     pub json: Option<serde_json::Map<String, Value>>,
 }
 

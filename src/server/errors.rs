@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use crate::error::StoreError;
+use crate::registry::LookupError;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -89,5 +90,17 @@ impl From<StoreError> for ApiError {
             StoreError::WrongType { .. } => e.to_string(),
         };
         ApiError::from_store(&e, msg)
+    }
+}
+
+/// A name the registry cannot serve: an unknown model, entity or feature is
+/// 404; a malformed list (two entities, a feature twice, none) is 400.
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        if e.is_not_found() {
+            ApiError::NotFound(e.to_string())
+        } else {
+            ApiError::BadRequest(e.to_string())
+        }
     }
 }

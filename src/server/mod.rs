@@ -9,6 +9,7 @@ pub mod body;
 pub mod cache;
 pub mod conn;
 pub mod errors;
+pub mod features;
 pub mod http;
 pub mod origin;
 pub mod push;

@@ -41,6 +41,7 @@ pub enum Endpoint {
     Inspect,
     Reset,
     Registry,
+    Features,
     Push,
 }
 
@@ -57,6 +58,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/batch-read" => (Endpoint::BatchRead, "POST"),
         "/reset" => (Endpoint::Reset, "POST"),
         "/v1/registry" => (Endpoint::Registry, "GET"),
+        "/v1/features" => (Endpoint::Features, "POST"),
         "/v1/push" => (Endpoint::Push, "POST"),
         _ => return None,
     })
@@ -74,6 +76,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Inspect => inspect(app, params),
         Endpoint::Reset => reset(app),
         Endpoint::Registry => json_reply(&app.registry.to_json()),
+        Endpoint::Features => super::features::features(app, params),
         Endpoint::Push => push(app, params),
     }
 }

@@ -5,17 +5,19 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 21] = [
+const ROWS: [&str; 23] = [
     "bulk_load",
     "update_streaming",
     "get_features",
     "get_features_vs_redis_benchmark",
     "read_fresh",
     "batch_get_features",
+    "vectors",
     "memory",
     "http_read",
     "http_read_concurrent",
     "http_batch_read",
+    "v1_features",
     "loader",
     "read_during_load",
     "ping_during_load",

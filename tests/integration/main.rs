@@ -16,3 +16,4 @@ mod registry;
 mod scripts;
 mod server;
 mod store;
+mod vectors;

@@ -330,6 +330,11 @@ pub fn rows(ctx: &mut Ctx, server_bin: &Path, rows: &mut Vec<Row>) -> BResult<()
     crate::step("http /read, 1 client", rows, read_one_client(ctx, &server))?;
     crate::step("http /read, 8 clients", rows, read_concurrent(ctx, &server))?;
     crate::step("http /batch-read", rows, batch_read(ctx, &server))?;
+    crate::step(
+        "http /v1/features",
+        rows,
+        crate::vectors::http_row(ctx, &server),
+    )?;
     Ok(())
 }
 

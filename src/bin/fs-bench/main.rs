@@ -14,6 +14,7 @@ mod loader;
 mod measure;
 mod report;
 mod sharing;
+mod vectors;
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -252,6 +253,7 @@ fn all_but_the_sections(
     )?;
     step("read_fresh", rows, library::read_fresh(ctx))?;
     step("batch_get_features", rows, library::batch_get_features(ctx))?;
+    step("vectors", rows, vectors::library_row(ctx))?;
     step("memory", rows, library::memory(ctx))?;
     match server_bin(args)? {
         None => skipped.push("the HTTP rows (`--no-http`)".into()),
