@@ -983,7 +983,7 @@ pub fn run_chromium(bin: &std::path::Path, action: &str, url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
-            "--window-size=1280,1900",
+            "--window-size=1280,2600",
             // Lets the page's fetches and the scripted run finish first.
             "--virtual-time-budget=20000",
         ])
@@ -1044,13 +1044,14 @@ fn server_page_in_headless_chromium() {
     let dom = run_chromium(
         &bin,
         "--dump-dom",
-        &format!("{base}?user=u0001&run=read,toggle,toggle,inspect,batch,reset,load"),
+        &format!("{base}?user=u0001&run=model,read,toggle,toggle,inspect,batch,reset,load"),
     );
     assert!(
         dom.contains("data-run-done=\"1\""),
         "the scripted run did not finish:\n{dom}"
     );
     for step in [
+        "model: ok",
         "read: ok",
         "toggle: ok (paused)",
         "toggle: ok (running)",
@@ -1080,6 +1081,16 @@ fn server_page_in_headless_chromium() {
     assert!(dom.contains("values found <b>"), "{dom}");
     assert!(dom.contains("Deleted 20 entities."), "{dom}");
     assert!(dom.contains("Loaded 200 users"), "{dom}");
+    // The model panel: the demo's fraud_v1 vector, typed, each value with
+    // its status, and the registry's views with their typed features.
+    assert!(
+        dom.contains(
+            "title=\"user_profile.risk_segment\">risk_segment<div class=\"type\">category</div>"
+        ),
+        "the model panel shows no vector:\n{dom}"
+    );
+    assert!(dom.contains("st-present"), "{dom}");
+    assert!(dom.contains("account_age_days: int"), "{dom}");
     // The state card says how the server's writes are paced.
     assert!(dom.contains("latency budget 1 ms"), "{dom}");
     let (_, state) = server.get("/state");
@@ -1109,7 +1120,7 @@ fn server_page_in_headless_chromium() {
     run_chromium(
         &bin,
         &format!("--screenshot={}", shot.display()),
-        &format!("{base}?user=u0001&run=read,batch,inspect"),
+        &format!("{base}?user=u0001&run=read,batch,inspect,model"),
     );
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "no screenshot at {}", shot.display());
