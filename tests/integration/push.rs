@@ -589,3 +589,56 @@ fn a_store_under_another_prefix_writes_there_and_shares_the_counters() {
     assert_eq!(pinned.batch_ttl_seconds(), 120);
     assert!(pinned.with_batch_ttl(0).is_err());
 }
+
+/// What a push wrote is what a model reads: both views of the user pushed,
+/// then `fraud_v1` through `/v1/features`, typed, with the model's default
+/// where nothing was pushed and a rejected row leaving nothing behind.
+#[test]
+fn what_a_push_wrote_reads_back_typed_through_v1_features() {
+    let redis = common::redis();
+    let (server, _dir) = start(&redis);
+    let (status, profile) = server.post_json(
+        "/v1/push",
+        &json!({"view": "user_profile", "rows": [
+            {"id": "u1", "features": {"country_iso": "DE", "age_days": 40, "verified": true,
+                                      "embedding": [0.5, -1.25, 0, 3]}},
+            {"id": "u2", "features": {"age_days": "old"}},
+        ]}),
+    );
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["written"], 1, "{profile}");
+    assert_eq!(profile["rejected"], 1, "{profile}");
+    let (status, activity) = server.post_json(
+        "/v1/push",
+        &json!({"view": "user_activity", "rows": [{"id": "u1", "features": {"tx_count_5m": 7}}]}),
+    );
+    assert_eq!(status, 200, "{activity}");
+
+    let (status, v) = server.post_json(
+        "/v1/features",
+        &json!({"model": "fraud_v1", "ids": ["u1", "u2"]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["values"],
+        json!([
+            ["DE", 40, true, [0.5, -1.25, 0.0, 3.0], 7],
+            ["US", 0, false, null, -1]
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["status"],
+        json!([
+            ["present", "present", "present", "present", "present"],
+            [
+                "defaulted",
+                "defaulted",
+                "defaulted",
+                "missing",
+                "defaulted"
+            ]
+        ]),
+        "{v}"
+    );
+}
