@@ -17,3 +17,4 @@ mod scripts;
 mod server;
 mod store;
 mod vectors;
+mod walkthrough;
