@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use feature_store::capabilities;
+use feature_store::demo;
 use feature_store::demo::worker::{Worker, WorkerConfig};
-use feature_store::demo::{self, synth};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::registry::Registry;
@@ -113,13 +113,12 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
     }
 
-    let fits_demo = demo::fits(&registry);
-    if args.seed_demo && !fits_demo {
-        return Err(format!("--seed-demo: {}", demo::NOT_FITTED));
-    }
-    let demo = (managed.is_some() || args.seed_demo) && fits_demo;
-    if demo && args.seed_users > 0 {
-        let rows: Vec<_> = synth::users(args.seed_users as usize, 42).collect();
+    // What the demo writes: its own users on its registry, values of each
+    // declared type on any other.
+    let source = demo::Source::for_registry(&registry);
+    let demo = managed.is_some() || args.seed_demo;
+    if demo && args.seed_users > 0 && source.writes_batch() {
+        let rows: Vec<_> = source.rows(args.seed_users as usize, 42).collect();
         let report = store
             .bulk_load(&rows, args.batch_ttl_seconds)
             .map_err(|e| format!("seeding demo users: {e}"))?;
@@ -154,8 +153,9 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
             seed: std::process::id() as u64,
         },
     )
-    .paced(pacer.clone());
-    if demo {
+    .paced(pacer.clone())
+    .writing(source.clone());
+    if demo && source.writes_stream() {
         worker.start();
     }
     let registry_line = format!(
@@ -206,11 +206,11 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
 
     let addr = http.local_addr();
     match mode {
-        "embedded" if demo => {
+        "embedded" if matches!(source, demo::Source::Demo) => {
             println!("mode: embedded (managed redis-server, demo data and worker)")
         }
         "embedded" => println!(
-            "mode: embedded (managed redis-server; the registry is not the demo's: nothing seeded)"
+            "mode: embedded (managed redis-server, synthetic values of the registry's types and worker)"
         ),
         _ if demo => {
             println!("mode: external Redis, --seed-demo: demo users seeded, worker running")

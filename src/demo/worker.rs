@@ -18,7 +18,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::demo::synth;
+use crate::demo::Source;
 use crate::pacing::Pacer;
 use crate::store::FeatureStore;
 
@@ -69,6 +69,7 @@ pub struct Worker {
     ids: Arc<IdSource>,
     config: WorkerConfig,
     pacer: Option<Pacer>,
+    source: Source,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -88,6 +89,7 @@ impl Worker {
             ids: Arc::new(ids),
             config,
             pacer: None,
+            source: Source::Demo,
             handle: Mutex::new(None),
         }
     }
@@ -96,6 +98,12 @@ impl Worker {
     /// one with `/bulk-load`, so both together stay under its budget).
     pub fn paced(mut self, pacer: Pacer) -> Worker {
         self.pacer = Some(pacer);
+        self
+    }
+
+    /// What each tick writes (default: the demo's own events).
+    pub fn writing(mut self, source: Source) -> Worker {
+        self.source = source;
         self
     }
 
@@ -118,8 +126,9 @@ impl Worker {
         let ids = self.ids.clone();
         let config = self.config.clone();
         let pacer = self.pacer.clone();
+        let source = self.source.clone();
         *handle = Some(std::thread::spawn(move || {
-            run(shared, store, ids, config, pacer.as_ref())
+            run(shared, store, ids, config, pacer.as_ref(), &source)
         }));
     }
 
@@ -211,6 +220,7 @@ fn run(
     ids: Arc<IdSource>,
     config: WorkerConfig,
     pacer: Option<&Pacer>,
+    source: &Source,
 ) {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut next = Instant::now() + config.tick;
@@ -237,7 +247,7 @@ fn run(
             }
             c.in_tick = true;
         }
-        tick(&shared, &store, &ids, &config, pacer, &mut rng);
+        tick(&shared, &store, &ids, &config, pacer, source, &mut rng);
         {
             let mut c = lock(&shared.control);
             c.in_tick = false;
@@ -258,6 +268,7 @@ fn tick(
     ids: &IdSource,
     config: &WorkerConfig,
     pacer: Option<&Pacer>,
+    source: &Source,
     rng: &mut StdRng,
 ) {
     let ids = ids();
@@ -270,26 +281,29 @@ fn tick(
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let n = config.users_per_tick.min(ids.len());
-    let events: Vec<_> = sample(rng, ids.len(), n)
+    let picked: Vec<String> = sample(rng, ids.len(), n)
         .into_iter()
-        .map(|i| (ids[i].clone(), synth::streaming_features(rng, now_ms)))
+        .map(|i| ids[i].clone())
         .collect();
-    if let Some(p) = pacer {
-        p.admit(n as u64);
-    }
-    let result = store.update_streaming_many(&events, config.streaming_ttl_seconds);
-    if let Some(p) = pacer {
-        p.done(n as u64);
-    }
-    match result {
-        Ok(report) => {
-            shared.writes.fetch_add(report.written as u64, Relaxed);
-            shared.failed.fetch_add(report.failed.len() as u64, Relaxed);
-            *lock(&shared.last_error) = report.failed.first().map(|f| f.error.to_string());
+    // One write per stream view (each has its own field TTL).
+    for (ttl, events) in source.events(&picked, rng, now_ms, config.streaming_ttl_seconds) {
+        if let Some(p) = pacer {
+            p.admit(n as u64);
         }
-        Err(e) => {
-            shared.failed.fetch_add(n as u64, Relaxed);
-            *lock(&shared.last_error) = Some(e.to_string());
+        let result = store.update_streaming_many(&events, ttl);
+        if let Some(p) = pacer {
+            p.done(n as u64);
+        }
+        match result {
+            Ok(report) => {
+                shared.writes.fetch_add(report.written as u64, Relaxed);
+                shared.failed.fetch_add(report.failed.len() as u64, Relaxed);
+                *lock(&shared.last_error) = report.failed.first().map(|f| f.error.to_string());
+            }
+            Err(e) => {
+                shared.failed.fetch_add(n as u64, Relaxed);
+                *lock(&shared.last_error) = Some(e.to_string());
+            }
         }
     }
 }

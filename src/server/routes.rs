@@ -12,7 +12,6 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::demo::synth;
 use crate::registry::ViewKind;
 use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
 
@@ -121,14 +120,14 @@ fn state(app: &App) -> Result<Reply, ApiError> {
 }
 
 fn bulk_load(app: &App, params: &Params) -> Result<Reply, ApiError> {
-    refuse_unless_demo(app)?;
+    let source = demo_source(app, ViewKind::Batch)?;
     let count = params.count(200, 1, MAX_BULK_LOAD)?;
     let ttl = params.ttl(app.store.batch_ttl_seconds(), 1, MAX_TTL_SECONDS)?;
     let started = Instant::now();
     // One pipeline's worth of rows at a time: a request's memory stays at
     // one slice whatever `count` is (100,000 rows built at once held about
     // 90 MB, which glibc's per-thread arenas then kept).
-    let mut users = synth::users(count as usize, SYNTH_SEED);
+    let mut users = source.rows(count as usize, SYNTH_SEED);
     let mut written = 0;
     let mut failure = None;
     loop {
@@ -184,18 +183,26 @@ fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
 }
 
 fn toggle(app: &App) -> Result<Reply, ApiError> {
-    refuse_unless_demo(app)?;
+    demo_source(app, ViewKind::Stream)?;
     let _control = lock(&app.control);
     json_reply(&app.worker.toggle())
 }
 
-/// The demo's writes (synthetic users, the streaming worker) only on a
-/// registry that declares the demo's features.
-fn refuse_unless_demo(app: &App) -> Result<(), ApiError> {
-    if crate::demo::fits(&app.registry) {
-        Ok(())
+/// What the demo writes on this registry; refused (409) when its first
+/// entity has no view of `kind` to write.
+fn demo_source(app: &App, kind: ViewKind) -> Result<crate::demo::Source, ApiError> {
+    let source = crate::demo::Source::for_registry(&app.registry);
+    let writes = match kind {
+        ViewKind::Batch => source.writes_batch(),
+        ViewKind::Stream => source.writes_stream(),
+    };
+    if writes {
+        Ok(source)
     } else {
-        Err(ApiError::Conflict(crate::demo::NOT_FITTED.into()))
+        Err(ApiError::Conflict(crate::demo::nothing_to_write(
+            &app.registry,
+            kind,
+        )))
     }
 }
 

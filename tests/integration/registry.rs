@@ -244,21 +244,28 @@ fn state_and_read_follow_the_registry_given() {
     );
     assert_eq!(read["values"]["nickname"], "ada", "{read}");
 
-    // The demo's writers would write features this registry does not
-    // declare: refused, and nothing written.
-    for path in ["/bulk-load", "/worker/toggle"] {
-        let (status, body) = server.post_form(path, "");
-        assert_eq!(status, 409, "{path}: {body}");
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("does not declare"),
-            "{path}: {body}"
-        );
-    }
-    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
-    assert_eq!(keys, 1);
+    // The demo's bulk load writes values of each declared type to the
+    // first entity's batch view: every one reads back typed.
+    let (status, load) = server.post_form("/bulk-load", "count=30");
+    assert_eq!(status, 200, "{load}");
+    assert_eq!(load["loaded"], 30, "{load}");
+    let ids: Vec<String> = (1..=30).map(|n| format!("u{n:04}")).collect();
+    let (status, v) = server.post_json(
+        "/v1/features",
+        &json!({"entity": "user", "features": ["user_profile.country_iso", "user_profile.age_days",
+                "user_profile.avg_amount", "user_profile.verified", "user_profile.nickname",
+                "user_profile.embedding"], "ids": ids}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["invalid_count"], 0, "{v}");
+    let statuses = v["status"].as_array().expect("status");
+    assert!(
+        statuses
+            .iter()
+            .flat_map(|r| r.as_array().into_iter().flatten())
+            .all(|s| s == "present"),
+        "{v}"
+    );
 }
 
 /// `--key-prefix` moves the first entity, for every endpoint alike; a
@@ -294,28 +301,68 @@ fn key_prefix_moves_the_first_entity_everywhere() {
     assert!(stderr.contains("overlaps"), "{stderr}");
 }
 
-/// `--seed-demo` on a registry without the demo's features stops the start
-/// with the reason, before anything is written.
+/// The demo on another registry: `--seed-demo` seeds the first entity's
+/// batch view with values of each declared type, and the worker writes its
+/// stream view, each field with the view's TTL; all of it reads back typed.
 #[test]
-fn seed_demo_on_another_registry_is_refused() {
+fn the_demo_on_another_registry_writes_its_views_typed() {
     let redis = common::redis();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(dir.path(), "features.toml", TWO_ENTITIES);
-    let out = Command::new(env!("CARGO_BIN_EXE_fs-server"))
-        .args(["--redis-url", &redis.url(), "--port", "0"])
-        .args(["--registry", &path, "--seed-demo"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running fs-server");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("--seed-demo") && stderr.contains("does not declare"),
-        "{stderr}"
+    let server = Server::start(
+        &redis.url(),
+        &[
+            "--registry",
+            &path,
+            "--seed-demo",
+            "--seed-users",
+            "10",
+            "--tick-ms",
+            "20",
+            // Not the view's 300 s: the worker must take the view's.
+            "--streaming-ttl-seconds",
+            "1000",
+        ],
     );
+    wait_until(
+        "the worker writes the stream view",
+        Duration::from_secs(10),
+        || server.get("/state").1["worker"]["writes_count"].as_u64() >= Some(20),
+    );
+    let ids: Vec<String> = (1..=10).map(|n| format!("u{n:04}")).collect();
+    let (status, v) = server.post_json(
+        "/v1/features",
+        &json!({"entity": "user", "features": ["user_profile.embedding", "user_activity.tx_count_5m",
+                "user_activity.last_device"], "ids": ids}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["invalid_count"], 0, "{v}");
+    let rows = v["status"].as_array().expect("status");
+    assert!(
+        rows.iter().all(|r| r[0] == "present"),
+        "every user seeded: {v}"
+    );
+    assert!(
+        rows.iter().any(|r| r[1] == "present" && r[2] == "present"),
+        "the worker wrote: {v}"
+    );
+    // Field TTLs are the stream view's (300 s), not the server's default.
     let mut conn = common::raw(&redis);
-    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE");
-    assert_eq!(keys, 0);
+    for id in &ids {
+        let ttls: Vec<i64> = redis::cmd("HTTL")
+            .arg(format!("fs:user:{id}"))
+            .arg("FIELDS")
+            .arg(2)
+            .arg("tx_count_5m")
+            .arg("embedding")
+            .query(&mut conn)
+            .expect("HTTL");
+        assert!(
+            ttls[0] == -2 || (250..=300).contains(&ttls[0]),
+            "{id}: {ttls:?}"
+        );
+        assert_eq!(ttls[1], -1, "a batch field has no field TTL: {id}");
+    }
 }
 
 /// Runs fs-server expecting it to stop by itself; its exit code and stderr.
