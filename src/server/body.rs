@@ -75,6 +75,8 @@ impl Params {
                 "ids" => self.ids = Some(json_list(key, v)?),
                 "count" => self.count = Some(json_scalar(key, v)?),
                 "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
+                // `null` is "not given", as `/v1/features` reads it.
+                "entity" if v.is_null() => self.entity = None,
                 "entity" => self.entity = Some(json_string(key, v)?),
                 "values" => self.values = Some(json_flag(key, v)?),
                 _ => {}
@@ -264,6 +266,11 @@ mod tests {
         let mut wrong = Params::default();
         assert!(wrong.add_json(br#"{"values":[1]}"#).is_err());
         assert!(wrong.add_json(br#"{"entity":3}"#).is_err());
+        let mut null = Params::default();
+        null.add_json(br#"{"entity":null,"values":null}"#)
+            .expect("null is not given");
+        assert_eq!(null.entity(), None);
+        assert!(!null.values().expect("null is false"));
     }
 
     #[test]
