@@ -3,9 +3,10 @@
 //!
 //! Both encodings are accepted, each under its own content type (see
 //! `origin::body_kind`): the form
-//! `user=u0001&field=a&field=b&count=100&ttl=60` and the JSON
-//! `{"user": "u0001", "fields": ["a", "b"], "count": 100, "ttl": 60,
-//! "ids": [...]}`. Later sources override earlier ones (body over query).
+//! `user=u0001&field=a&field=b&count=100&ttl=60&entity=user&values=true`
+//! and the JSON `{"user": "u0001", "fields": ["a", "b"], "count": 100,
+//! "ttl": 60, "ids": [...], "entity": "user", "values": true}`. Later
+//! sources override earlier ones (body over query).
 
 use serde_json::Value;
 
@@ -16,7 +17,11 @@ pub struct Params {
     pub user: Option<String>,
     pub fields: Vec<String>,
     pub ids: Option<Vec<String>>,
+    /// The registry entity a read is about (`None`: the first one).
+    pub entity: Option<String>,
     count: Option<String>,
+    /// `/batch-read`'s `values`, as sent (see `values`).
+    values: Option<String>,
     ttl: Option<String>,
     /// The JSON body's object as sent, for the `/v1` endpoints, whose body
     /// is more than these parameters (`/v1/features`, `/v1/push`'s rows).
@@ -45,6 +50,8 @@ impl Params {
                 "ids" | "ids[]" => ids.get_or_insert_with(Vec::new).extend(split_list(&value)),
                 "count" => self.count = Some(value),
                 "ttl" | "ttl_seconds" => self.ttl = Some(value),
+                "entity" => self.entity = Some(value),
+                "values" => self.values = Some(value),
                 _ => {} // unknown keys are ignored, as browsers add their own
             }
         }
@@ -68,6 +75,10 @@ impl Params {
                 "ids" => self.ids = Some(json_list(key, v)?),
                 "count" => self.count = Some(json_scalar(key, v)?),
                 "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
+                // `null` is "not given", as `/v1/features` reads it.
+                "entity" if v.is_null() => self.entity = None,
+                "entity" => self.entity = Some(json_string(key, v)?),
+                "values" => self.values = Some(json_flag(key, v)?),
                 _ => {}
             }
         }
@@ -83,6 +94,26 @@ impl Params {
     /// `ttl` in seconds, or `default` when absent; 400 outside `min..=max`.
     pub fn ttl(&self, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
         int_in_range("ttl", self.ttl.as_deref(), default, min, max)
+    }
+
+    /// `values`: false when absent; `true`/`false` (or `1`/`0`) otherwise,
+    /// anything else 400 (a typo must not silently drop the values).
+    pub fn values(&self) -> Result<bool, ApiError> {
+        match self.values.as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(other) => Err(ApiError::bad(format!(
+                "values must be true or false, got {other:?}"
+            ))),
+        }
+    }
+
+    /// `entity`, trimmed; `None` when absent or empty (the first entity).
+    pub fn entity(&self) -> Option<&str> {
+        self.entity
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
     }
 
     /// The user, required and non-empty.
@@ -126,6 +157,16 @@ fn json_string(key: &str, v: &Value) -> Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         _ => Err(ApiError::bad(format!("{key} must be a string"))),
+    }
+}
+
+/// A boolean (or its text), kept as text for `Params::values`.
+fn json_flag(key: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        _ => Err(ApiError::bad(format!("{key} must be true or false"))),
     }
 }
 
@@ -202,6 +243,34 @@ mod tests {
             assert_eq!(p.count(1, 1, 10).expect("valid in this test"), 5);
             assert_eq!(p.ttl(1, 1, 100).expect("valid in this test"), 60);
         }
+    }
+
+    #[test]
+    fn entity_and_values_read_alike_from_form_and_json() {
+        let mut f = Params::default();
+        f.add_form("entity=merchant&values=true")
+            .expect("valid in this test");
+        let mut j = Params::default();
+        j.add_json(br#"{"entity":"merchant","values":true}"#)
+            .expect("valid in this test");
+        for p in [&f, &j] {
+            assert_eq!(p.entity(), Some("merchant"));
+            assert!(p.values().expect("valid in this test"));
+        }
+        let none = Params::default();
+        assert_eq!(none.entity(), None);
+        assert!(!none.values().expect("absent is false"));
+        let mut typo = Params::default();
+        typo.add_form("values=yes").expect("valid in this test");
+        assert!(typo.values().is_err());
+        let mut wrong = Params::default();
+        assert!(wrong.add_json(br#"{"values":[1]}"#).is_err());
+        assert!(wrong.add_json(br#"{"entity":3}"#).is_err());
+        let mut null = Params::default();
+        null.add_json(br#"{"entity":null,"values":null}"#)
+            .expect("null is not given");
+        assert_eq!(null.entity(), None);
+        assert!(!null.values().expect("null is false"));
     }
 
     #[test]

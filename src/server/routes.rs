@@ -5,15 +5,16 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::json;
 
 use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::registry::ViewKind;
-use crate::store::{FeatureRow, FieldState, MAX_TTL_SECONDS};
+use crate::registry::{EntityType, ViewKind};
+use crate::store::{FeatureRow, FeatureStore, FieldState, MAX_TTL_SECONDS};
+use crate::value::ReadValue;
 
 pub const PAGE: &str = include_str!("page.html");
 
@@ -213,11 +214,65 @@ fn entity_features(app: &App, kind: Option<ViewKind>) -> Vec<&str> {
     registry.feature_names(&registry.default_entity().name, kind)
 }
 
+/// The registry entity a read names (`entity`, default the first) and the
+/// store reading under its key prefix.
+struct Target<'a> {
+    entity: &'a EntityType,
+    /// `None` for the first entity: `app.store` already reads its prefix.
+    /// Another entity's is the same pool under its prefix, made per request
+    /// (a pool handle and a config copied, nothing next to a round trip).
+    other: Option<FeatureStore>,
+    app: &'a App,
+}
+
+impl<'a> Target<'a> {
+    fn of(app: &'a App, params: &Params) -> Result<Target<'a>, ApiError> {
+        let registry = &app.registry;
+        let Some(name) = params.entity() else {
+            return Ok(Target {
+                entity: registry.default_entity(),
+                other: None,
+                app,
+            });
+        };
+        let entity = registry.entity(name).ok_or_else(|| {
+            let known: Vec<&str> = registry.entities.iter().map(|e| e.name.as_str()).collect();
+            ApiError::NotFound(format!(
+                "unknown entity {name:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let other = if entity.name == registry.default_entity().name {
+            None
+        } else {
+            Some(app.store.with_key_prefix(&entity.key_prefix)?)
+        };
+        Ok(Target { entity, other, app })
+    }
+
+    fn store(&self) -> &FeatureStore {
+        self.other.as_ref().unwrap_or(&self.app.store)
+    }
+
+    fn is_first(&self) -> bool {
+        self.other.is_none()
+    }
+
+    /// `id` under this entity's id rules (400 naming the rule broken).
+    fn check(&self, id: &str) -> Result<(), ApiError> {
+        Ok(self.entity.check_id(id)?)
+    }
+}
+
 /// The requested feature names: as given (duplicates dropped, order kept),
 /// or every feature the registry declares for the entity when none are.
-fn fields<'a>(app: &'a App, params: &'a Params) -> Result<Vec<&'a str>, ApiError> {
+fn fields<'a>(
+    app: &'a App,
+    entity: &'a EntityType,
+    params: &'a Params,
+) -> Result<Vec<&'a str>, ApiError> {
     if params.fields.is_empty() {
-        return Ok(entity_features(app, None));
+        return Ok(app.registry.feature_names(&entity.name, None));
     }
     if params.fields.len() > MAX_FIELDS {
         return Err(ApiError::bad(format!(
@@ -259,13 +314,16 @@ impl Serialize for Ttls<'_> {
 }
 
 fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let target = Target::of(app, params)?;
     let user = params.user()?;
-    let fields = fields(app, params)?;
+    target.check(user)?;
+    let fields = fields(app, target.entity, params)?;
     let started = Instant::now();
-    let read = app.store.read_fresh(user, &fields)?;
+    let read = target.store().read_fresh(user, &fields)?;
     let elapsed_ms = ms_since(started);
     let returned = read.fields.iter().filter(|f| f.value.is_some()).count();
     json_reply(&json!({
+        "entity": target.entity.name,
         "user": user,
         "exists": read.exists(),
         "requested": fields,
@@ -278,7 +336,9 @@ fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
 }
 
 fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
-    let fields = fields(app, params)?;
+    let target = Target::of(app, params)?;
+    let fields = fields(app, target.entity, params)?;
+    let with_values = params.values()?;
     let snap;
     let ids: &[String] = match &params.ids {
         Some(ids) => {
@@ -288,7 +348,18 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
                     ids.len()
                 )));
             }
+            for id in ids {
+                target.check(id)?;
+            }
             ids
+        }
+        // The id cache lists the first entity's keys only.
+        None if !target.is_first() => {
+            return Err(ApiError::bad(format!(
+                "give ids for entity {}: count samples the ids of {} only",
+                target.entity.name,
+                app.registry.default_entity().name
+            )))
         }
         None => {
             let count = params.count(100, 1, MAX_BATCH_READ)? as usize;
@@ -297,7 +368,7 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
         }
     };
     let started = Instant::now();
-    let rows = app.store.batch_get_features(ids, &fields)?;
+    let rows = target.store().batch_get_features(ids, &fields)?;
     let elapsed_ms = ms_since(started);
     let present = |r: &FeatureRow| r.iter().filter(|v| v.is_some()).count();
     let mut values_found = 0;
@@ -324,7 +395,8 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
             Err(e) => json!({ "id": id, "values_found": 0, "error": e.to_string() }),
         })
         .collect();
-    json_reply(&json!({
+    let mut answer = json!({
+        "entity": target.entity.name,
         "entity_count": ids.len(),
         "found_count": found,
         "field_count": fields.len(),
@@ -333,15 +405,111 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
         "elapsed_ms": elapsed_ms,
         "sample": sample,
         "errors": errors,
-    }))
+    });
+    if !with_values {
+        return json_reply(&answer);
+    }
+    // Serialized straight from the rows (up to 1000 x 100 values): the
+    // head above is small, the values are not put in a JSON tree.
+    let serde_json::Value::Object(head) = answer.take() else {
+        return Err(ApiError::Internal(
+            "the batch-read head is an object".into(),
+        ));
+    };
+    json_reply(&WithValues {
+        head,
+        values: EntityValues {
+            ids,
+            fields: &fields,
+            rows: &rows,
+        },
+    })
+}
+
+/// `/batch-read`'s answer with `values: true`.
+#[derive(serde::Serialize)]
+struct WithValues<'a> {
+    #[serde(flatten)]
+    head: serde_json::Map<String, serde_json::Value>,
+    values: EntityValues<'a>,
+}
+
+/// `[{id, values: {field: value-or-null}}, ...]` in the order of the ids,
+/// the stored text as `/read` shows it; an entity whose read failed (its
+/// key holds another type) is `{id, values: null, error}`.
+struct EntityValues<'a> {
+    ids: &'a [String],
+    fields: &'a [&'a str],
+    rows: &'a [Result<FeatureRow, crate::error::StoreError>],
+}
+
+impl Serialize for EntityValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.ids.len()))?;
+        for (id, row) in self.ids.iter().zip(self.rows) {
+            seq.serialize_element(&EntityRow {
+                id,
+                fields: self.fields,
+                row,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct EntityRow<'a> {
+    id: &'a str,
+    fields: &'a [&'a str],
+    row: &'a Result<FeatureRow, crate::error::StoreError>,
+}
+
+impl Serialize for EntityRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", self.id)?;
+        match self.row {
+            Ok(row) => m.serialize_entry(
+                "values",
+                &FieldValues {
+                    fields: self.fields,
+                    row,
+                },
+            )?,
+            Err(e) => {
+                m.serialize_entry("values", &())?;
+                m.serialize_entry("error", &e.to_string())?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// `{field: value-or-null}`: a row as `batch_get_features` read it, in the
+/// order of `fields` (an empty row, when no field was asked, is all null).
+struct FieldValues<'a> {
+    fields: &'a [&'a str],
+    row: &'a [Option<ReadValue>],
+}
+
+impl Serialize for FieldValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.fields.len()))?;
+        for (i, name) in self.fields.iter().enumerate() {
+            m.serialize_entry(name, &self.row.get(i).and_then(Option::as_ref))?;
+        }
+        m.end()
+    }
 }
 
 fn inspect(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let target = Target::of(app, params)?;
     let user = params.user()?;
+    target.check(user)?;
     let started = Instant::now();
-    let read = app.store.inspect(user)?;
+    let read = target.store().inspect(user)?;
     let elapsed_ms = ms_since(started);
     json_reply(&json!({
+        "entity": target.entity.name,
         "user": user,
         "exists": read.exists(),
         "key_ttl_seconds": read.key_ttl_seconds,

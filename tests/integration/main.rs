@@ -6,6 +6,7 @@ mod common;
 mod bench;
 mod census;
 mod ensure_redis;
+mod entities;
 mod http_hostile;
 mod invariants;
 mod loader;
