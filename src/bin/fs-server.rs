@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         },
         None => Registry::demo(),
     };
-    let registry = match with_key_prefix(registry, args.key_prefix.as_deref()) {
+    let registry = match move_first_entity(registry, args.key_prefix.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fs-server: --key-prefix: {e}");
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 
 /// `--key-prefix` moves the registry's first entity, so the store and
 /// every endpoint agree on where that entity's keys are.
-fn with_key_prefix(mut registry: Registry, prefix: Option<&str>) -> Result<Registry, String> {
+fn move_first_entity(mut registry: Registry, prefix: Option<&str>) -> Result<Registry, String> {
     let Some(prefix) = prefix else {
         return Ok(registry);
     };
@@ -177,6 +177,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         mode,
         control: Default::default(),
         reset: Default::default(),
+        demo: source,
     });
 
     let (events, wake) = mpsc::channel();
@@ -206,7 +207,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
 
     let addr = http.local_addr();
     match mode {
-        "embedded" if matches!(source, demo::Source::Demo) => {
+        "embedded" if matches!(app.demo, demo::Source::Demo) => {
             println!("mode: embedded (managed redis-server, demo data and worker)")
         }
         "embedded" => println!(

@@ -55,6 +55,8 @@ pub struct App {
     pub control: Mutex<()>,
     /// How far a running `/reset` got, for `/state`.
     pub reset: reset::ResetProgress,
+    /// What the demo writes on this registry (the worker holds the same).
+    pub demo: crate::demo::Source,
 }
 
 #[derive(Debug, Clone)]

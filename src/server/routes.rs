@@ -191,8 +191,8 @@ fn toggle(app: &App) -> Result<Reply, ApiError> {
 
 /// What the demo writes on this registry; refused (409) when its first
 /// entity has no view of `kind` to write.
-fn demo_source(app: &App, kind: ViewKind) -> Result<crate::demo::Source, ApiError> {
-    let source = crate::demo::Source::for_registry(&app.registry);
+fn demo_source(app: &App, kind: ViewKind) -> Result<&crate::demo::Source, ApiError> {
+    let source = &app.demo;
     let writes = match kind {
         ViewKind::Batch => source.writes_batch(),
         ViewKind::Stream => source.writes_stream(),

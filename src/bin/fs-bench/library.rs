@@ -57,7 +57,7 @@ pub fn raw_connection(url: &str) -> BResult<redis::Connection> {
     Ok(conn)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -375,7 +375,7 @@ fn stream_events(store: &FeatureStore, events: usize) -> BResult<()> {
         let end = (next + chunk - 1).min(events);
         let batch: Vec<_> = (next..=end)
             .map(|n| {
-                let now = now_ms();
+                let now = library::now_ms();
                 (synth::user_id(n), synth::streaming_features(&mut rng, now))
             })
             .collect();
@@ -386,13 +386,6 @@ fn stream_events(store: &FeatureStore, events: usize) -> BResult<()> {
         next = end + 1;
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Redis time per row of a phase's script calls, and of the commands they
