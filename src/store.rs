@@ -1167,7 +1167,9 @@ fn script_outcome(reply: Value) -> Result<Value, StoreError> {
         Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
             Err(StoreError::Redis(NOSCRIPT.into()))
         }
-        Value::ServerError(e) => Err(StoreError::Redis(e.to_string())),
+        // Through the one conversion, so a LOADING or MASTERDOWN reply to a
+        // pipelined call is an outage to wait out, as it is for a lone one.
+        Value::ServerError(e) => Err(server_error(e)),
         other => Ok(other),
     }
 }
@@ -1338,5 +1340,23 @@ mod tests {
             split_calls(vec![(15, 150), (9000, 1 << 20), (15, 150)], 50),
             vec![1, 1, 1]
         );
+    }
+
+    /// A reply as Redis sends it on the wire.
+    fn server_reply(wire: &str) -> Value {
+        redis::parse_redis_value(wire.as_bytes()).expect("a RESP error line")
+    }
+
+    #[test]
+    fn a_script_call_refused_while_redis_loads_is_an_outage_not_a_refusal() {
+        let loading = server_reply("-LOADING Valkey is loading the dataset in memory\r\n");
+        assert!(script_outcome(loading)
+            .expect_err("an error")
+            .is_unavailable());
+        let refused = server_reply("-ERR bad ttl\r\n");
+        let e = script_outcome(refused).expect_err("an error");
+        assert!(matches!(e, StoreError::Redis(_)), "{e:?}");
+        let noscript = server_reply("-NOSCRIPT No matching script\r\n");
+        assert!(is_noscript(&script_outcome(noscript)));
     }
 }
