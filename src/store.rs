@@ -120,6 +120,9 @@ pub struct BatchRow {
     pub id: String,
     pub set: Vec<(String, String)>,
     pub retract: Vec<String>,
+    /// When the row's event happened, in milliseconds since the epoch.
+    /// `None`: the time of the write call (`event_clock::now_ms`).
+    pub event_time_ms: Option<u64>,
 }
 
 impl BatchRow {
@@ -131,6 +134,7 @@ impl BatchRow {
                 .map(|(k, v)| (k.clone(), v.encode()))
                 .collect(),
             retract: Vec::new(),
+            event_time_ms: None,
         }
     }
 }
@@ -150,6 +154,10 @@ pub struct RowFailure {
 pub struct WriteReport {
     pub written: usize,
     pub failed: Vec<RowFailure>,
+    /// Features the written rows did not change because the stored value
+    /// is as new or newer (same or later event time): a replay, a retry,
+    /// an event that arrived late.
+    pub skipped_stale: usize,
 }
 
 impl WriteReport {

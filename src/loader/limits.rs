@@ -77,6 +77,7 @@ mod tests {
 
     fn row(value_len: usize, fields: usize) -> BatchRow {
         BatchRow {
+            event_time_ms: None,
             id: "u1".into(),
             set: (0..fields)
                 .map(|i| (format!("f{i}"), "x".repeat(value_len)))

@@ -201,6 +201,7 @@ fn check_row(view: &FeatureView, entity: &EntityType, row: &J) -> Result<BatchRo
         None => return Err("missing features".into()),
     };
     let mut out = BatchRow {
+        event_time_ms: None,
         id: id.clone(),
         set: Vec::with_capacity(features.len()),
         retract: Vec::new(),

@@ -568,6 +568,7 @@ fn a_store_under_another_prefix_writes_there_and_shares_the_counters() {
     assert_eq!(merchants.key_prefix(), "fs:merchant:");
     assert_eq!(store.key_prefix(), "fs:user:");
     let row = feature_store::store::BatchRow {
+        event_time_ms: None,
         id: "m_1".into(),
         set: vec![("mcc".into(), "5411".into())],
         retract: Vec::new(),

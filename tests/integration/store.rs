@@ -157,6 +157,7 @@ fn write_batch_rows_sets_and_retracts_atomically() {
     let redis = common::redis();
     let store = common::store(&redis);
     let row = |set: &[(&str, &str)], retract: &[&str]| BatchRow {
+        event_time_ms: None,
         id: "u0001".into(),
         set: set
             .iter()
@@ -288,6 +289,7 @@ fn update_streaming_rows_writes_wire_form_rows_and_refuses_retractions() {
     let redis = common::redis();
     let store = common::store(&redis);
     let row = |id: &str, set: &[(&str, &str)], retract: &[&str]| BatchRow {
+        event_time_ms: None,
         id: id.into(),
         set: set
             .iter()
@@ -763,6 +765,7 @@ fn an_entity_of_10000_fields_is_served_by_every_read_path() {
     let rows: Vec<BatchRow> = names
         .chunks(2500)
         .map(|chunk| BatchRow {
+            event_time_ms: None,
             id: "wide1".into(),
             set: chunk.iter().map(|n| (n.clone(), format!("v{n}"))).collect(),
             retract: Vec::new(),
@@ -1064,6 +1067,7 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
                 .iter()
                 .enumerate()
                 .map(|(i, &(set, retract, len))| BatchRow {
+                    event_time_ms: None,
                     id: format!("w{i}"),
                     set: (0..set)
                         .map(|f| (format!("f{f}"), "v".repeat(len)))
@@ -1112,6 +1116,7 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
             let streaming_rows: Vec<BatchRow> = rows
                 .iter()
                 .map(|r| BatchRow {
+                    event_time_ms: None,
                     retract: Vec::new(),
                     ..r.clone()
                 })
@@ -1148,6 +1153,7 @@ fn script_cost_report() {
     for (what, rows, width) in [("narrow", 50_000, 6), ("wide", 5_000, 100)] {
         let rows: Vec<BatchRow> = (0..rows)
             .map(|i| BatchRow {
+                event_time_ms: None,
                 id: format!("c{i}"),
                 set: (0..width)
                     .map(|f| (format!("feature_{f}"), format!("{}", i * f)))
