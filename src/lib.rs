@@ -61,6 +61,7 @@ pub mod capabilities;
 pub mod commandstats;
 pub mod demo;
 pub mod error;
+pub mod event_clock;
 pub mod managed_redis;
 pub mod pacing;
 pub mod pool;
