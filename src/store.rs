@@ -29,6 +29,7 @@ use crate::scripts::{
 use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
+pub mod event_fields;
 mod vectors;
 pub use vectors::{Status, Vectors, MAX_VECTOR_IDS};
 
