@@ -1,51 +1,66 @@
 #!lua
 --[[
-write_batch_rows: batch rows for one or more entities; each row's fields are
-written and its key TTL set atomically (the whole call is one script).
+write_batch_rows: batch rows for one or more entities. Per feature, a row
+is written only if its event time is newer than the one stored for that
+feature; each row's writes and its key TTL are atomic (the whole call is
+one script).
 
   KEYS[1] .. KEYS[n]  entity hash keys, one per row, e.g. fs:user:u0001
               (on a cluster they must share a hash slot; the store groups
               rows so that they do)
   ARGV[1]     key TTL in seconds for every row: integer 1..315360000
   then, for each row i = 1..n, in the order of KEYS:
+    T         event time, epoch milliseconds: 0 or 1..15 digits, no sign,
+              no leading zero
+    M         2: the row covers every feature of view V (its time is kept
+                 once, in field @V)
+              1: the row covers part of view V (times kept per feature, in
+                 <feature>@t, and the newest of them in @V+)
+              0: the features belong to no view (times per feature)
+    V         the view's name (M 1 or 2); any non-empty text for M 0
     R         how many feature names to retract: integer 0..5000
     S         how many features to set: integer 0..3000 (R + S >= 1)
-    R names   features to delete (HDEL): a null in the batch job's output
-    S pairs   field, value (HSET)
+    R names   features to delete: a null in the batch job's output
+    S pairs   field, value
 
-  Reply: array of n integers, one per row: the number of features set, or
-         -1 when that key holds something other than a hash (nothing is
-         written to it; the other rows are)
+  A feature's stored event time is the newer of @V and <feature>@t. The
+  row's T against it: newer, the feature is written (set, or deleted with
+  its time kept as a tombstone); equal or older, nothing about the feature
+  changes (a replay, a retry, a late event). A row with nothing newer
+  leaves the key untouched, TTL included. Feature names cannot hold '@', so
+  no feature is a time field.
+
+  Reply: array of 2n integers, two per row: the features written and the
+         features skipped as stale; -1, 0 when that key holds something
+         other than a hash (nothing is written to it; the other rows are)
   Errors (raised before any write; nothing is written):
     ERR write_batch_rows: no keys
     ERR write_batch_rows: ttl must be an integer from 1 to 315360000
+    ERR write_batch_rows: row <i>: event time must be epoch ms (at most 15 digits)
+    ERR write_batch_rows: row <i>: mode must be 0, 1 or 2, with a view name
     ERR write_batch_rows: row <i>: counts must be integers (R <= 5000, S <= 3000)
     ERR write_batch_rows: row <i>: nothing to write
     ERR write_batch_rows: row <i>: fewer arguments than its counts say
-    ERR write_batch_rows: row <i>: empty feature name
+    ERR write_batch_rows: row <i>: feature names must be non-empty, without '@'
     ERR write_batch_rows: more arguments than the rows' counts say
     ERR write_batch_rows: EXPIRE is refused (renamed, or not allowed for
         this user); nothing written
         (a row without its key TTL would never expire)
   Error after writes (only when EXPIRE fails although the check above let
   it through): ERR write_batch_rows: EXPIRE failed on <key>: <error>. The
-  fields that row set are deleted again first, so no key is left without
-  a TTL by this call; the rows before it stay written, each with its TTL.
+  fields that row may have set (values and times) are deleted again first;
+  the rows before it stay written, each with its TTL.
 
-A batch field carries no field TTL: HSET clears a field TTL it had, so a
-feature moved from the streaming side to the batch side lives as long as the
-key. Every row refreshes its key TTL: the batch cycle is what keeps an entity
-alive. The same call run twice leaves the same state, so a retry is safe.
+A batch field carries no field TTL (HSET clears one), so every value and
+time a row writes lives as long as the key, and every row that writes
+refreshes the key TTL. The same call run twice leaves the same state: the
+second run finds every time equal and changes nothing.
 
-Order: whether EXPIRE may run is checked once
-(`redis.acl_check_cmd`: a renamed command is unknown, an ACL refusal is
-false) before the first write, because EXPIRE on a missing key does nothing
-and so cannot itself come before the HSET that creates the key. It costs no
-keyspace access.
-
-Example, one row (the SHA1 is printed by `fs-loader scripts --load`):
-  redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 0 2 country_iso US tx_count_7d 14
+Example, one whole row of view user_batch at 2026-12-01T12:00:00Z (the SHA1
+is printed by `fs-loader scripts --load`):
+  redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 1796140800000 2 user_batch 0 2 country_iso US tx_count_7d 14
   1) (integer) 2
+  2) (integer) 0
 ]]
 
 local function fail(msg)
@@ -62,12 +77,21 @@ if ttl == nil or not string.match(ttl, '^[1-9]%d*$') or #ttl > 9
   return fail('ttl must be an integer from 1 to 315360000')
 end
 
+local function bad_name(name)
+  return name == '' or string.find(name, '@', 1, true) ~= nil
+end
+
 -- Pass 1: check every row's layout before the first write.
 local nargs = #ARGV
-local starts, retracts, sets = {}, {}, {}
 local pos = 2
 for i = 1, n do
-  local r, s = ARGV[pos], ARGV[pos + 1]
+  local t, m, v, r, s = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
+  if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
+    return fail('row ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+  end
+  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' then
+    return fail('row ' .. i .. ': mode must be 0, 1 or 2, with a view name')
+  end
   if r == nil or s == nil or not string.match(r, '^%d+$') or not string.match(s, '^%d+$')
       or #r > 4 or #s > 4 or tonumber(r) > 5000 or tonumber(s) > 3000 then
     return fail('row ' .. i .. ': counts must be integers (R <= 5000, S <= 3000)')
@@ -76,22 +100,21 @@ for i = 1, n do
   if r + s == 0 then
     return fail('row ' .. i .. ': nothing to write')
   end
-  local first = pos + 2
+  local first = pos + 5
   local last = first + r + 2 * s - 1
   if last > nargs then
     return fail('row ' .. i .. ': fewer arguments than its counts say')
   end
   for j = first, first + r - 1 do
-    if ARGV[j] == '' then
-      return fail('row ' .. i .. ': empty feature name')
+    if bad_name(ARGV[j]) then
+      return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
     end
   end
   for j = first + r, last, 2 do
-    if ARGV[j] == '' then
-      return fail('row ' .. i .. ': empty feature name')
+    if bad_name(ARGV[j]) then
+      return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
     end
   end
-  starts[i], retracts[i], sets[i] = first, r, s
   pos = last + 1
 end
 if pos ~= nargs + 1 then
@@ -104,37 +127,166 @@ if not ok or not allowed then
   return fail('EXPIRE is refused (renamed, or not allowed for this user); nothing written')
 end
 
--- Pass 2: write. pcall keeps a key of the wrong type from failing the rows
--- around it; HDEL and HSET refuse such a key before changing anything.
+-- A stored time: a plain decimal, else (another tool's bytes) none.
+local function stored_time(raw)
+  if raw and #raw <= 15 and string.match(raw, '^%d+$') then
+    return tonumber(raw)
+  end
+  return nil
+end
+
+local function is_error(res)
+  return type(res) == 'table' and res.err ~= nil
+end
+
+-- Lua's unpack stops at 8000 values: long lists go in slices (even, so a
+-- field and its value stay together).
+local SLICE = 4000
+local function each_slice(cmd, key, list)
+  for a = 1, #list, SLICE do
+    redis.call(cmd, key, unpack(list, a, math.min(a + SLICE - 1, #list)))
+  end
+end
+
+-- One row; returns written, skipped (-1, 0: not a hash).
+local function write_row(key, t, m, v, first, r, s)
+  local tn = tonumber(t)
+  local vt, vm = '@' .. v, '@' .. v .. '+'
+  local last = first + r + 2 * s - 1
+  if m == '2' then
+    local got = redis.pcall('HMGET', key, vt, vm)
+    if is_error(got) then
+      return -1, 0
+    end
+    local g, x = stored_time(got[1]), stored_time(got[2])
+    if g and tn <= g then
+      return 0, r + s
+    end
+    if not x or tn > x then
+      -- Every feature is older than this row: one write, one time.
+      if r > 0 then
+        redis.call('HDEL', key, unpack(ARGV, first, first + r - 1))
+      end
+      local args = {unpack(ARGV, first + r, last)}
+      args[#args + 1] = vt
+      args[#args + 1] = t
+      redis.call('HSET', key, unpack(args))
+      if x then
+        -- Own times all older than t: the view's time now dates them all.
+        local own = {vm}
+        for j = first, first + r - 1 do
+          own[#own + 1] = ARGV[j] .. '@t'
+        end
+        for j = first + r, last, 2 do
+          own[#own + 1] = ARGV[j] .. '@t'
+        end
+        each_slice('HDEL', key, own)
+      end
+      return r + s, 0
+    end
+  end
+  -- Per feature: read each one's own time (and the view's).
+  local names, own = {}, {}
+  for j = first, first + r - 1 do
+    names[#names + 1] = ARGV[j]
+  end
+  for j = first + r, last, 2 do
+    names[#names + 1] = ARGV[j]
+  end
+  for k = 1, #names do
+    own[k] = names[k] .. '@t'
+  end
+  local g, x = nil, nil
+  if m ~= '0' then
+    local view = redis.pcall('HMGET', key, vt, vm)
+    if is_error(view) then
+      return -1, 0
+    end
+    g, x = stored_time(view[1]), stored_time(view[2])
+  end
+  local got = {}
+  for a = 1, #own, SLICE do
+    local part = redis.pcall('HMGET', key, unpack(own, a, math.min(a + SLICE - 1, #own)))
+    if is_error(part) then
+      return -1, 0
+    end
+    for k = 1, #part do
+      got[#got + 1] = part[k]
+    end
+  end
+  local dels, sets, written = {}, {}, 0
+  for k = 1, #names do
+    local ft = stored_time(got[k])
+    local eff = g
+    if ft and (not eff or ft > eff) then
+      eff = ft
+    end
+    if not eff or tn > eff then
+      written = written + 1
+      if k <= r then
+        dels[#dels + 1] = names[k]
+      else
+        local j = first + r + 2 * (k - r - 1)
+        sets[#sets + 1] = ARGV[j]
+        sets[#sets + 1] = ARGV[j + 1]
+      end
+      if m == '2' then
+        -- The view's time dates it from now on.
+        if ft then
+          dels[#dels + 1] = own[k]
+        end
+      else
+        sets[#sets + 1] = own[k]
+        sets[#sets + 1] = t
+      end
+    end
+  end
+  if written == 0 then
+    return 0, #names
+  end
+  if m == '2' then
+    sets[#sets + 1] = vt
+    sets[#sets + 1] = t
+  elseif m == '1' and (not x or tn > x) then
+    sets[#sets + 1] = vm
+    sets[#sets + 1] = t
+  end
+  each_slice('HDEL', key, dels)
+  each_slice('HSET', key, sets)
+  return written, #names - written
+end
+
+-- Pass 2: write. A key of the wrong type fails at its first read, before
+-- anything is written to it; the rows around it go on.
 local reply = {}
+pos = 2
 for i = 1, n do
-  local key, first, r, s = KEYS[i], starts[i], retracts[i], sets[i]
-  local ok = true
-  if r > 0 then
-    local res = redis.pcall('HDEL', key, unpack(ARGV, first, first + r - 1))
-    ok = type(res) ~= 'table' or res.err == nil
-  end
-  if ok and s > 0 then
-    local res = redis.pcall('HSET', key, unpack(ARGV, first + r, first + r + 2 * s - 1))
-    ok = type(res) ~= 'table' or res.err == nil
-  end
-  if ok then
+  local key = KEYS[i]
+  local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  local r, s = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
+  local first = pos + 5
+  pos = first + r + 2 * s
+  local written, skipped = write_row(key, t, m, v, first, r, s)
+  if written > 0 then
     -- A retraction of every field leaves no key; EXPIRE is then a no-op.
     local res = redis.pcall('EXPIRE', key, ttl)
-    if type(res) == 'table' and res.err then
-      -- Take back what this row set rather than leave it without a TTL.
-      if s > 0 then
-        local names = {}
-        for j = first + r, first + r + 2 * s - 1, 2 do
-          names[#names + 1] = ARGV[j]
+    if is_error(res) then
+      -- Take back what this row may have set rather than leave it
+      -- without a TTL.
+      local undo = {'@' .. v, '@' .. v .. '+'}
+      for j = first, first + r + 2 * s - 1 do
+        if j < first + r or (j - first - r) % 2 == 0 then
+          undo[#undo + 1] = ARGV[j]
+          undo[#undo + 1] = ARGV[j] .. '@t'
         end
-        redis.pcall('HDEL', key, unpack(names))
+      end
+      for a = 1, #undo, SLICE do
+        redis.pcall('HDEL', key, unpack(undo, a, math.min(a + SLICE - 1, #undo)))
       end
       return fail('EXPIRE failed on ' .. key .. ': ' .. res.err)
     end
-    reply[i] = s
-  else
-    reply[i] = -1
   end
+  reply[2 * i - 1] = written
+  reply[2 * i] = skipped
 end
 return reply

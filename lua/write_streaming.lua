@@ -1,31 +1,50 @@
 #!lua
 --[[
 write_streaming: streaming features for one or more entities, each feature
-with its own field TTL; every entity's update is atomic (the whole call is
-one script).
+with its own field TTL. Per feature, an update is written only if its event
+time is newer than the one stored for that feature; every entity's update
+is atomic (the whole call is one script).
 
   KEYS[1] .. KEYS[n]  entity hash keys, one per update, e.g. fs:user:u0001
               (on a cluster they must share a hash slot; the store groups
               updates so that they do)
   ARGV[1]     field TTL in seconds: integer 1..315360000 (set on every
-              field written, by HSETEX or HEXPIRE)
+              field written, values and their times alike)
   ARGV[2]     batch TTL in seconds: integer 1..315360000, set on a key only
               when it has no TTL of its own (a new entity, or one a reset
               deleted while this write was on its way)
   then, for each update i = 1..n, in the order of KEYS:
+    T         event time, epoch milliseconds: 0 or 1..15 digits, no sign,
+              no leading zero
+    M         2: the update covers every feature of view V (its time is
+                 kept once, in field @V)
+              1: the update covers part of view V (times kept per feature,
+                 in <feature>@t, and the newest of them in @V+)
+              0: the features belong to no view (times per feature)
+    V         the view's name (M 1 or 2); any non-empty text for M 0
     S         how many features: integer 1..3000
-    S pairs   field, value (a repeated name: the last value wins)
+    S pairs   field, value
 
-  Reply: array of n integers, one per update: 1 when the key TTL was pinned,
-         0 when the key already had one, -1 when that key holds something
-         other than a hash (nothing is written to it; the others are)
-  Errors (the first seven are raised before any write; nothing is written):
+  A feature's stored event time is the newer of @V and <feature>@t. The
+  update's T against it: newer, the feature and its time are written with
+  the field TTL; equal or older, nothing about the feature changes, TTLs
+  included (a replay, a retry, a late event). A time expires with the
+  values it dates; @V+ carries no field TTL (it only ever makes a later
+  write look at per-feature times) and lives with the key.
+
+  Reply: array of 2n integers, two per update: the features written and
+         the features skipped as stale; -1, 0 when that key holds
+         something other than a hash (nothing is written to it; the others
+         are)
+  Errors (the first eight are raised before any write; nothing is written):
     ERR write_streaming: no keys
     ERR write_streaming: field ttl must be an integer from 1 to 315360000
     ERR write_streaming: batch ttl must be an integer from 1 to 315360000
+    ERR write_streaming: update <i>: event time must be epoch ms (at most 15 digits)
+    ERR write_streaming: update <i>: mode must be 0, 1 or 2, with a view name
     ERR write_streaming: update <i>: count must be an integer from 1 to 3000
     ERR write_streaming: update <i>: fewer arguments than its count says
-    ERR write_streaming: update <i>: empty feature name
+    ERR write_streaming: update <i>: feature names must be non-empty, without '@'
     ERR write_streaming: more arguments than the updates' counts say
     ERR write_streaming: <HEXPIRE|EXPIRE> is refused (missing before
         Redis 7.4 / Valkey 9.0, renamed, or not allowed for this user);
@@ -41,19 +60,18 @@ one script).
         (loud by design: a streaming field without a TTL could go stale
         silently; HEXPIRE codes: 1 set, 2 deleted, 0 condition, -2 no field)
 
-Example, one update (the SHA1 is printed by `fs-loader scripts --load`):
-  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 2 tx_count_5m 3 last_device_id ios-9f02
-  1) (integer) 0
-
-A repeated name within an update is harmless: the last value is kept, with
-the field TTL (HSET and HSETEX keep the last value; HEXPIRE answers 1 for
-every copy). So no script time goes to looking for one.
+Example, one whole update of view user_stream at 2026-12-01T12:00:00Z (the
+SHA1 is printed by `fs-loader scripts --load`):
+  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 1796140800000 1 user_stream 2 tx_count_5m 3 last_device_id ios-9f02
+  1) (integer) 2
+  2) (integer) 0
 
 Every key this script leaves behind has a key-level TTL (no immortal keys),
 whatever order batch writes, resets and streaming writes arrive in. The same
-call run twice leaves the same state (the TTLs restart), so a retry is safe.
+call run twice leaves the same state: the second run finds every time equal
+and changes nothing.
 
-Commands: HSETEX key EX <field ttl> FIELDS S <pairs> (Redis >= 8.0,
+Commands: HSETEX key EX <field ttl> FIELDS k <pairs> (Redis >= 8.0,
 Valkey >= 9.0) writes the fields with their TTLs in one command; where
 HSETEX is unknown (Redis 7.4), renamed or denied, HSET then HEXPIRE do the
 same in two. Which one is decided once per call, before the first write
@@ -65,7 +83,6 @@ write, because neither EXPIRE nor HEXPIRE can come before the write (EXPIRE
 on a missing key does nothing; HSET clears a field TTL). Per key, EXPIRE NX
 runs right after the write, so the key is bounded before HEXPIRE runs;
 should either still fail, the update's fields are deleted.
-
 ]]
 
 local function fail(msg)
@@ -90,27 +107,33 @@ if not valid_ttl(ARGV[2]) then
 end
 local field_ttl, batch_ttl = ARGV[1], ARGV[2]
 
--- Pass 1 only checks, and keeps nothing: pass 2 reads the counts again,
--- which costs less than tables carrying them across. tonumber + range +
--- `% 1` is the integer check (cheaper than a pattern; any spelling it
--- accepts, such as '0x10', is the count pass 2 uses). A repeated name is
--- harmless, so it is not looked for: HSET/HSETEX keep the last value and
--- every copy's TTL is the same.
+local function bad_name(name)
+  return name == '' or string.find(name, '@', 1, true) ~= nil
+end
+
+-- Pass 1: check every update's layout before the first write.
 local nargs = #ARGV
 local pos = 3
 for i = 1, n do
-  local s = tonumber(ARGV[pos])
+  local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
+    return fail('update ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+  end
+  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' then
+    return fail('update ' .. i .. ': mode must be 0, 1 or 2, with a view name')
+  end
+  local s = tonumber(ARGV[pos + 3])
   if not s or not (s >= 1 and s <= 3000) or s % 1 ~= 0 then
     return fail('update ' .. i .. ': count must be an integer from 1 to 3000')
   end
-  local first = pos + 1
+  local first = pos + 4
   local last = first + 2 * s - 1
   if last > nargs then
     return fail('update ' .. i .. ': fewer arguments than its count says')
   end
   for j = first, last, 2 do
-    if ARGV[j] == '' then
-      return fail('update ' .. i .. ': empty feature name')
+    if bad_name(ARGV[j]) then
+      return fail('update ' .. i .. ": feature names must be non-empty, without '@'")
     end
   end
   pos = last + 1
@@ -124,10 +147,7 @@ local function allowed(cmd, ...)
 end
 -- Command rights do not depend on the key, and a key the user may HSET it
 -- may also expire (all are writes): one check stands for every key.
--- HSETEX (Redis 8, Valkey 9) sets the fields and their TTLs in one
--- command; where it is unknown (Redis 7.4), renamed or denied, HSET then
--- HEXPIRE does the same in two.
-local first_name = ARGV[4]
+local first_name = ARGV[7]
 local hsetex = allowed('HSETEX', KEYS[1], 'EX', field_ttl, 'FIELDS', '1', first_name, 'v')
 if not hsetex and not allowed('HEXPIRE', KEYS[1], field_ttl, 'FIELDS', '1', first_name) then
   return fail('HEXPIRE is refused (missing before Redis 7.4 / Valkey 9.0, renamed,'
@@ -138,57 +158,62 @@ if not allowed('EXPIRE', KEYS[1], batch_ttl, 'NX') then
     .. ' or not allowed for this user); nothing written')
 end
 
--- The update's names, for HEXPIRE and for taking the update back.
-local function names_of(first, last)
+-- A stored time: a plain decimal, else (another tool's bytes) none.
+local function stored_time(raw)
+  if raw and #raw <= 15 and string.match(raw, '^%d+$') then
+    return tonumber(raw)
+  end
+  return nil
+end
+
+local function is_error(res)
+  return type(res) == 'table' and res.err ~= nil
+end
+
+-- Lua's unpack stops at 8000 values (3000 features and their times are
+-- 12000): long lists go in slices, even so pairs stay together.
+local SLICE = 4000
+
+local function names_of(pairs_list)
   local names = {}
-  for j = first, last, 2 do
-    names[#names + 1] = ARGV[j]
+  for k = 1, #pairs_list, 2 do
+    names[#names + 1] = pairs_list[k]
   end
   return names
 end
 
--- A TTL command that fails after the write: take back the update's fields.
-local function undo(key, first, last, cmd, err)
-  redis.pcall('HDEL', key, unpack(names_of(first, last)))
-  return fail(cmd .. ' failed on ' .. key .. ': ' .. err)
-end
-
--- Pass 2: write.
-local reply = {}
-pos = 3
-for i = 1, n do
-  local key, s = KEYS[i], tonumber(ARGV[pos])
-  local first = pos + 1
-  local last = first + 2 * s - 1
-  pos = last + 1
-  local res
-  if hsetex then
-    res = redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s, unpack(ARGV, first, last))
-  else
-    res = redis.pcall('HSET', key, unpack(ARGV, first, last))
-  end
-  if type(res) == 'table' then
-    if hsetex and not string.find(res.err, '^WRONGTYPE') then
-      -- HSETEX refused the key (an ACL key pattern): it wrote nothing.
-      return fail('HSETEX failed on ' .. key .. ': ' .. res.err)
-    end
-    reply[i] = -1
-  else
-    -- Pin first, so the key is bounded whatever happens next. NX: only a
-    -- key with no TTL gets one.
-    local pinned = redis.pcall('EXPIRE', key, batch_ttl, 'NX')
-    if type(pinned) == 'table' then
-      return undo(key, first, last, 'EXPIRE', pinned.err)
-    end
-    reply[i] = pinned
+-- Writes `pairs_list` (field, value, ...) with the field TTL; nil, or the
+-- error reply to return.
+local function write_with_ttl(key, pairs_list)
+  for a = 1, #pairs_list, SLICE do
+    local b = math.min(a + SLICE - 1, #pairs_list)
+    local k = (b - a + 1) / 2
     if hsetex then
+      local res = redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))
+      if is_error(res) then
+        return fail('HSETEX failed on ' .. key .. ': ' .. res.err)
+      end
       if res ~= 1 then
         return fail('HSETEX did not set every field: ' .. tostring(res))
       end
     else
-      local codes = redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names_of(first, last)))
-      if codes.err then
-        return undo(key, first, last, 'HEXPIRE', codes.err)
+      redis.call('HSET', key, unpack(pairs_list, a, b))
+    end
+    if a == 1 then
+      -- Pin first, so the key is bounded whatever happens next. NX: only
+      -- a key with no TTL gets one.
+      local pinned = redis.pcall('EXPIRE', key, batch_ttl, 'NX')
+      if is_error(pinned) then
+        redis.pcall('HDEL', key, unpack(names_of({unpack(pairs_list, a, b)})))
+        return fail('EXPIRE failed on ' .. key .. ': ' .. pinned.err)
+      end
+    end
+    if not hsetex then
+      local names = names_of({unpack(pairs_list, a, b)})
+      local codes = redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', #names, unpack(names))
+      if is_error(codes) then
+        redis.pcall('HDEL', key, unpack(names))
+        return fail('HEXPIRE failed on ' .. key .. ': ' .. codes.err)
       end
       for c = 1, #codes do
         if codes[c] ~= 1 then
@@ -197,5 +222,118 @@ for i = 1, n do
       end
     end
   end
+  return nil
+end
+
+-- One update; returns written, skipped (-1, 0: not a hash), or nil and
+-- the error reply to return.
+local function write_update(key, t, m, v, first, s)
+  local tn = tonumber(t)
+  local vt, vm = '@' .. v, '@' .. v .. '+'
+  local last = first + 2 * s - 1
+  local g, x = nil, nil
+  if m ~= '0' then
+    local got = redis.pcall('HMGET', key, vt, vm)
+    if is_error(got) then
+      if not string.find(got.err, '^WRONGTYPE') then
+        return nil, fail('HMGET failed on ' .. key .. ': ' .. got.err)
+      end
+      return -1, 0
+    end
+    g, x = stored_time(got[1]), stored_time(got[2])
+  end
+  if m == '2' then
+    if g and tn <= g then
+      return 0, s
+    end
+    if not x or tn > x then
+      -- Every feature is older than this update: one write, one time.
+      local args = {unpack(ARGV, first, last)}
+      args[#args + 1] = vt
+      args[#args + 1] = t
+      local err = write_with_ttl(key, args)
+      if err then
+        return nil, err
+      end
+      if x then
+        -- Own times all older than t: the view's time now dates them all.
+        local own = {vm}
+        for j = first, last, 2 do
+          own[#own + 1] = ARGV[j] .. '@t'
+        end
+        redis.call('HDEL', key, unpack(own))
+      end
+      return s, 0
+    end
+  end
+  -- Per feature: read each one's own time.
+  local own = {}
+  for j = first, last, 2 do
+    own[#own + 1] = ARGV[j] .. '@t'
+  end
+  local got = redis.pcall('HMGET', key, unpack(own))
+  if is_error(got) then
+    if not string.find(got.err, '^WRONGTYPE') then
+      return nil, fail('HMGET failed on ' .. key .. ': ' .. got.err)
+    end
+    return -1, 0
+  end
+  local sets, dels, written = {}, {}, 0
+  for k = 1, s do
+    local ft = stored_time(got[k])
+    local eff = g
+    if ft and (not eff or ft > eff) then
+      eff = ft
+    end
+    if not eff or tn > eff then
+      written = written + 1
+      local j = first + 2 * (k - 1)
+      sets[#sets + 1] = ARGV[j]
+      sets[#sets + 1] = ARGV[j + 1]
+      if m == '2' then
+        if ft then
+          dels[#dels + 1] = own[k]
+        end
+      else
+        sets[#sets + 1] = own[k]
+        sets[#sets + 1] = t
+      end
+    end
+  end
+  if written == 0 then
+    return 0, s
+  end
+  if m == '2' then
+    sets[#sets + 1] = vt
+    sets[#sets + 1] = t
+  end
+  local err = write_with_ttl(key, sets)
+  if err then
+    return nil, err
+  end
+  if #dels > 0 then
+    redis.call('HDEL', key, unpack(dels))
+  end
+  if m == '1' and (not x or tn > x) then
+    -- Plain HSET: no field TTL, the marker lives with the key.
+    redis.call('HSET', key, vm, t)
+  end
+  return written, s - written
+end
+
+-- Pass 2: write.
+local reply = {}
+pos = 3
+for i = 1, n do
+  local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  local s = tonumber(ARGV[pos + 3])
+  local first = pos + 4
+  pos = first + 2 * s
+  local written, skipped = write_update(KEYS[i], t, m, v, first, s)
+  if written == nil then
+    return skipped
+  end
+  reply[2 * i - 1] = written
+  reply[2 * i] = skipped
 end
 return reply

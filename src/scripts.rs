@@ -107,6 +107,22 @@ pub fn all() -> [&'static LuaScript; 3] {
 pub const MAX_SET_PER_ENTITY: usize = 3000;
 pub const MAX_RETRACT_PER_ENTITY: usize = 5000;
 
+/// The event-time head of one entity's part of a write call: T, M, V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dated<'a> {
+    pub event_time_ms: u64,
+    pub dating: crate::store::views::Dating,
+    pub view: &'a str,
+}
+
+impl<'a> Dated<'a> {
+    fn push_to(self, args: &mut Vec<Cow<'a, str>>) {
+        args.push(Cow::Owned(self.event_time_ms.to_string()));
+        args.push(Cow::Borrowed(self.dating.code()));
+        args.push(Cow::Borrowed(self.view));
+    }
+}
+
 /// One entity's part of a multi-entity write call: its key and its ARGV
 /// group, laid out as the script's header says.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,13 +132,15 @@ pub struct EntityArgs<'a> {
 }
 
 impl<'a> EntityArgs<'a> {
-    /// A `write_batch_rows` row: R, S, R names, S pairs.
+    /// A `write_batch_rows` row: T, M, V, R, S, R names, S pairs.
     pub fn batch_row(
         key: String,
+        dated: Dated<'a>,
         retract: impl ExactSizeIterator<Item = &'a str>,
         set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Self {
-        let mut args = Vec::with_capacity(2 + retract.len() + 2 * set.len());
+        let mut args = Vec::with_capacity(5 + retract.len() + 2 * set.len());
+        dated.push_to(&mut args);
         args.push(Cow::Owned(retract.len().to_string()));
         args.push(Cow::Owned(set.len().to_string()));
         args.extend(retract.map(Cow::Borrowed));
@@ -140,12 +158,14 @@ impl<'a> EntityArgs<'a> {
         (self.args.len() + 1, bytes)
     }
 
-    /// A `write_streaming` update: S, S pairs.
+    /// A `write_streaming` update: T, M, V, S, S pairs.
     pub fn streaming_update(
         key: String,
+        dated: Dated<'a>,
         set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Self {
-        let mut args = Vec::with_capacity(1 + 2 * set.len());
+        let mut args = Vec::with_capacity(4 + 2 * set.len());
+        dated.push_to(&mut args);
         args.push(Cow::Owned(set.len().to_string()));
         for (name, value) in set {
             args.push(Cow::Borrowed(name));

@@ -23,14 +23,20 @@ use crate::capabilities;
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Pool, PoolConfig};
 use crate::scripts::{
-    EntityArgs, LuaScript, MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY, READ_FRESH,
+    Dated, EntityArgs, LuaScript, MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY, READ_FRESH,
     WRITE_BATCH_ROWS, WRITE_STREAMING,
 };
+use crate::event_clock;
+use crate::registry::Registry;
 use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
 pub mod event_fields;
+pub mod views;
 mod vectors;
+
+use event_fields::Freshness;
+use views::ViewMap;
 pub use vectors::{Status, Vectors, MAX_VECTOR_IDS};
 
 /// The longest TTL the store accepts (ten years); longer is almost surely a
@@ -103,6 +109,9 @@ pub struct Stats {
     /// Stored values a typed read (`vectors`) found not of their declared
     /// type, and served as missing.
     pub invalid_values_total: u64,
+    /// Features a write left alone because the stored value's event time
+    /// was the same or newer (replays, retries, late events).
+    pub skipped_stale_total: u64,
 }
 
 #[derive(Default)]
@@ -112,6 +121,7 @@ struct Counters {
     reads: AtomicU64,
     read_fields: AtomicU64,
     invalid_values: AtomicU64,
+    skipped_stale: AtomicU64,
 }
 
 /// One batch row: features to set and features to retract (delete), written
@@ -203,6 +213,14 @@ pub struct FieldState {
     pub value: Option<ReadValue>,
     /// Seconds left; -1 no field TTL (batch field); -2 missing.
     pub ttl_seconds: i64,
+    /// When the value's event happened (epoch ms): the newer of its view's
+    /// time and its own (`event_fields`). `None`: missing, or undated.
+    pub event_time_ms: Option<u64>,
+    /// Redis's clock minus `event_time_ms`.
+    pub age_ms: Option<i64>,
+    /// The verdict against the read's maximum age; a value that is not
+    /// served under it (`Freshness::is_served`) is left out of `value`.
+    pub freshness: Freshness,
 }
 
 impl FieldState {
@@ -217,6 +235,8 @@ impl FieldState {
 pub struct FreshRead {
     /// Seconds left on the key; -1 no TTL; -2 no such entity.
     pub key_ttl_seconds: i64,
+    /// Redis's clock at the read (epoch ms): what ages are measured on.
+    pub now_ms: u64,
     pub fields: Vec<FieldState>,
 }
 
@@ -232,6 +252,9 @@ pub struct FeatureStore {
     /// Shared with every store made by `with_key_prefix`, so `stats` counts
     /// the writes to every entity type.
     counters: Arc<Counters>,
+    /// Which view each feature belongs to: how writes are dated and reads
+    /// aged (`views`, `event_fields`). Empty: every feature is dated alone.
+    views: Arc<ViewMap>,
 }
 
 impl FeatureStore {
@@ -257,7 +280,17 @@ impl FeatureStore {
             pool: pool::build(redis_url, &config.pool)?,
             config,
             counters: Arc::default(),
+            views: Arc::default(),
         })
+    }
+
+    /// The same store dating writes by the views of `registry`: a write
+    /// covering a whole view keeps one event time for it, instead of one
+    /// per feature (see `event_fields`). Every writer of a keyspace must
+    /// use the same registry.
+    pub fn with_registry(mut self, registry: &Registry) -> FeatureStore {
+        self.views = Arc::new(ViewMap::from_registry(registry));
+        self
     }
 
     /// The same store (its pool, counters and settings) building keys under
@@ -277,6 +310,7 @@ impl FeatureStore {
                 ..self.config.clone()
             },
             counters: self.counters.clone(),
+            views: self.views.clone(),
         })
     }
 
@@ -320,6 +354,7 @@ impl FeatureStore {
             reads_total: self.counters.reads.load(Relaxed),
             read_fields_total: self.counters.read_fields.load(Relaxed),
             invalid_values_total: self.counters.invalid_values.load(Relaxed),
+            skipped_stale_total: self.counters.skipped_stale.load(Relaxed),
         }
     }
 
@@ -357,6 +392,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
+        let now = event_clock::now_ms();
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
@@ -370,6 +406,7 @@ impl FeatureStore {
                 }
                 Ok(EntityArgs::batch_row(
                     self.key_for(id)?,
+                    self.dated(now, features.keys().map(String::as_str))?,
                     std::iter::empty(),
                     features.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
                 ))
@@ -386,6 +423,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
+        let now = event_clock::now_ms();
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
@@ -394,8 +432,13 @@ impl FeatureStore {
             |row| &row.id,
             |row| {
                 let key = self.check_batch_row(row)?;
+                let names = row.retract.iter().chain(row.set.iter().map(|(k, _)| k));
                 Ok(EntityArgs::batch_row(
                     key,
+                    self.dated(
+                        row.event_time_ms.unwrap_or(now),
+                        names.map(String::as_str),
+                    )?,
                     row.retract.iter().map(String::as_str),
                     row.set
                         .iter()
@@ -415,6 +458,7 @@ impl FeatureStore {
             return Err(StoreError::invalid("row has no features"));
         }
         check_counts(row.set.len(), row.retract.len())?;
+        check_event_time(row.event_time_ms)?;
         for (name, _) in &row.set {
             validate::feature_name(name)?;
         }
@@ -439,6 +483,7 @@ impl FeatureStore {
             ));
         }
         check_counts(row.set.len(), 0)?;
+        check_event_time(row.event_time_ms)?;
         for (name, _) in &row.set {
             validate::feature_name(name)?;
         }
@@ -478,17 +523,23 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let update = self.streaming_update(id, fields)?;
+        let update = self.streaming_update(id, fields, event_clock::now_ms())?;
         let cmd = WRITE_STREAMING.call(
             &[ttl_seconds, self.config.batch_ttl_seconds],
             std::iter::once(&update),
         );
         let codes: Vec<i64> = self.eval_script(&WRITE_STREAMING, &cmd)?;
-        if codes.first().is_some_and(|c| *c < 0) {
-            return Err(StoreError::Redis(wrong_type(&update.key)));
+        match codes.as_slice() {
+            [written, skipped] if *written >= 0 => {
+                self.counters.streaming_writes.fetch_add(1, Relaxed);
+                self.counters.skipped_stale.fetch_add(*skipped as u64, Relaxed);
+                Ok(())
+            }
+            [_, _] => Err(StoreError::Redis(wrong_type(&update.key))),
+            other => Err(StoreError::Redis(format!(
+                "write_streaming: unexpected reply {other:?}"
+            ))),
         }
-        self.counters.streaming_writes.fetch_add(1, Relaxed);
-        Ok(())
     }
 
     /// Many streaming writes: `entities_per_call` per script call,
@@ -499,13 +550,14 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
+        let now = event_clock::now_ms();
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
             &[ttl_seconds, self.config.batch_ttl_seconds],
             events,
             |(id, _)| id,
-            |(id, fields)| self.streaming_update(id, fields),
+            |(id, fields)| self.streaming_update(id, fields, now),
         );
         Ok(report)
     }
@@ -519,6 +571,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
+        let now = event_clock::now_ms();
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
@@ -529,6 +582,10 @@ impl FeatureStore {
                 let key = self.check_streaming_row(row)?;
                 Ok(EntityArgs::streaming_update(
                     key,
+                    self.dated(
+                        row.event_time_ms.unwrap_or(now),
+                        row.set.iter().map(|(k, _)| k.as_str()),
+                    )?,
                     row.set
                         .iter()
                         .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
@@ -609,11 +666,24 @@ impl FeatureStore {
         Ok(rows)
     }
 
-    /// Values, per-field TTLs and the key TTL in one round trip (`read_fresh`).
+    /// Values, per-field TTLs, event times and ages, and the key TTL in one
+    /// round trip (`read_fresh`).
     pub fn read_fresh<N: AsRef<str>>(
         &self,
         id: &str,
         names: &[N],
+    ) -> Result<FreshRead, StoreError> {
+        self.read_fresh_within(id, names, None)
+    }
+
+    /// `read_fresh`, serving only values at most `max_age_ms` old on
+    /// Redis's clock: an older one, or one with no event time, is left out
+    /// and marked `Stale` or `Undated`.
+    pub fn read_fresh_within<N: AsRef<str>>(
+        &self,
+        id: &str,
+        names: &[N],
+        max_age_ms: Option<u64>,
     ) -> Result<FreshRead, StoreError> {
         check_names(names)?;
         if names.is_empty() {
@@ -621,7 +691,7 @@ impl FeatureStore {
                 "read_fresh needs at least one feature name",
             ));
         }
-        let read = self.fresh_read_script(id, names)?;
+        let read = self.fresh_read_script(id, names, max_age_ms)?;
         self.counters.reads.fetch_add(1, Relaxed);
         let present = read.fields.iter().filter(|f| f.value.is_some()).count();
         self.counters.read_fields.fetch_add(present as u64, Relaxed);
@@ -632,7 +702,7 @@ impl FeatureStore {
     /// cost). Fields are sorted by name; a field name another tool wrote
     /// with bytes that are not UTF-8 is shown escaped (`value::escape_bytes`).
     pub fn inspect(&self, id: &str) -> Result<FreshRead, StoreError> {
-        let mut read = self.fresh_read_script::<&str>(id, &[])?;
+        let mut read = self.fresh_read_script::<&str>(id, &[], None)?;
         read.fields.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(read)
     }
@@ -937,18 +1007,20 @@ impl FeatureStore {
             }
             let replies = self.run_script_pipeline(script, &pipe);
             for (group, reply) in groups.into_iter().zip(replies) {
+                // Two integers per entity: features written, skipped.
                 let codes: Result<Vec<i64>, StoreError> = reply.and_then(|v| {
                     redis::from_redis_value::<Vec<i64>>(v)
                         .ok()
-                        .filter(|codes| codes.len() == group.len())
+                        .filter(|codes| codes.len() == 2 * group.len())
                         .ok_or_else(|| {
                             StoreError::Redis(format!("{}: unexpected reply", script.name))
                         })
                 });
                 for (i, (index, entity)) in group.iter().enumerate() {
                     let error = match &codes {
-                        Ok(codes) if codes[i] >= 0 => {
+                        Ok(codes) if codes[2 * i] >= 0 => {
                             report.written += 1;
+                            report.skipped_stale += codes[2 * i + 1].max(0) as usize;
                             continue;
                         }
                         Ok(_) => StoreError::Redis(wrong_type(&entity.key)),
@@ -964,6 +1036,9 @@ impl FeatureStore {
         }
         report.failed.sort_by_key(|f| f.index);
         written.fetch_add(report.written as u64, Relaxed);
+        self.counters
+            .skipped_stale
+            .fetch_add(report.skipped_stale as u64, Relaxed);
         report
     }
 
@@ -1044,35 +1119,86 @@ impl FeatureStore {
         &self,
         id: &str,
         names: &[N],
+        max_age_ms: Option<u64>,
     ) -> Result<FreshRead, StoreError> {
         let key = self.key_for(id)?;
+        let prefix = self.config.key_prefix.as_str();
         let mut cmd = READ_FRESH.evalsha(&key);
+        // The names, then what dates them: each one's own time, then each
+        // distinct view's time (the script reads any field it is given).
+        let mut views: Vec<&str> = Vec::new();
         for n in names {
             cmd.arg(n.as_ref());
+            if let Some(v) = self.views.view_of(prefix, n.as_ref()) {
+                if !views.contains(&v) {
+                    views.push(v);
+                }
+            }
+        }
+        for n in names {
+            cmd.arg(event_fields::feature_time_field(n.as_ref()));
+        }
+        for v in &views {
+            cmd.arg(event_fields::view_time_field(v));
         }
         let reply: Value = self
             .eval_script(&READ_FRESH, &cmd)
             .map_err(|e| self.name_wrong_type(&key, e))?;
         // Raw bytes first: a field name or value another tool wrote may be
         // anything, and must not fail the read.
-        let (key_ttl_seconds, got_names, values, ttls): FreshReply = decode("read_fresh", reply)?;
+        let (key_ttl_seconds, got_names, values, ttls, now_ms): FreshReply =
+            decode("read_fresh", reply)?;
         if got_names.len() != values.len() || got_names.len() != ttls.len() {
             return Err(StoreError::Redis(
                 "read_fresh: reply arrays differ in length".into(),
             ));
         }
+        // Every time field the reply holds, by name.
+        let times: BTreeMap<&[u8], Option<u64>> = got_names
+            .iter()
+            .zip(&values)
+            .filter(|(n, _)| std::str::from_utf8(n).is_ok_and(event_fields::is_time_field))
+            .map(|(n, v)| (n.as_slice(), v.as_deref().and_then(event_fields::parse_time)))
+            .collect();
+        let time_of = |field: &str| times.get(field.as_bytes()).copied().flatten();
+        let wanted = if names.is_empty() {
+            usize::MAX
+        } else {
+            names.len()
+        };
         let fields = got_names
-            .into_iter()
-            .zip(values)
+            .iter()
+            .zip(values.iter())
             .zip(ttls)
-            .map(|((name, value), ttl_seconds)| FieldState {
-                name: escape_bytes(&name),
-                value: value.map(ReadValue::from),
-                ttl_seconds,
+            .take(wanted)
+            .filter(|((name, _), _)| {
+                !std::str::from_utf8(name).is_ok_and(event_fields::is_time_field)
+            })
+            .map(|((name, value), ttl_seconds)| {
+                let text = String::from_utf8_lossy(name);
+                let view_time = self
+                    .views
+                    .view_of(prefix, &text)
+                    .and_then(|v| time_of(&event_fields::view_time_field(v)));
+                let own_time = time_of(&event_fields::feature_time_field(&text));
+                let event_time_ms = event_fields::effective_time(view_time, own_time)
+                    .filter(|_| value.is_some());
+                let (age_ms, freshness) =
+                    event_fields::judge(now_ms, value.is_some(), event_time_ms, max_age_ms);
+                let served = freshness.is_served(max_age_ms.is_some());
+                FieldState {
+                    name: escape_bytes(name),
+                    value: value.clone().filter(|_| served).map(ReadValue::from),
+                    ttl_seconds,
+                    event_time_ms,
+                    age_ms,
+                    freshness,
+                }
             })
             .collect();
         Ok(FreshRead {
             key_ttl_seconds,
+            now_ms,
             fields,
         })
     }
@@ -1107,9 +1233,10 @@ impl FeatureStore {
 
     /// One entity's part of a `write_streaming` call, after checking it.
     fn streaming_update<'a>(
-        &self,
+        &'a self,
         id: &str,
         fields: &'a FeatureMap,
+        event_time_ms: u64,
     ) -> Result<EntityArgs<'a>, StoreError> {
         let key = self.key_for(id)?;
         check_features(fields)?;
@@ -1120,8 +1247,25 @@ impl FeatureStore {
         }
         Ok(EntityArgs::streaming_update(
             key,
+            self.dated(event_time_ms, fields.keys().map(String::as_str))?,
             fields.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
         ))
+    }
+
+    /// The event-time head of one entity's write: its time, and how the
+    /// views of this store's prefix date `names`.
+    fn dated<'n>(
+        &'n self,
+        event_time_ms: u64,
+        names: impl Iterator<Item = &'n str>,
+    ) -> Result<Dated<'n>, StoreError> {
+        check_event_time(Some(event_time_ms))?;
+        let (dating, view) = self.views.dating(&self.config.key_prefix, names)?;
+        Ok(Dated {
+            event_time_ms,
+            dating,
+            view,
+        })
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
@@ -1219,6 +1363,19 @@ fn wrong_type(key: &str) -> String {
     format!("WRONGTYPE {key} holds a value that is not a hash; row not written")
 }
 
+/// The largest event time the scripts take: 15 digits, exact in Lua's
+/// numbers (about the year 33658).
+pub const MAX_EVENT_TIME_MS: u64 = 999_999_999_999_999;
+
+fn check_event_time(event_time_ms: Option<u64>) -> Result<(), StoreError> {
+    match event_time_ms {
+        Some(t) if t > MAX_EVENT_TIME_MS => Err(StoreError::invalid(format!(
+            "event time {t} is past the largest, {MAX_EVENT_TIME_MS} (epoch ms)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_counts(set: usize, retract: usize) -> Result<(), StoreError> {
     if set > MAX_SET_PER_ENTITY || retract > MAX_RETRACT_PER_ENTITY {
         return Err(StoreError::invalid(format!(
@@ -1238,8 +1395,9 @@ fn hmget<N: AsRef<str>>(key: &str, names: &[N]) -> Cmd {
     cmd
 }
 
-/// `read_fresh`'s reply as bytes: {key TTL, names, values, field TTLs}.
-type FreshReply = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>);
+/// `read_fresh`'s reply as bytes: {key TTL, names, values, field TTLs,
+/// Redis's clock in ms}.
+type FreshReply = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>, u64);
 
 /// A reply decoded after the connection is done with it: a reply that does
 /// not fit is an error about that reply, never an outage.
