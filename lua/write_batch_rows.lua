@@ -56,9 +56,9 @@ time a row writes lives as long as the key, and every row that writes
 refreshes the key TTL. The same call run twice leaves the same state: the
 second run finds every time equal and changes nothing.
 
-Example, one whole row of view user_batch at 2026-12-01T12:00:00Z (the SHA1
-is printed by `fs-loader scripts --load`):
-  redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 1796140800000 2 user_batch 0 2 country_iso US tx_count_7d 14
+Example, a row with two of the features of view user_profile, dated
+2026-12-01T16:00:00Z (the SHA1 is printed by `fs-loader scripts --load`):
+  redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 1796140800000 1 user_profile 0 2 country_iso US tx_count_7d 14
   1) (integer) 2
   2) (integer) 0
 ]]

@@ -60,9 +60,9 @@ is atomic (the whole call is one script).
         (loud by design: a streaming field without a TTL could go stale
         silently; HEXPIRE codes: 1 set, 2 deleted, 0 condition, -2 no field)
 
-Example, one whole update of view user_stream at 2026-12-01T12:00:00Z (the
-SHA1 is printed by `fs-loader scripts --load`):
-  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 1796140800000 1 user_stream 2 tx_count_5m 3 last_device_id ios-9f02
+Example, an update of two of the features of view user_activity, dated
+2026-12-01T16:00:00Z (the SHA1 is printed by `fs-loader scripts --load`):
+  redis-cli EVALSHA <sha> 1 fs:user:u0001 300 86400 1796140800000 1 user_activity 2 tx_count_5m 3 last_device_id ios-9f02
   1) (integer) 2
   2) (integer) 0
 

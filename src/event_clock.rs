@@ -31,6 +31,12 @@ pub fn now_ms() -> u64 {
     }
 }
 
+/// Makes every later `now_ms` return more than `t`: a caller that dated
+/// writes up to `t` itself (several rows of one id in one call).
+pub fn not_before(t: u64) {
+    LAST.fetch_max(t, Ordering::Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use super::now_ms;

@@ -66,9 +66,12 @@ impl LuaScript {
         entities: impl Iterator<Item = &'e EntityArgs<'a>> + Clone,
     ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.sha()).arg(entities.clone().count());
+        cmd.arg(self.sha())
+            .arg(entities.clone().map(|e| e.segments).sum::<usize>());
         for e in entities.clone() {
-            cmd.arg(&e.key);
+            for _ in 0..e.segments {
+                cmd.arg(&e.key);
+            }
         }
         for h in head {
             cmd.arg(*h);
@@ -123,55 +126,69 @@ impl<'a> Dated<'a> {
     }
 }
 
-/// One entity's part of a multi-entity write call: its key and its ARGV
-/// group, laid out as the script's header says.
+/// One entity's part of a multi-entity write call: its key and its ARGV,
+/// laid out as the script's header says. An entity whose features span
+/// several views (or a view and none) is written as several segments, one
+/// per view, each with its own dating: its key is repeated once per segment
+/// in the same call, so the entity's write stays one atomic script call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityArgs<'a> {
     pub key: String,
     pub args: Vec<Cow<'a, str>>,
+    /// How many segments (KEYS entries, and reply pairs) it holds.
+    pub segments: usize,
 }
 
 impl<'a> EntityArgs<'a> {
-    /// A `write_batch_rows` row: T, M, V, R, S, R names, S pairs.
-    pub fn batch_row(
-        key: String,
+    pub fn new(key: String) -> Self {
+        EntityArgs {
+            key,
+            args: Vec::new(),
+            segments: 0,
+        }
+    }
+
+    /// A `write_batch_rows` segment: T, M, V, R, S, R names, S pairs.
+    pub fn push_batch(
+        &mut self,
         dated: Dated<'a>,
         retract: impl ExactSizeIterator<Item = &'a str>,
         set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
-    ) -> Self {
-        let mut args = Vec::with_capacity(5 + retract.len() + 2 * set.len());
-        dated.push_to(&mut args);
-        args.push(Cow::Owned(retract.len().to_string()));
-        args.push(Cow::Owned(set.len().to_string()));
-        args.extend(retract.map(Cow::Borrowed));
+    ) {
+        self.args.reserve(5 + retract.len() + 2 * set.len());
+        dated.push_to(&mut self.args);
+        self.args.push(Cow::Owned(retract.len().to_string()));
+        self.args.push(Cow::Owned(set.len().to_string()));
+        self.args.extend(retract.map(Cow::Borrowed));
         for (name, value) in set {
-            args.push(Cow::Borrowed(name));
-            args.push(value);
+            self.args.push(Cow::Borrowed(name));
+            self.args.push(value);
         }
-        EntityArgs { key, args }
+        self.segments += 1;
     }
 
-    /// What this entity adds to a call: (arguments, bytes), the key
-    /// included. What `store::split_calls` budgets.
-    pub fn cost(&self) -> (usize, usize) {
-        let bytes = self.args.iter().map(|a| a.len()).sum::<usize>() + self.key.len();
-        (self.args.len() + 1, bytes)
-    }
-
-    /// A `write_streaming` update: T, M, V, S, S pairs.
-    pub fn streaming_update(
-        key: String,
+    /// A `write_streaming` segment: T, M, V, S, S pairs.
+    pub fn push_streaming(
+        &mut self,
         dated: Dated<'a>,
         set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
-    ) -> Self {
-        let mut args = Vec::with_capacity(4 + 2 * set.len());
-        dated.push_to(&mut args);
-        args.push(Cow::Owned(set.len().to_string()));
+    ) {
+        self.args.reserve(4 + 2 * set.len());
+        dated.push_to(&mut self.args);
+        self.args.push(Cow::Owned(set.len().to_string()));
         for (name, value) in set {
-            args.push(Cow::Borrowed(name));
-            args.push(value);
+            self.args.push(Cow::Borrowed(name));
+            self.args.push(value);
         }
-        EntityArgs { key, args }
+        self.segments += 1;
+    }
+
+    /// What this entity adds to a call: (arguments, bytes), its keys
+    /// included. What `store::split_calls` budgets.
+    pub fn cost(&self) -> (usize, usize) {
+        let bytes =
+            self.args.iter().map(|a| a.len()).sum::<usize>() + self.key.len() * self.segments;
+        (self.args.len() + self.segments, bytes)
     }
 }
 

@@ -21,23 +21,23 @@ use serde::Serialize;
 
 use crate::capabilities;
 use crate::error::StoreError;
+use crate::event_clock;
 use crate::pool::{self, Conn, Pool, PoolConfig};
+use crate::registry::Registry;
 use crate::scripts::{
     Dated, EntityArgs, LuaScript, MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY, READ_FRESH,
     WRITE_BATCH_ROWS, WRITE_STREAMING,
 };
-use crate::event_clock;
-use crate::registry::Registry;
 use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
 pub mod event_fields;
-pub mod views;
 mod vectors;
+pub mod views;
 
 use event_fields::Freshness;
-use views::ViewMap;
 pub use vectors::{Status, Vectors, MAX_VECTOR_IDS};
+use views::ViewMap;
 
 /// The longest TTL the store accepts (ten years); longer is almost surely a
 /// unit mistake (milliseconds for seconds).
@@ -392,24 +392,27 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let now = event_clock::now_ms();
+        let times = implicit_times(rows.iter().map(|(id, _)| id.as_str()));
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
             &[ttl_seconds],
             rows,
             |(id, _)| id,
-            |(id, features)| {
+            |i, (id, features)| {
                 check_features(features)?;
                 if features.is_empty() {
                     return Err(StoreError::invalid("row has no features"));
                 }
-                Ok(EntityArgs::batch_row(
+                self.batch_entity(
                     self.key_for(id)?,
-                    self.dated(now, features.keys().map(String::as_str))?,
-                    std::iter::empty(),
-                    features.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
-                ))
+                    times[i],
+                    Vec::new(),
+                    features
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_wire()))
+                        .collect(),
+                )
             },
         );
         Ok(report)
@@ -423,27 +426,24 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let now = event_clock::now_ms();
+        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
             &[ttl_seconds],
             rows,
             |row| &row.id,
-            |row| {
+            |i, row| {
                 let key = self.check_batch_row(row)?;
-                let names = row.retract.iter().chain(row.set.iter().map(|(k, _)| k));
-                Ok(EntityArgs::batch_row(
+                self.batch_entity(
                     key,
-                    self.dated(
-                        row.event_time_ms.unwrap_or(now),
-                        names.map(String::as_str),
-                    )?,
-                    row.retract.iter().map(String::as_str),
+                    row.event_time_ms.unwrap_or(times[i]),
+                    row.retract.iter().map(String::as_str).collect(),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
-                ))
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
+                        .collect(),
+                )
             },
         );
         Ok(report)
@@ -529,17 +529,20 @@ impl FeatureStore {
             std::iter::once(&update),
         );
         let codes: Vec<i64> = self.eval_script(&WRITE_STREAMING, &cmd)?;
-        match codes.as_slice() {
-            [written, skipped] if *written >= 0 => {
-                self.counters.streaming_writes.fetch_add(1, Relaxed);
-                self.counters.skipped_stale.fetch_add(*skipped as u64, Relaxed);
-                Ok(())
-            }
-            [_, _] => Err(StoreError::Redis(wrong_type(&update.key))),
-            other => Err(StoreError::Redis(format!(
-                "write_streaming: unexpected reply {other:?}"
-            ))),
+        if codes.len() != 2 * update.segments {
+            return Err(StoreError::Redis(format!(
+                "write_streaming: unexpected reply {codes:?}"
+            )));
         }
+        if codes.iter().step_by(2).any(|w| *w < 0) {
+            return Err(StoreError::Redis(wrong_type(&update.key)));
+        }
+        let skipped: i64 = codes.iter().skip(1).step_by(2).sum();
+        self.counters.streaming_writes.fetch_add(1, Relaxed);
+        self.counters
+            .skipped_stale
+            .fetch_add(skipped.max(0) as u64, Relaxed);
+        Ok(())
     }
 
     /// Many streaming writes: `entities_per_call` per script call,
@@ -550,14 +553,14 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let now = event_clock::now_ms();
+        let times = implicit_times(events.iter().map(|(id, _)| id.as_str()));
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
             &[ttl_seconds, self.config.batch_ttl_seconds],
             events,
             |(id, _)| id,
-            |(id, fields)| self.streaming_update(id, fields, now),
+            |i, (id, fields)| self.streaming_update(id, fields, times[i]),
         );
         Ok(report)
     }
@@ -571,25 +574,23 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let now = event_clock::now_ms();
+        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
             &[ttl_seconds, self.config.batch_ttl_seconds],
             rows,
             |row| &row.id,
-            |row| {
+            |i, row| {
                 let key = self.check_streaming_row(row)?;
-                Ok(EntityArgs::streaming_update(
+                self.streaming_entity(
                     key,
-                    self.dated(
-                        row.event_time_ms.unwrap_or(now),
-                        row.set.iter().map(|(k, _)| k.as_str()),
-                    )?,
+                    row.event_time_ms.unwrap_or(times[i]),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
-                ))
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
+                        .collect(),
+                )
             },
         );
         Ok(report)
@@ -971,7 +972,7 @@ impl FeatureStore {
         head: &[u64],
         items: &'a [T],
         id_of: impl Fn(&T) -> &str,
-        build: impl Fn(&'a T) -> Result<EntityArgs<'a>, StoreError>,
+        build: impl Fn(usize, &'a T) -> Result<EntityArgs<'a>, StoreError>,
     ) -> WriteReport {
         let mut report = WriteReport::default();
         let per_call = self.config.entities_per_call;
@@ -979,7 +980,7 @@ impl FeatureStore {
             let base = chunk_no * self.config.chunk_size;
             let mut ready = Vec::with_capacity(chunk.len());
             for (i, item) in chunk.iter().enumerate() {
-                match build(item) {
+                match build(base + i, item) {
                     Ok(entity) => ready.push((base + i, entity)),
                     Err(error) => report.failed.push(RowFailure {
                         index: base + i,
@@ -1007,20 +1008,29 @@ impl FeatureStore {
             }
             let replies = self.run_script_pipeline(script, &pipe);
             for (group, reply) in groups.into_iter().zip(replies) {
-                // Two integers per entity: features written, skipped.
+                // Two integers per segment: features written, skipped.
+                let segments: usize = group.iter().map(|(_, e)| e.segments).sum();
                 let codes: Result<Vec<i64>, StoreError> = reply.and_then(|v| {
                     redis::from_redis_value::<Vec<i64>>(v)
                         .ok()
-                        .filter(|codes| codes.len() == 2 * group.len())
+                        .filter(|codes| codes.len() == 2 * segments)
                         .ok_or_else(|| {
                             StoreError::Redis(format!("{}: unexpected reply", script.name))
                         })
                 });
-                for (i, (index, entity)) in group.iter().enumerate() {
+                let mut at = 0;
+                for (index, entity) in group.iter() {
+                    let mine = at..at + 2 * entity.segments;
+                    at = mine.end;
                     let error = match &codes {
-                        Ok(codes) if codes[2 * i] >= 0 => {
+                        Ok(codes) if codes[mine.clone()].iter().step_by(2).all(|w| *w >= 0) => {
                             report.written += 1;
-                            report.skipped_stale += codes[2 * i + 1].max(0) as usize;
+                            report.skipped_stale += codes[mine]
+                                .iter()
+                                .skip(1)
+                                .step_by(2)
+                                .map(|s| (*s).max(0) as usize)
+                                .sum::<usize>();
                             continue;
                         }
                         Ok(_) => StoreError::Redis(wrong_type(&entity.key)),
@@ -1158,7 +1168,12 @@ impl FeatureStore {
             .iter()
             .zip(&values)
             .filter(|(n, _)| std::str::from_utf8(n).is_ok_and(event_fields::is_time_field))
-            .map(|(n, v)| (n.as_slice(), v.as_deref().and_then(event_fields::parse_time)))
+            .map(|(n, v)| {
+                (
+                    n.as_slice(),
+                    v.as_deref().and_then(event_fields::parse_time),
+                )
+            })
             .collect();
         let time_of = |field: &str| times.get(field.as_bytes()).copied().flatten();
         let wanted = if names.is_empty() {
@@ -1181,8 +1196,8 @@ impl FeatureStore {
                     .view_of(prefix, &text)
                     .and_then(|v| time_of(&event_fields::view_time_field(v)));
                 let own_time = time_of(&event_fields::feature_time_field(&text));
-                let event_time_ms = event_fields::effective_time(view_time, own_time)
-                    .filter(|_| value.is_some());
+                let event_time_ms =
+                    event_fields::effective_time(view_time, own_time).filter(|_| value.is_some());
                 let (age_ms, freshness) =
                     event_fields::judge(now_ms, value.is_some(), event_time_ms, max_age_ms);
                 let served = freshness.is_served(max_age_ms.is_some());
@@ -1245,27 +1260,74 @@ impl FeatureStore {
                 "a streaming write needs at least one feature",
             ));
         }
-        Ok(EntityArgs::streaming_update(
+        self.streaming_entity(
             key,
-            self.dated(event_time_ms, fields.keys().map(String::as_str))?,
-            fields.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
-        ))
+            event_time_ms,
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_wire()))
+                .collect(),
+        )
     }
 
-    /// The event-time head of one entity's write: its time, and how the
-    /// views of this store's prefix date `names`.
-    fn dated<'n>(
-        &'n self,
-        event_time_ms: u64,
-        names: impl Iterator<Item = &'n str>,
-    ) -> Result<Dated<'n>, StoreError> {
-        check_event_time(Some(event_time_ms))?;
-        let (dating, view) = self.views.dating(&self.config.key_prefix, names)?;
-        Ok(Dated {
-            event_time_ms,
-            dating,
-            view,
-        })
+    /// One batch row's part of a write call: a segment per view its
+    /// features belong to (`views::ViewMap::segments`), all at time `t`.
+    fn batch_entity<'a>(
+        &'a self,
+        key: String,
+        t: u64,
+        retract: Vec<&'a str>,
+        set: Vec<(&'a str, Cow<'a, str>)>,
+    ) -> Result<EntityArgs<'a>, StoreError> {
+        check_event_time(Some(t))?;
+        let names = retract.iter().copied().chain(set.iter().map(|(k, _)| *k));
+        let segments = self.views.segments(&self.config.key_prefix, names);
+        let mut entity = EntityArgs::new(key);
+        if let [one] = segments.as_slice() {
+            entity.push_batch(dated(t, one), retract.into_iter(), set.into_iter());
+            return Ok(entity);
+        }
+        for segment in &segments {
+            let r: Vec<&str> = retract
+                .iter()
+                .copied()
+                .filter(|n| segment.names.contains(n))
+                .collect();
+            let s: Vec<_> = set
+                .iter()
+                .filter(|(n, _)| segment.names.contains(n))
+                .cloned()
+                .collect();
+            entity.push_batch(dated(t, segment), r.into_iter(), s.into_iter());
+        }
+        Ok(entity)
+    }
+
+    /// One streaming update's part of a write call, segmented as
+    /// `batch_entity` is.
+    fn streaming_entity<'a>(
+        &'a self,
+        key: String,
+        t: u64,
+        set: Vec<(&'a str, Cow<'a, str>)>,
+    ) -> Result<EntityArgs<'a>, StoreError> {
+        check_event_time(Some(t))?;
+        let names = set.iter().map(|(k, _)| *k);
+        let segments = self.views.segments(&self.config.key_prefix, names);
+        let mut entity = EntityArgs::new(key);
+        if let [one] = segments.as_slice() {
+            entity.push_streaming(dated(t, one), set.into_iter());
+            return Ok(entity);
+        }
+        for segment in &segments {
+            let s: Vec<_> = set
+                .iter()
+                .filter(|(n, _)| segment.names.contains(n))
+                .cloned()
+                .collect();
+            entity.push_streaming(dated(t, segment), s.into_iter());
+        }
+        Ok(entity)
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
@@ -1361,6 +1423,35 @@ pub fn split_calls(costs: impl IntoIterator<Item = (usize, usize)>, per_call: us
 
 fn wrong_type(key: &str) -> String {
     format!("WRONGTYPE {key} holds a value that is not a hash; row not written")
+}
+
+fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
+    Dated {
+        event_time_ms: t,
+        dating: segment.dating,
+        view: segment.view,
+    }
+}
+
+/// The event time of each row of one write call that carries none of its
+/// own: the call's time (`event_clock`), one millisecond later for each
+/// earlier row of the same id, so a later row of an id still wins over an
+/// earlier one in the same call (an equal time would be a replay).
+fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64> {
+    let now = event_clock::now_ms();
+    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let times: Vec<u64> = ids
+        .map(|id| {
+            let k = seen.entry(id).or_insert(0);
+            let t = now + *k;
+            *k += 1;
+            t
+        })
+        .collect();
+    if let Some(last) = times.iter().max() {
+        event_clock::not_before(*last);
+    }
+    times
 }
 
 /// The largest event time the scripts take: 15 digits, exact in Lua's

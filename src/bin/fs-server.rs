@@ -104,7 +104,11 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         },
         ..StoreConfig::default()
     };
-    let store = Arc::new(FeatureStore::open(&url, config).map_err(|e| e.to_string())?);
+    let store = Arc::new(
+        FeatureStore::open(&url, config)
+            .map_err(|e| e.to_string())?
+            .with_registry(&registry),
+    );
     // An unsuitable Redis would fail every write: refuse to start. A Redis
     // that is down now is served as an outage (503s) until it is back.
     match store.missing_capabilities() {

@@ -280,7 +280,13 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         ..StoreConfig::default()
     };
     // Validates prefix, TTLs and chunk size; does not connect.
-    let store = FeatureStore::open(&common.redis_url, config)?;
+    // Writes are dated by the views of the registry the server reads with
+    // (the demo's when none is given): see `store::views`.
+    let dating = match &common.registry {
+        Some(path) => Registry::load(path)?,
+        None => Registry::demo(),
+    };
+    let store = FeatureStore::open(&common.redis_url, config)?.with_registry(&dating);
     let mut failures = FailureSink::create(common.failures.as_deref())?;
     // Its probe sleeps until the first write, and stops when it is dropped.
     let pacer = Pacer::new(common.pace_mode(), &common.redis_url)?;

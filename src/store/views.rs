@@ -6,7 +6,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::error::StoreError;
 use crate::registry::Registry;
 
 /// How a write is dated, as the write scripts' `M` argument says.
@@ -74,51 +73,58 @@ impl ViewMap {
             .map(|v| v.name.as_str())
     }
 
-    /// How a write of `names` under `prefix` is dated, and the view name
-    /// to send. A write mixing features of several views, or of a view and
-    /// of none, is refused: one write has one time field to compare.
-    pub fn dating<'n>(
+    /// How a write of `names` under `prefix` is dated: one segment per view
+    /// its features belong to (whole or part of it), and one for the
+    /// features of no view, each with the names it holds, in first-seen
+    /// order.
+    pub fn segments<'n>(
         &self,
         prefix: &str,
         names: impl Iterator<Item = &'n str>,
-    ) -> Result<(Dating, &str), StoreError> {
-        let Some(features) = self.by_prefix.get(prefix) else {
-            return Ok((Dating::PerFeature, NO_VIEW));
-        };
-        let mut view: Option<&Arc<View>> = None;
-        let mut free: Option<&str> = None;
-        let mut covered = BTreeSet::new();
+    ) -> Vec<Segment<'_, 'n>> {
+        let features = self.by_prefix.get(prefix);
+        let mut out: Vec<(Option<&Arc<View>>, BTreeSet<&'n str>)> = Vec::new();
         for name in names {
-            match features.get(name) {
-                None => free = Some(name),
-                Some(v) => {
-                    if let Some(seen) = view {
-                        if !Arc::ptr_eq(seen, v) {
-                            return Err(StoreError::invalid(format!(
-                                "one write may hold the features of one view: {name:?} is of \
-                                 view {:?}, others of view {:?}",
-                                v.name, seen.name
-                            )));
-                        }
-                    }
-                    view = Some(v);
-                    covered.insert(name);
+            let view = features.and_then(|f| f.get(name));
+            let at = out.iter().position(|(v, _)| match (v, view) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            });
+            match at {
+                Some(i) => {
+                    out[i].1.insert(name);
                 }
+                None => out.push((view, BTreeSet::from([name]))),
             }
         }
-        match (view, free) {
-            (None, _) => Ok((Dating::PerFeature, NO_VIEW)),
-            (Some(v), Some(name)) => Err(StoreError::invalid(format!(
-                "one write may hold the features of one view: {name:?} is of no view, \
-                 others of view {:?}",
-                v.name
-            ))),
-            (Some(v), None) if covered.len() == v.features.len() => {
-                Ok((Dating::WholeView, v.name.as_str()))
-            }
-            (Some(v), None) => Ok((Dating::PartOfView, v.name.as_str())),
-        }
+        out.into_iter()
+            .map(|(view, names)| match view {
+                None => Segment {
+                    dating: Dating::PerFeature,
+                    view: NO_VIEW,
+                    names,
+                },
+                Some(v) => Segment {
+                    dating: if names.len() == v.features.len() {
+                        Dating::WholeView
+                    } else {
+                        Dating::PartOfView
+                    },
+                    view: v.name.as_str(),
+                    names,
+                },
+            })
+            .collect()
     }
+}
+
+/// The features of one write that one view (or none) dates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment<'v, 'n> {
+    pub dating: Dating,
+    pub view: &'v str,
+    pub names: BTreeSet<&'n str>,
 }
 
 #[cfg(test)]
@@ -126,32 +132,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_is_dated_by_the_view_it_covers() {
-        let map = ViewMap::from_registry(&Registry::demo());
+    fn a_write_is_dated_by_the_views_it_covers_one_segment_each() {
+        let registry = Registry::demo();
+        let map = ViewMap::from_registry(&registry);
         let p = "fs:user:";
-        let batch = Registry::demo()
-            .views
-            .iter()
-            .find(|v| v.kind == crate::registry::ViewKind::Batch)
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    v.features.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
-                )
-            })
-            .expect("the demo has a batch view");
-        let (name, features) = batch;
-        let all = map.dating(p, features.iter().map(String::as_str));
-        assert_eq!(all.expect("dated"), (Dating::WholeView, name.as_str()));
-        let part = map.dating(p, features[..1].iter().map(String::as_str));
-        assert_eq!(part.expect("dated"), (Dating::PartOfView, name.as_str()));
-        let free = map.dating(p, ["mine", "yours"].into_iter());
-        assert_eq!(free.expect("dated").0, Dating::PerFeature);
-        assert!(map
-            .dating(p, [features[0].as_str(), "mine"].into_iter())
-            .is_err());
+        let names = |kind| {
+            registry
+                .views
+                .iter()
+                .find(|v| v.kind == kind)
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        v.features
+                            .iter()
+                            .map(|f| f.name.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .expect("the demo has both kinds of view")
+        };
+        let (batch, batch_features) = names(crate::registry::ViewKind::Batch);
+        let (stream, stream_features) = names(crate::registry::ViewKind::Stream);
+        let whole = map.segments(p, batch_features.iter().map(String::as_str));
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            (whole[0].dating, whole[0].view),
+            (Dating::WholeView, batch.as_str())
+        );
+        let part = map.segments(p, batch_features[..1].iter().map(String::as_str));
+        assert_eq!(
+            (part[0].dating, part[0].view),
+            (Dating::PartOfView, batch.as_str())
+        );
+        let free = map.segments(p, ["mine", "yours", "mine"].into_iter());
+        assert_eq!(free.len(), 1);
+        assert_eq!(free[0].dating, Dating::PerFeature);
+        assert_eq!(free[0].names.len(), 2);
+        let mixed = map.segments(
+            p,
+            [
+                stream_features[0].as_str(),
+                "mine",
+                batch_features[0].as_str(),
+            ]
+            .into_iter(),
+        );
+        let got: Vec<_> = mixed.iter().map(|s| (s.dating, s.view)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Dating::PartOfView, stream.as_str()),
+                (Dating::PerFeature, NO_VIEW),
+                (Dating::PartOfView, batch.as_str()),
+            ]
+        );
         // Another prefix knows no views.
-        let other = map.dating("fs:other:", features.iter().map(String::as_str));
-        assert_eq!(other.expect("dated").0, Dating::PerFeature);
+        let other = map.segments("fs:other:", batch_features.iter().map(String::as_str));
+        assert_eq!(other[0].dating, Dating::PerFeature);
     }
 }

@@ -91,12 +91,18 @@ pub fn check_entity_ttls(
         if t == -2 {
             continue; // expired between HKEYS and HPTTL
         }
-        if STREAMING_FEATURES.contains(&field.as_str()) {
+        // A feature's own event time follows its feature's rule; a view's
+        // time and marker are bounded by the key TTL checked above.
+        let field = field.strip_suffix("@t").unwrap_or(field);
+        if field.starts_with('@') {
+            continue;
+        }
+        if STREAMING_FEATURES.contains(&field) {
             assert!(
                 t > 0,
                 "{step}: streaming field {key}.{field} has no field TTL ({t})"
             );
-        } else if BATCH_FEATURES.contains(&field.as_str()) {
+        } else if BATCH_FEATURES.contains(&field) {
             assert_eq!(
                 t, -1,
                 "{step}: batch field {key}.{field} carries a field TTL"
@@ -105,4 +111,17 @@ pub fn check_entity_ttls(
             assert!(!only_demo_fields, "{step}: unknown field {field}");
         }
     }
+}
+
+/// An entity's features as `HGETALL` shows them, without the event-time
+/// fields the write scripts keep beside them (`@<view>`, `<feature>@t`).
+pub fn features(
+    conn: &mut redis::Connection,
+    key: &str,
+) -> std::collections::HashMap<String, String> {
+    let all: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(key).query(conn).expect("HGETALL");
+    all.into_iter()
+        .filter(|(f, _)| !feature_store::store::event_fields::is_time_field(f))
+        .collect()
 }

@@ -31,8 +31,7 @@ fn start(redis: &feature_store::ManagedRedis) -> (Server, tempfile::TempDir) {
 }
 
 fn hgetall(conn: &mut redis::Connection, key: &str) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> =
-        redis::cmd("HGETALL").arg(key).query(conn).expect("HGETALL");
+    let mut pairs: Vec<(String, String)> = crate::common::features(conn, key).into_iter().collect();
     pairs.sort();
     pairs
 }

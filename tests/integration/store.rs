@@ -1076,13 +1076,17 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
                 })
                 .collect();
             // The rule, counted independently: (arguments, bytes) per row
-            // are the key, the counts, the names and the values.
+            // are the key, the event-time head (a 13-digit time, the dating
+            // mode, "-" for no view), the counts, the names and the values.
             let expected_calls = |rows: &[BatchRow], streaming: bool| {
                 let (mut calls, mut n, mut args, mut bytes) = (0, 0, 0, 0);
                 for row in rows {
                     let counts = if streaming { 1 } else { 2 };
-                    let a = 1 + counts + row.retract.len() + 2 * row.set.len();
+                    let a = 1 + 3 + counts + row.retract.len() + 2 * row.set.len();
                     let b = format!("fs:user:{}", row.id).len()
+                        + 13
+                        + 1
+                        + 1
                         + if streaming {
                             row.set.len().to_string().len()
                         } else {
@@ -1110,7 +1114,9 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
             let d = delta(&before, &command_usec(&store).expect("INFO"));
             prop_assert_eq!(report.written, rows.len());
             prop_assert_eq!(d["evalsha"].calls, expected_calls(&rows, false));
-            prop_assert_eq!(d["hset"].calls, rows.len() as u64);
+            // One HSET per row, more for a row past the scripts' slice
+            // of 4000 arguments (its values and their event times).
+            prop_assert!(d["hset"].calls >= rows.len() as u64);
             prop_assert_eq!(d["expire"].calls, rows.len() as u64);
 
             let streaming_rows: Vec<BatchRow> = rows

@@ -523,9 +523,15 @@ pub fn memory(ctx: &mut Ctx) -> BResult<Row> {
         let hashes: Vec<Vec<(String, String)>> = pipe.query(raw)?;
         let mut pipe = redis::pipe();
         for (id, fields) in ids.iter().zip(&hashes) {
+            // The copy holds the features only: what the event times
+            // (`@<view>` fields) cost is part of what this row measures.
+            let fields: Vec<&(String, String)> = fields
+                .iter()
+                .filter(|(f, _)| !feature_store::store::event_fields::is_time_field(f))
+                .collect();
             if fields.len() != 11 {
                 return Err(
-                    format!("{PREFIX}{id} has {} fields, expected 11", fields.len()).into(),
+                    format!("{PREFIX}{id} has {} features, expected 11", fields.len()).into(),
                 );
             }
             let key = format!("{PLAIN_PREFIX}{id}");
@@ -596,14 +602,17 @@ pub fn memory(ctx: &mut Ctx) -> BResult<Row> {
         operation: "Redis memory per entity, 11 features (`MEMORY USAGE`)".into(),
         unit: "bytes",
         ours: figures(ours),
-        baseline_name: "the same 11 fields and values as one plain HSET".into(),
+        baseline_name: "the same 11 feature fields and values as one plain HSET".into(),
         baseline: figures(plain),
         ratio_on: RatioOn::Bytes,
-        goal: vec![Check::RatioAtMost(1.05)],
+        // Event times (one `@<view>` field per view written whole) are
+        // what this costs beyond the TTLs.
+        goal: vec![Check::RatioAtMost(1.35)],
         note: format!(
             "`MEMORY USAGE <key> SAMPLES 0` of {n} entities written by `bulk_load` + \
-             `update_streaming_many` (key TTL, 5 field TTLs; encoding `{enc_ours}`) and of a copy of \
-             each (same field names and values, `HSET` only, no TTLs; encoding `{enc_plain}`) under a \
+             `update_streaming_many` (key TTL, 5 field TTLs, an event time per view; encoding \
+             `{enc_ours}`) and of a copy of each (same feature names and values, `HSET` only, no \
+             TTLs, no event times; encoding `{enc_plain}`) under a \
              prefix of the same length; ratio of means.{same_layout}"
         ),
     })

@@ -171,7 +171,9 @@ fn run(args: Args) -> BResult<()> {
     let redis = ManagedRedis::start()?;
     let config = StoreConfig::default();
     let per_call = config.entities_per_call;
-    let store = FeatureStore::open(&redis.url(), config)?;
+    // Dated by the demo's views, as the server and the loader date them.
+    let store = FeatureStore::open(&redis.url(), config)?
+        .with_registry(&feature_store::registry::Registry::demo());
     let mut raw = library::raw_connection(&redis.url())?;
     let version = library::redis_version(&mut raw)?;
     let mut machine = Machine::probe(

@@ -74,7 +74,8 @@ pub fn rows(
     eprintln!("fs-bench: loading beside serving: a fresh Redis and fs-server ...");
     let redis = ManagedRedis::start()?;
     let url = redis.url();
-    let store = FeatureStore::open(&url, StoreConfig::default())?;
+    let store = FeatureStore::open(&url, StoreConfig::default())?
+        .with_registry(&feature_store::registry::Registry::demo());
     let readable: Vec<_> = synth::users(READ_USERS.min(users), SEED).collect();
     for chunk in readable.chunks(loader::CHUNK) {
         let report = store.bulk_load(chunk, library::BATCH_TTL)?;
