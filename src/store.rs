@@ -31,8 +31,11 @@ use crate::scripts::{
 use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
+mod aged;
 pub mod event_fields;
 mod vectors;
+
+pub use aged::AgedRows;
 pub mod views;
 
 use event_fields::Freshness;
@@ -1227,7 +1230,7 @@ impl FeatureStore {
 
     /// A WRONGTYPE error becomes `WrongType`, with the type from `TYPE`
     /// (one more round trip, on this error path only).
-    fn name_wrong_type(&self, key: &str, e: StoreError) -> StoreError {
+    pub(crate) fn name_wrong_type(&self, key: &str, e: StoreError) -> StoreError {
         match &e {
             // redis-rs prints the error code first, quoted: "WRONGTYPE": ...
             StoreError::Redis(m) if m.trim_start_matches('"').starts_with("WRONGTYPE") => {
@@ -1498,13 +1501,13 @@ fn decode<T: redis::FromRedisValue>(what: &str, reply: Value) -> Result<T, Store
 }
 
 /// An `HMGET` reply: one value (any bytes) or nil per name.
-fn decode_values(what: &str, reply: Value) -> Result<FeatureRow, StoreError> {
+pub(crate) fn decode_values(what: &str, reply: Value) -> Result<FeatureRow, StoreError> {
     let values: Vec<Option<Vec<u8>>> = decode(what, reply)?;
     Ok(values.into_iter().map(|v| v.map(ReadValue::from)).collect())
 }
 
 /// A pipelined command's own error reply (the others in the pipeline ran).
-fn server_error(e: redis::ServerError) -> StoreError {
+pub(crate) fn server_error(e: redis::ServerError) -> StoreError {
     StoreError::from(redis::RedisError::from(e))
 }
 
@@ -1525,7 +1528,7 @@ fn check_ttl(what: &str, ttl: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_names<N: AsRef<str>>(names: &[N]) -> Result<(), StoreError> {
+pub(crate) fn check_names<N: AsRef<str>>(names: &[N]) -> Result<(), StoreError> {
     names
         .iter()
         .try_for_each(|n| validate::feature_name(n.as_ref()))

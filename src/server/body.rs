@@ -23,6 +23,7 @@ pub struct Params {
     /// `/batch-read`'s `values`, as sent (see `values`).
     values: Option<String>,
     ttl: Option<String>,
+    max_age_ms: Option<String>,
     /// The JSON body's object as sent, for the `/v1` endpoints, whose body
     /// is more than these parameters (`/v1/features`, `/v1/push`'s rows).
     pub json: Option<serde_json::Map<String, Value>>,
@@ -50,6 +51,7 @@ impl Params {
                 "ids" | "ids[]" => ids.get_or_insert_with(Vec::new).extend(split_list(&value)),
                 "count" => self.count = Some(value),
                 "ttl" | "ttl_seconds" => self.ttl = Some(value),
+                "max_age_ms" => self.max_age_ms = Some(value),
                 "entity" => self.entity = Some(value),
                 "values" => self.values = Some(value),
                 _ => {} // unknown keys are ignored, as browsers add their own
@@ -75,6 +77,8 @@ impl Params {
                 "ids" => self.ids = Some(json_list(key, v)?),
                 "count" => self.count = Some(json_scalar(key, v)?),
                 "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
+                "max_age_ms" if v.is_null() => self.max_age_ms = None,
+                "max_age_ms" => self.max_age_ms = Some(json_scalar(key, v)?),
                 // `null` is "not given", as `/v1/features` reads it.
                 "entity" if v.is_null() => self.entity = None,
                 "entity" => self.entity = Some(json_string(key, v)?),
@@ -94,6 +98,15 @@ impl Params {
     /// `ttl` in seconds, or `default` when absent; 400 outside `min..=max`.
     pub fn ttl(&self, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
         int_in_range("ttl", self.ttl.as_deref(), default, min, max)
+    }
+
+    /// `max_age_ms`: serve only values at most this old on Redis's clock;
+    /// `None` when absent (no bound). 400 outside 0 to ten years.
+    pub fn max_age_ms(&self) -> Result<Option<u64>, ApiError> {
+        match self.max_age_ms.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(raw) => int_in_range("max_age_ms", Some(raw), 0, 0, MAX_AGE_MS).map(Some),
+        }
     }
 
     /// `values`: false when absent; `true`/`false` (or `1`/`0`) otherwise,
@@ -126,6 +139,9 @@ impl Params {
         }
     }
 }
+
+/// The largest `max_age_ms`: ten years, as the longest TTL.
+pub const MAX_AGE_MS: u64 = 315_360_000_000;
 
 fn int_in_range(
     name: &str,

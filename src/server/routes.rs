@@ -13,6 +13,7 @@ use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
 use crate::registry::{EntityType, ViewKind};
+use crate::store::event_fields::Freshness;
 use crate::store::{FeatureRow, FeatureStore, FieldState, MAX_TTL_SECONDS};
 use crate::value::ReadValue;
 
@@ -301,6 +302,18 @@ impl Serialize for Values<'_> {
     }
 }
 
+/// `{name: what}` for each field: its event time, age or verdict.
+struct Dating<'a, F: Fn(&FieldState) -> serde_json::Value>(&'a [FieldState], F);
+impl<F: Fn(&FieldState) -> serde_json::Value> Serialize for Dating<'_, F> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for f in self.0 {
+            m.serialize_entry(&f.name, &(self.1)(f))?;
+        }
+        m.end()
+    }
+}
+
 /// `{name: ttl_seconds}`
 struct Ttls<'a>(&'a [FieldState]);
 impl Serialize for Ttls<'_> {
@@ -318,10 +331,20 @@ fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
     let user = params.user()?;
     target.check(user)?;
     let fields = fields(app, target.entity, params)?;
+    let max_age_ms = params.max_age_ms()?;
     let started = Instant::now();
-    let read = target.store().read_fresh(user, &fields)?;
+    let read = target
+        .store()
+        .read_fresh_within(user, &fields, max_age_ms)?;
     let elapsed_ms = ms_since(started);
     let returned = read.fields.iter().filter(|f| f.value.is_some()).count();
+    let stale: Vec<&str> = read
+        .fields
+        .iter()
+        .filter(|f| matches!(f.freshness, Freshness::Stale | Freshness::Undated))
+        .filter(|_| max_age_ms.is_some())
+        .map(|f| f.name.as_str())
+        .collect();
     json_reply(&json!({
         "entity": target.entity.name,
         "user": user,
@@ -329,6 +352,12 @@ fn read(app: &App, params: &Params) -> Result<Reply, ApiError> {
         "requested": fields,
         "values": Values(&read.fields),
         "ttls": Ttls(&read.fields),
+        "event_times_ms": Dating(&read.fields, |f| json!(f.event_time_ms)),
+        "ages_ms": Dating(&read.fields, |f| json!(f.age_ms)),
+        "freshness": Dating(&read.fields, |f| json!(f.freshness)),
+        "max_age_ms": max_age_ms,
+        "stale": stale,
+        "now_ms": read.now_ms,
         "key_ttl_seconds": read.key_ttl_seconds,
         "returned_count": returned,
         "elapsed_ms": elapsed_ms,
@@ -367,8 +396,20 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
             &snap[..count.min(snap.len())]
         }
     };
+    let max_age_ms = params.max_age_ms()?;
     let started = Instant::now();
-    let rows = target.store().batch_get_features(ids, &fields)?;
+    // A bound costs the event-time fields and TIME in the same round trip;
+    // without one the read is the plain pipelined HMGET.
+    let (rows, stale_count) = match max_age_ms {
+        None => (target.store().batch_get_features(ids, &fields)?, 0),
+        Some(bound) => {
+            let aged = target
+                .store()
+                .batch_get_features_within(ids, &fields, Some(bound))?;
+            let stale = aged.stale_count();
+            (aged.rows, stale)
+        }
+    };
     let elapsed_ms = ms_since(started);
     let present = |r: &FeatureRow| r.iter().filter(|v| v.is_some()).count();
     let mut values_found = 0;
@@ -401,6 +442,8 @@ fn batch_read(app: &App, params: &Params) -> Result<Reply, ApiError> {
         "found_count": found,
         "field_count": fields.len(),
         "values_found": values_found,
+        "max_age_ms": max_age_ms,
+        "stale_count": stale_count,
         "requested": fields,
         "elapsed_ms": elapsed_ms,
         "sample": sample,
