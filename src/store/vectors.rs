@@ -175,6 +175,7 @@ mod tests {
             ty,
             default,
             kind: ViewKind::Batch,
+            max_age_ms: None,
         }
     }
 
