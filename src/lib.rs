@@ -35,7 +35,7 @@
 //! let registry = Registry::demo();
 //! let fraud_v1 = registry.resolve_model("fraud_v1")?;
 //! let ids = vec!["u0001".to_string(), "u0002".to_string()];
-//! let vectors = store.vectors(&fraud_v1, &ids)?;
+//! let vectors = store.vectors(&fraud_v1, &ids, None)?; // None: no age bound asked
 //!
 //! for (id, (values, status)) in ids.iter().zip(vectors.values.iter().zip(&vectors.status)) {
 //!     let shown: Vec<String> = values
