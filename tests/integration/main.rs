@@ -18,4 +18,5 @@ mod scripts;
 mod server;
 mod store;
 mod vectors;
+mod vectors_max_age;
 mod walkthrough;
