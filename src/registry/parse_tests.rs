@@ -674,3 +674,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_documented_format_example_parses_with_the_bounds_it_describes() {
+    let doc = include_str!("../../docs/registry.md");
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &doc[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let r = Registry::parse(block, "docs/registry.md").unwrap_or_else(|e| panic!("{e}"));
+    let bounds: Vec<(String, Option<u64>)> = r
+        .resolve_model("fraud_v1")
+        .expect("resolves")
+        .columns
+        .into_iter()
+        .map(|c| (c.reference, c.max_age_ms))
+        .collect();
+    // As the doc says: the column's own entry beats the feature's hour
+    // and the model's day; the other column gets the model's day.
+    assert_eq!(
+        bounds,
+        [
+            ("user_profile.risk_segment".to_string(), Some(86_400_000)),
+            ("user_profile.embedding".to_string(), Some(600_000)),
+        ]
+    );
+}
