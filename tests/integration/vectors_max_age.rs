@@ -419,3 +419,48 @@ fn v1_features_refuses_a_max_age_ms_that_is_not_a_whole_number_of_ms_in_range() 
         assert_eq!(status, 200, "{fine}: {v}");
     }
 }
+
+#[test]
+fn the_page_marks_a_stale_value_and_shows_its_age() {
+    let Some(bin) = crate::server::chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed; CI must run the browser tests");
+        }
+        eprintln!("SKIPPED the_page_marks_a_stale_value_and_shows_its_age: no chromium");
+        return;
+    };
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bounded.toml");
+    std::fs::write(&path, bounded_registry_text()).expect("writing the registry");
+    let server = Server::start(&redis.url(), &["--registry", &path.display().to_string()]);
+    // fraud_v1 (the page's first model) reads tx_count_5m, bounded to 3 s
+    // by the registry; this one is 5 s old.
+    write_activity(&mut common::raw(&redis), "u1", 5000);
+
+    let dom = crate::server::run_chromium(
+        &bin,
+        "--dump-dom",
+        &format!("http://{}/?user=u1&run=model", server.addr),
+    );
+    assert!(
+        dom.contains("model: ok"),
+        "the model step did not run:\n{dom}"
+    );
+    // The model's default (-1) is served, marked stale, with its age.
+    let cell = dom
+        .split("<td")
+        .find(|td| td.contains("class=\"st-stale\""))
+        .unwrap_or_else(|| panic!("no stale cell:\n{dom}"));
+    assert!(cell.contains(">-1 (stale: default)<"), "{cell}");
+    // Chromium starts after the write: the age is at least the 5 s.
+    let age: u64 = cell
+        .split("title=\"age ")
+        .nth(1)
+        .and_then(|t| t.split(" ms").next())
+        .map(|t| t.replace(',', ""))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no age in {cell}"));
+    assert!((5000..120_000).contains(&age), "{cell}");
+    assert!(dom.contains("stale <b>1</b>"), "{dom}");
+}
