@@ -503,6 +503,20 @@ fn a_columns_age_bound_is_the_smallest_the_registry_gives_it() {
 }
 
 #[test]
+fn the_registry_json_shows_the_bounds_the_file_gives_and_only_those() {
+    let text = bounded(
+        "60000",
+        "max_age_ms = 30000\nmax_ages_ms = { \"p.score\" = 500 }",
+    );
+    let j = Registry::parse(&text, "t.toml").expect("parses").to_json();
+    assert_eq!(j["views"][0]["features"][0]["max_age_ms"], 60000);
+    assert!(j["views"][0]["features"][1].get("max_age_ms").is_none());
+    assert_eq!(j["models"][0]["max_age_ms"], 30000);
+    assert!(j["models"][0]["features"][0].get("max_age_ms").is_none());
+    assert_eq!(j["models"][0]["features"][1]["max_age_ms"], 500);
+}
+
+#[test]
 fn a_bad_max_age_names_its_line() {
     for (bad, want) in [
         ("0", "max_age_ms must be 1 to 315360000000, got 0"),

@@ -464,3 +464,103 @@ fn the_page_marks_a_stale_value_and_shows_its_age() {
     assert!((5000..120_000).contains(&age), "{cell}");
     assert!(dom.contains("stale <b>1</b>"), "{dom}");
 }
+
+#[test]
+fn a_key_of_another_type_stays_invalid_under_a_bound() {
+    let redis = common::redis();
+    let mut conn = common::raw(&redis);
+    redis::cmd("SET")
+        .arg("fs:user:str")
+        .arg("x")
+        .query::<()>(&mut conn)
+        .expect("SET");
+    write_activity(&mut conn, "u1", 0);
+    let store = common::store(&redis);
+    let v = store
+        .vectors(
+            &activity(&two_entities()),
+            &ids(&["str", "u1"]),
+            Some(60_000),
+        )
+        .expect("vectors");
+    assert_eq!(v.status[0], [Status::Invalid, Status::Invalid]);
+    assert_eq!(v.status[1], [Status::Present, Status::Present]);
+    assert_eq!((v.invalid_count, v.stale_count), (2, 0));
+    assert_eq!(
+        v.ages.as_ref().map(|a| a[0].clone()),
+        Some(vec![None, None])
+    );
+}
+
+/// What another tool might leave in an event-time field: a valid time
+/// (old or new, as text), near misses, or any bytes.
+fn hostile_time(now: u64) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..20_000u64).prop_map(move |back| (now - back).to_string().into_bytes()),
+        (0..5_000u64).prop_map(move |ahead| (now + ahead).to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..20),
+        "[-+ ]?[0-9]{0,17}(\\.[0-9]{0,3})?(e[0-9])?".prop_map(String::into_bytes),
+    ]
+}
+
+#[test]
+fn hostile_event_time_fields_never_serve_a_value_older_than_the_bound() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let redis = common::redis();
+    let conn = std::cell::RefCell::new(common::raw(&redis));
+    let now = redis_now_ms(&mut conn.borrow_mut());
+    let store = common::store(&redis);
+    let cols = activity(&two_entities());
+    let bound = 10_000u64;
+    let mut runner = TestRunner::new(Config::with_cases(96));
+    runner
+        .run(
+            &(hostile_time(now), hostile_time(now), any::<bool>()),
+            |(view_time, own_time, with_own)| {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg("fs:user:h")
+                    .arg("tx_count_5m")
+                    .arg("7")
+                    .arg("@user_activity")
+                    .arg(&view_time);
+                if with_own {
+                    cmd.arg("tx_count_5m@t").arg(&own_time);
+                }
+                cmd.query::<i64>(&mut *conn.borrow_mut()).expect("HSET");
+                if !with_own {
+                    redis::cmd("HDEL")
+                        .arg("fs:user:h")
+                        .arg("tx_count_5m@t")
+                        .query::<i64>(&mut *conn.borrow_mut())
+                        .expect("HDEL");
+                }
+                let v = store
+                    .vectors(&cols, &ids(&["h"]), Some(bound))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let age = v.ages.as_ref().expect("ages")[0][0];
+                // A time counts only as plain decimal text; the newer wins.
+                let parse = |b: &[u8]| -> Option<u64> {
+                    let s = std::str::from_utf8(b).ok()?;
+                    (!s.is_empty() && s.len() <= 15 && s.bytes().all(|c| c.is_ascii_digit()))
+                        .then(|| s.parse().ok())
+                        .flatten()
+                };
+                let own = if with_own { parse(&own_time) } else { None };
+                let newest = parse(&view_time).max(own);
+                match (v.status[0][0], age) {
+                    (Status::Present, Some(a)) => {
+                        prop_assert!(a <= bound as i64, "served at age {a}");
+                        prop_assert!(newest.is_some());
+                        prop_assert_eq!(v.values[0][0].clone(), Some(Value::Int(7)));
+                    }
+                    (Status::Stale, Some(a)) => prop_assert!(a > bound as i64, "stale at {a}"),
+                    (Status::Stale, None) => prop_assert_eq!(newest, None),
+                    other => prop_assert!(false, "{:?}", other),
+                }
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+}
