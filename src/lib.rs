@@ -11,7 +11,8 @@
 //!
 //! A Rust model server links the crate and reads a model's typed vector for
 //! many entities in one round trip, with a status per value
-//! (`present`, `missing`, `defaulted`, `invalid`):
+//! (`present`, `missing`, `defaulted`, `invalid`, and `stale` when a
+//! `max_age_ms` bound, the registry's or the call's, refuses an old value):
 //!
 //! ```
 //! use feature_store::registry::Registry;
