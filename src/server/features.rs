@@ -141,8 +141,15 @@ fn max_age(v: Option<&Json>) -> Result<Option<u64>, ApiError> {
                 "max_age_ms must be an integer from 0 to {max}, got {n}"
             ))),
         },
+        // The kind, not the value: an array or object may be long.
         Some(other) => Err(ApiError::bad(format!(
-            "max_age_ms must be an integer from 0 to {max}, got {other}"
+            "max_age_ms must be an integer from 0 to {max}, got {}",
+            match other {
+                Json::String(_) => "a string",
+                Json::Bool(_) => "a boolean",
+                Json::Array(_) => "an array",
+                _ => "an object",
+            }
         ))),
     }
 }
