@@ -11,7 +11,8 @@
 //!
 //! A Rust model server links the crate and reads a model's typed vector for
 //! many entities in one round trip, with a status per value
-//! (`present`, `missing`, `defaulted`, `invalid`):
+//! (`present`, `missing`, `defaulted`, `invalid`, and `stale` when a
+//! `max_age_ms` bound, the registry's or the call's, refuses an old value):
 //!
 //! ```
 //! use feature_store::registry::Registry;
@@ -35,7 +36,7 @@
 //! let registry = Registry::demo();
 //! let fraud_v1 = registry.resolve_model("fraud_v1")?;
 //! let ids = vec!["u0001".to_string(), "u0002".to_string()];
-//! let vectors = store.vectors(&fraud_v1, &ids)?;
+//! let vectors = store.vectors(&fraud_v1, &ids, None)?; // None: no age bound asked
 //!
 //! for (id, (values, status)) in ids.iter().zip(vectors.values.iter().zip(&vectors.status)) {
 //!     let shown: Vec<String> = values

@@ -5,7 +5,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use super::types::{
-    Column, EntityType, FeatureDef, FeatureView, Model, Registry, Resolved, ViewKind,
+    tighter, Column, EntityType, FeatureDef, FeatureView, Model, Registry, Resolved, ViewKind,
 };
 
 /// A name a request gave that the registry cannot serve. Unknown names are
@@ -80,7 +80,9 @@ impl Registry {
         self.views.iter().filter(move |v| v.entity == entity)
     }
 
-    /// A model's columns in the model's order, with its defaults.
+    /// A model's columns in the model's order, with its defaults and its
+    /// age bounds (each column's the smallest of the feature's, the
+    /// model's and the model's for that feature).
     pub fn resolve_model(&self, name: &str) -> Result<Resolved, LookupError> {
         let model = self
             .model(name)
@@ -95,6 +97,8 @@ impl Registry {
             if mf.default.is_some() {
                 column.default = mf.default.clone();
             }
+            column.max_age_ms =
+                tighter(column.max_age_ms, tighter(model.max_age_ms, mf.max_age_ms));
         }
         Ok(resolved)
     }
@@ -148,6 +152,7 @@ impl Registry {
                 ty: def.ty.clone(),
                 default: def.default.clone(),
                 kind: view.kind,
+                max_age_ms: def.max_age_ms,
             });
         }
         Ok(Resolved {
@@ -209,19 +214,34 @@ impl Registry {
                         super::FeatureType::FloatVector(n) => out["length"] = json!(n),
                         _ => {}
                     }
+                    if let Some(ms) = f.max_age_ms {
+                        out["max_age_ms"] = json!(ms);
+                    }
                     out
                 }).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "models": self.models.iter().map(|m| json!({
-                "name": m.name,
-                "entity": m.features.first()
-                    .and_then(|f| self.view(&f.view))
-                    .map(|v| v.entity.clone()),
-                "features": m.features.iter().map(|f| json!({
-                    "reference": format!("{}.{}", f.view, f.feature),
-                    "default": f.default.as_ref().map(|d| d.to_json()),
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "models": self.models.iter().map(|m| {
+                let mut out = json!({
+                    "name": m.name,
+                    "entity": m.features.first()
+                        .and_then(|f| self.view(&f.view))
+                        .map(|v| v.entity.clone()),
+                    "features": m.features.iter().map(|f| {
+                        let mut out = json!({
+                            "reference": format!("{}.{}", f.view, f.feature),
+                            "default": f.default.as_ref().map(|d| d.to_json()),
+                        });
+                        if let Some(ms) = f.max_age_ms {
+                            out["max_age_ms"] = json!(ms);
+                        }
+                        out
+                    }).collect::<Vec<_>>(),
+                });
+                if let Some(ms) = m.max_age_ms {
+                    out["max_age_ms"] = json!(ms);
+                }
+                out
+            }).collect::<Vec<_>>(),
         })
     }
 }

@@ -17,7 +17,7 @@ mod value;
 
 pub use error::{Problem, RegistryError};
 pub use lookup::LookupError;
-pub use parse::{MAX_TTL_SECONDS, MAX_VECTOR_LEN};
+pub use parse::{MAX_AGE_MS, MAX_TTL_SECONDS, MAX_VECTOR_LEN};
 pub use types::{
     Column, EntityType, FeatureDef, FeatureType, FeatureView, Model, ModelFeature, Registry,
     Resolved, Value, ViewKind, DEFAULT_ID_CHARS,

@@ -25,12 +25,19 @@
 //! name = "embedding"
 //! type = "float_vector"
 //! length = 4                # float_vector only, >= 1
+//! max_age_ms = 60000        # optional, 1..=315360000000: older is stale
 //!
 //! [[model]]
 //! name = "fraud_v1"
 //! features = ["user_profile.risk_segment", "user_profile.embedding"]
 //! defaults = { "user_profile.risk_segment" = "medium" }   # optional
+//! max_age_ms = 600000                                     # optional, every column
+//! max_ages_ms = { "user_profile.embedding" = 30000 }      # optional, per column
 //! ```
+//!
+//! A column's age bound is the smallest of those given (the feature's, the
+//! model's, the model's for it): a bound can only tighten, so a model
+//! cannot serve a feature older than the feature itself allows.
 //!
 //! Every problem is collected before failing, so one run of the server
 //! lists them all. The walk goes over toml's spanned document rather than
@@ -53,6 +60,8 @@ use crate::validate;
 pub const MAX_TTL_SECONDS: i64 = 315_360_000;
 /// The longest float vector (an embedding) a feature may declare.
 pub const MAX_VECTOR_LEN: i64 = 65_536;
+/// The largest `max_age_ms`: ten years, the longest TTL, in milliseconds.
+pub const MAX_AGE_MS: i64 = MAX_TTL_SECONDS * 1000;
 /// Entity, view and model names: short, and no dots (`view.feature`).
 const MAX_OBJECT_NAME: usize = 64;
 
@@ -237,6 +246,37 @@ fn opt_int(ctx: &mut Ctx, t: &DeTable<'_>, key: &str) -> Option<(Option<i64>, Ra
         ctx.err(&v.span(), format!("`{key}` must be an integer"));
     }
     Some((n, v.span()))
+}
+
+/// A `max_age_ms` value: an integer number of milliseconds, 1 to
+/// [`MAX_AGE_MS`]. `label` names it in the message (`max_age_ms`, or a
+/// model's per-feature entry).
+fn max_age(ctx: &mut Ctx, v: &Val<'_>, label: &str) -> Option<u64> {
+    let Some(i) = v.get_ref().as_integer() else {
+        ctx.err(
+            &v.span(),
+            format!("{label} must be an integer (milliseconds)"),
+        );
+        return None;
+    };
+    match i64::from_str_radix(i.as_str(), i.radix()) {
+        Ok(n) if (1..=MAX_AGE_MS).contains(&n) => Some(n as u64),
+        Ok(n) => {
+            ctx.err(
+                &v.span(),
+                format!("{label} must be 1 to {MAX_AGE_MS}, got {n}"),
+            );
+            None
+        }
+        // Beyond 64 bits: still a number, just far too big.
+        Err(_) => {
+            ctx.err(
+                &v.span(),
+                format!("{label} must be 1 to {MAX_AGE_MS}, got {}", i.as_str()),
+            );
+            None
+        }
+    }
 }
 
 /// An entity, view or model name: it appears in URLs, JSON and
@@ -469,7 +509,7 @@ fn feature(
     check_keys(
         ctx,
         t,
-        &["name", "type", "values", "length", "default"],
+        &["name", "type", "values", "length", "default", "max_age_ms"],
         "a feature",
     );
     let name = req_str(ctx, t, span, "name", "a feature");
@@ -537,8 +577,24 @@ fn feature(
         },
         _ => None,
     };
+    let max_age_ms = match t.get("max_age_ms") {
+        None => None,
+        Some(v) => {
+            let bound = max_age(ctx, v, "max_age_ms");
+            ok &= bound.is_some();
+            bound
+        }
+    };
     let ((name, name_span), ty) = (name?, ty?);
-    ok.then_some((FeatureDef { name, ty, default }, name_span))
+    ok.then_some((
+        FeatureDef {
+            name,
+            ty,
+            default,
+            max_age_ms,
+        },
+        name_span,
+    ))
 }
 
 fn category_values(
@@ -647,7 +703,12 @@ fn model(
     views: &[ParsedView],
     view_names: &HashSet<String>,
 ) -> Option<(Model, Range<usize>)> {
-    check_keys(ctx, t, &["name", "features", "defaults"], "a [[model]]");
+    check_keys(
+        ctx,
+        t,
+        &["name", "features", "defaults", "max_age_ms", "max_ages_ms"],
+        "a [[model]]",
+    );
     let name = req_str(ctx, t, span, "name", "a [[model]]");
     let mut ok = match &name {
         Some((n, s)) => object_name(ctx, n, s, "model"),
@@ -742,6 +803,7 @@ fn model(
                             view: vname.to_owned(),
                             feature: fname.to_owned(),
                             default: None,
+                            max_age_ms: None,
                         },
                         def,
                         reference,
@@ -787,12 +849,55 @@ fn model(
             }
         }
     }
+    if let Some(d) = t.get("max_ages_ms") {
+        match d.get_ref().as_table() {
+            None => {
+                ctx.err(
+                    &d.span(),
+                    "`max_ages_ms` must be a table of \"view.feature\" = milliseconds",
+                );
+                ok = false;
+            }
+            Some(bounds) => {
+                for (key, value) in bounds.iter() {
+                    let reference = key.get_ref().as_ref();
+                    let Some((mf, _, _)) = features.iter_mut().find(|(_, _, r)| *r == reference)
+                    else {
+                        if unchecked.contains(&reference) {
+                            continue;
+                        }
+                        ctx.err(
+                            &key.span(),
+                            format!(
+                                "max_ages_ms for {reference:?}, which is not in this model's features"
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    };
+                    match max_age(ctx, value, &format!("max_ages_ms for {reference:?}")) {
+                        Some(ms) => mf.max_age_ms = Some(ms),
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+    }
+    let max_age_ms = match t.get("max_age_ms") {
+        None => None,
+        Some(v) => {
+            let bound = max_age(ctx, v, "max_age_ms");
+            ok &= bound.is_some();
+            bound
+        }
+    };
     let (name, name_span) = name?;
     ok.then(|| {
         (
             Model {
                 name,
                 features: features.into_iter().map(|(f, _, _)| f).collect(),
+                max_age_ms,
             },
             name_span,
         )

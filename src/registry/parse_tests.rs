@@ -420,6 +420,156 @@ fn a_model_naming_a_missing_view_or_feature_names_its_line() {
     );
 }
 
+/// GOOD with age bounds: the feature `age` 60 s, `score` none, the model
+/// 30 s overall and its own bounds per column.
+fn bounded(feature_bound: &str, model_lines: &str) -> String {
+    format!(
+        r#"
+[[entity]]
+name = "user"
+key_prefix = "fs:user:"
+
+[[view]]
+name = "p"
+entity = "user"
+kind = "stream"
+ttl_seconds = 300
+features = [
+  {{ name = "age", type = "int", max_age_ms = {feature_bound} }},
+  {{ name = "score", type = "float" }},
+  {{ name = "seen", type = "bool" }},
+]
+
+[[model]]
+name = "m"
+features = ["p.age", "p.score", "p.seen"]
+{model_lines}
+"#
+    )
+}
+
+#[test]
+fn a_columns_age_bound_is_the_smallest_the_registry_gives_it() {
+    let bounds = |feature_bound: &str, model_lines: &str| -> Vec<Option<u64>> {
+        let r = Registry::parse(&bounded(feature_bound, model_lines), "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.resolve_model("m")
+            .expect("resolves")
+            .columns
+            .iter()
+            .map(|c| c.max_age_ms)
+            .collect()
+    };
+    // The feature's own bound alone; the others are unbounded.
+    assert_eq!(bounds("60000", ""), [Some(60_000), None, None]);
+    // A model bound covers every column, and tightens the feature's only
+    // where it is smaller.
+    assert_eq!(
+        bounds("60000", "max_age_ms = 30000"),
+        [Some(30_000), Some(30_000), Some(30_000)]
+    );
+    assert_eq!(
+        bounds("6000", "max_age_ms = 30000"),
+        [Some(6_000), Some(30_000), Some(30_000)]
+    );
+    // Per column: tightens, never loosens.
+    assert_eq!(
+        bounds(
+            "60000",
+            "max_age_ms = 30000\nmax_ages_ms = { \"p.age\" = 90000, \"p.score\" = 500 }"
+        ),
+        [Some(30_000), Some(500), Some(30_000)]
+    );
+    assert_eq!(
+        bounds("60000", "[model.max_ages_ms]\n\"p.seen\" = 1"),
+        [Some(60_000), None, Some(1)]
+    );
+    // A feature list (no model) gets the features' own bounds.
+    let r = Registry::parse(&bounded("60000", "max_age_ms = 1"), "t.toml").expect("parses");
+    let cols = r
+        .resolve_features(None, &["p.age".into(), "score".into()])
+        .expect("resolves")
+        .columns;
+    assert_eq!(cols[0].max_age_ms, Some(60_000));
+    assert_eq!(cols[1].max_age_ms, None);
+    // The request's bound tightens a column's, never loosens it.
+    assert_eq!(cols[0].max_age_under(Some(1000)), Some(1000));
+    assert_eq!(cols[0].max_age_under(Some(90_000)), Some(60_000));
+    assert_eq!(cols[0].max_age_under(None), Some(60_000));
+    assert_eq!(cols[1].max_age_under(Some(5)), Some(5));
+    assert_eq!(cols[1].max_age_under(None), None);
+    // The largest bound is accepted.
+    assert_eq!(bounds("315360000000", "")[0], Some(315_360_000_000));
+}
+
+#[test]
+fn the_registry_json_shows_the_bounds_the_file_gives_and_only_those() {
+    let text = bounded(
+        "60000",
+        "max_age_ms = 30000\nmax_ages_ms = { \"p.score\" = 500 }",
+    );
+    let j = Registry::parse(&text, "t.toml").expect("parses").to_json();
+    assert_eq!(j["views"][0]["features"][0]["max_age_ms"], 60000);
+    assert!(j["views"][0]["features"][1].get("max_age_ms").is_none());
+    assert_eq!(j["models"][0]["max_age_ms"], 30000);
+    assert!(j["models"][0]["features"][0].get("max_age_ms").is_none());
+    assert_eq!(j["models"][0]["features"][1]["max_age_ms"], 500);
+}
+
+#[test]
+fn a_bad_max_age_names_its_line() {
+    for (bad, want) in [
+        ("0", "max_age_ms must be 1 to 315360000000, got 0"),
+        ("-5", "max_age_ms must be 1 to 315360000000, got -5"),
+        ("315360000001", "got 315360000001"),
+        ("99999999999999999999", "got 99999999999999999999"),
+        ("1.5", "max_age_ms must be an integer"),
+        ("\"60000\"", "max_age_ms must be an integer"),
+        ("60e3", "max_age_ms must be an integer"),
+        ("true", "max_age_ms must be an integer"),
+    ] {
+        // On a feature (the inline table's line)...
+        let text = bounded(bad, "").replace(
+            &format!("max_age_ms = {bad} }},"),
+            &format!("max_age_ms = {bad} }}, #!"),
+        );
+        refused_at_mark(&text, want);
+        // ... and as [[view.feature]].
+        refused_at_mark(
+            &one_feature(&format!(
+                "name = \"x\"\ntype = \"int\"\nmax_age_ms = {bad} #!"
+            )),
+            want,
+        );
+        // On a model, and for one column of it.
+        refused_at_mark(&bounded("1000", &format!("max_age_ms = {bad} #!")), want);
+        refused_at_mark(
+            &bounded(
+                "1000",
+                &format!("[model.max_ages_ms]\n\"p.age\" = {bad} #!"),
+            ),
+            if want.starts_with("max_age_ms must be an integer") {
+                "max_ages_ms for \"p.age\" must be an integer"
+            } else {
+                want.trim_start_matches("max_age_ms ")
+            },
+        );
+    }
+}
+
+#[test]
+fn a_models_per_column_bound_must_name_its_features() {
+    refused_at_mark(
+        &bounded("1000", "max_ages_ms = { \"p.nope\" = 10 } #!"),
+        "max_ages_ms for \"p.nope\", which is not in this model's features",
+    );
+    refused_at_mark(
+        &bounded("1000", "max_ages_ms = 10 #!"),
+        "`max_ages_ms` must be a table",
+    );
+    refused_at_mark(&bounded("1000", "max_age = 10 #!"), "unknown key `max_age`");
+}
+
 #[test]
 fn a_model_mixing_entities_names_its_line() {
     refused_at_mark(
@@ -502,7 +652,8 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("[[view.feature]]\n".to_string()),
         Just("[[model]]\n".to_string()),
         Just("[model.defaults]\n".to_string()),
-        "(name|key_prefix|entity|kind|type|values|length|default|features|ttl_seconds|id_chars|id_max_length) = ".prop_map(|s| s),
+        Just("[model.max_ages_ms]\n".to_string()),
+        "(name|key_prefix|entity|kind|type|values|length|default|features|ttl_seconds|id_chars|id_max_length|max_age_ms|max_ages_ms) = ".prop_map(|s| s),
         "\"[a-z_.:]{0,8}\"\n",
         "-?[0-9]{1,12}\n",
         Just("[\"a\", \"b\"]\n".to_string()),
@@ -536,4 +687,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_documented_format_example_parses_with_the_bounds_it_describes() {
+    let doc = include_str!("../../docs/registry.md");
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &doc[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let r = Registry::parse(block, "docs/registry.md").unwrap_or_else(|e| panic!("{e}"));
+    let bounds: Vec<(String, Option<u64>)> = r
+        .resolve_model("fraud_v1")
+        .expect("resolves")
+        .columns
+        .into_iter()
+        .map(|c| (c.reference, c.max_age_ms))
+        .collect();
+    // As the doc says: the column's own entry beats the feature's hour
+    // and the model's day; the other column gets the model's day.
+    assert_eq!(
+        bounds,
+        [
+            ("user_profile.risk_segment".to_string(), Some(86_400_000)),
+            ("user_profile.embedding".to_string(), Some(600_000)),
+        ]
+    );
 }

@@ -108,6 +108,9 @@ pub struct FeatureDef {
     pub name: String,
     pub ty: FeatureType,
     pub default: Option<Value>,
+    /// The oldest value (by event time, in ms) a read may serve; older is
+    /// `stale`. `None`: no bound of its own.
+    pub max_age_ms: Option<u64>,
 }
 
 /// A feature's declared type.
@@ -139,15 +142,19 @@ pub enum Value {
 pub struct Model {
     pub name: String,
     pub features: Vec<ModelFeature>,
+    /// A bound on every column's age (ms); it only tightens the features'.
+    pub max_age_ms: Option<u64>,
 }
 
 /// One column of a model: `view.feature`, with the model's own default
-/// (which wins over the feature's).
+/// (which wins over the feature's) and its own age bound (which only
+/// tightens the feature's and the model's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFeature {
     pub view: String,
     pub feature: String,
     pub default: Option<Value>,
+    pub max_age_ms: Option<u64>,
 }
 
 /// A request's columns, resolved against the registry: all of one entity.
@@ -169,4 +176,25 @@ pub struct Column {
     /// The model's default when it has one, else the feature's.
     pub default: Option<Value>,
     pub kind: ViewKind,
+    /// The oldest value (ms, by event time) this column serves: the
+    /// smallest of the bounds the registry gives it (the feature's, the
+    /// model's, the model's for this feature). A read's own bound can
+    /// tighten it further, never loosen it. `None`: unbounded.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Column {
+    /// The bound a read serves this column under: its own, tightened by
+    /// the request's.
+    pub fn max_age_under(&self, request_max_age_ms: Option<u64>) -> Option<u64> {
+        tighter(self.max_age_ms, request_max_age_ms)
+    }
+}
+
+/// The tighter of two optional age bounds: a bound given anywhere holds.
+pub(crate) fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
 }

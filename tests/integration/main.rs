@@ -19,4 +19,5 @@ mod scripts;
 mod server;
 mod store;
 mod vectors;
+mod vectors_max_age;
 mod walkthrough;

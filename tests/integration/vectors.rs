@@ -395,7 +395,11 @@ fn feature_store_vectors_types_the_same_values_as_the_endpoint() {
     let registry = two_entities();
     let ids: Vec<String> = ["u1", "u2", "u3"].map(String::from).to_vec();
     let v = store
-        .vectors(&registry.resolve_model("fraud_v1").expect("model"), &ids)
+        .vectors(
+            &registry.resolve_model("fraud_v1").expect("model"),
+            &ids,
+            None,
+        )
         .expect("vectors");
     use Status::*;
     assert_eq!(v.ids, ids);
@@ -443,7 +447,7 @@ fn feature_store_vectors_types_the_same_values_as_the_endpoint() {
         )
         .expect("features");
     let m = store
-        .vectors(&merchant, &["m1".into(), "m2".into()])
+        .vectors(&merchant, &["m1".into(), "m2".into()], None)
         .expect("vectors");
     assert_eq!(
         m.values,
@@ -475,7 +479,7 @@ fn feature_store_vectors_refuses_a_bad_id_before_sending_anything() {
         vec![],
         vec!["m1".to_string(); 1001],
     ] {
-        let e = store.vectors(&merchant, &ids).expect_err("refused");
+        let e = store.vectors(&merchant, &ids, None).expect_err("refused");
         assert!(matches!(e, StoreError::InvalidInput(_)), "{e:?}");
     }
     assert_eq!(hmget_calls(), before, "nothing was sent");
@@ -494,7 +498,7 @@ fn a_key_of_another_type_is_invalid_for_that_entity_only() {
     let store = common::store(&redis);
     let model = two_entities().resolve_model("fraud_v1").expect("model");
     let v = store
-        .vectors(&model, &["str".into(), "u1".into()])
+        .vectors(&model, &["str".into(), "u1".into()], None)
         .expect("vectors");
     assert_eq!(v.status[0], [Status::Invalid; 5]);
     assert_eq!(v.status[1], [Status::Present; 5]);
@@ -567,7 +571,7 @@ fn hostile_stored_bytes_never_panic_nor_serve_a_wrong_type() {
                 .collect();
             hset(&mut conn.borrow_mut(), "fs:user:h", &pairs);
             let v = store
-                .vectors(&resolved, &["h".into()])
+                .vectors(&resolved, &["h".into()], None)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             for ((column, value), status) in
                 resolved.columns.iter().zip(&v.values[0]).zip(&v.status[0])

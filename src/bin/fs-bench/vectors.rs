@@ -51,7 +51,7 @@ pub fn library_row(ctx: &mut Ctx) -> BResult<Row> {
     let (store, raw) = (ctx.store, &mut *ctx.raw);
     // Once: every value is there and of its type, so the row times typed
     // reads, not a short cut.
-    let first = store.vectors(&resolved, &ids[..100])?;
+    let first = store.vectors(&resolved, &ids[..100], None)?;
     if first.status.iter().flatten().any(|s| *s != Status::Present) {
         return Err(format!(
             "vectors: not every value present: {:?}",
@@ -68,7 +68,7 @@ pub fn library_row(ctx: &mut Ctx) -> BResult<Row> {
         n,
         ctx.sizes.rounds,
         |i| -> BResult<()> {
-            let v = store.vectors(&resolved, &ids[i * 100..(i + 1) * 100])?;
+            let v = store.vectors(&resolved, &ids[i * 100..(i + 1) * 100], None)?;
             if v.values.len() != 100 {
                 return Err(format!("vectors returned {} rows", v.values.len()).into());
             }
