@@ -1184,6 +1184,101 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     assert!(a3.iter().all(|t| *t > 0), "{a3:?}");
 }
 
+/// The take-back after a refused EXPIRE must remove only what that row
+/// wrote: a feature it skipped (stored newer) keeps its value, and the
+/// view's time (written by an earlier whole row) keeps dating the view's
+/// features, so an older row still cannot overwrite them.
+#[test]
+#[ignore = "write_batch_rows' take-back deletes every field the row names, and @V/@V+, \
+            written by it or not; un-ignore with the script's fix"]
+fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
+    let redis = common::redis();
+    let mut admin = common::raw(&redis);
+    load_all(&mut admin);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "batch",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-expire",
+            "(~fs:user:a* +expire)",
+        ])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    // b1: a whole row at T, then country_iso alone at T2.
+    let b1 = ["fs:user:b1"];
+    let whole_at_t = [
+        "86400",
+        T,
+        "2",
+        "user_batch",
+        "0",
+        "2",
+        "country_iso",
+        "US",
+        "tx_count_7d",
+        "14",
+    ];
+    write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &whole_at_t);
+    let part = [
+        "86400",
+        T2,
+        "1",
+        "user_batch",
+        "0",
+        "1",
+        "country_iso",
+        "US2",
+    ];
+    write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &part);
+    // A part row at T1 for a1 and b1: on b1 it skips country_iso (T2 is
+    // newer), writes tx_count_7d, and its EXPIRE is refused.
+    let mut c = connect_as(&redis, "batch");
+    let row = [
+        T1,
+        "1",
+        "user_batch",
+        "0",
+        "2",
+        "country_iso",
+        "FR",
+        "tx_count_7d",
+        "15",
+    ];
+    let mut args = vec!["86400"];
+    args.extend(row);
+    args.extend(row);
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:a1", "fs:user:b1"],
+        &args,
+    ));
+    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
+    // (The @user_batch+ marker may stay: it only makes later writes look
+    // at per-feature times.)
+    let h = hgetall(&mut admin, "fs:user:b1");
+    let get = |f: &str| h.get(f).map(String::as_str);
+    assert_eq!(
+        (get("country_iso"), get("country_iso@t"), get("@user_batch")),
+        (Some("US2"), Some(T2), Some(T)),
+        "the skipped feature and the view's time are not the failed row's to take: {h:?}"
+    );
+    assert_eq!(
+        (get("tx_count_7d"), get("tx_count_7d@t")),
+        (None, None),
+        "the failed row's value and time are taken back: {h:?}"
+    );
+    // And so the whole row at T, sent again, still writes nothing.
+    let reply = write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &whole_at_t);
+    assert_eq!(reply, vec![0, 2]);
+    assert_eq!(hgetall(&mut admin, "fs:user:b1")["country_iso"], "US2");
+}
+
 // ---- HSETEX, and the HSET + HEXPIRE path without it --------------------
 
 /// Calls of each command since the last look (`INFO commandstats`).
