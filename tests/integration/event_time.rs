@@ -478,6 +478,28 @@ fn a_newer_partial_write_keeps_its_feature_against_an_older_whole_write_which_ta
             );
             assert_eq!(ttls[5], -1, "the marker has no field TTL");
         }
+        // c alone at T0+25, then a whole write at T0+22: newer than b's own
+        // time, which it takes away, older than c's, which stays.
+        assert_eq!(
+            write(&mut c, T0 + 25, 1, &[("c", "part")], 900),
+            vec![(1, 0)]
+        );
+        assert_eq!(
+            write(&mut c, T0 + 22, 2, &abc("22"), FIELD_TTL),
+            vec![(2, 1)]
+        );
+        assert_eq!(
+            hgetall(&mut c, KEY),
+            map(&[
+                ("a", "22"),
+                ("b", "22"),
+                ("c", "part"),
+                ("@v", &t(22)),
+                ("c@t", &t(25)),
+                ("@v+", &t(25)),
+            ]),
+            "streaming {streaming}"
+        );
         // A whole write newer than every time dates the view alone again.
         assert_eq!(
             write(&mut c, T0 + 30, 2, &abc("3"), FIELD_TTL),
@@ -656,21 +678,50 @@ fn streaming_times_carry_the_field_ttl_and_the_view_marker_none() {
 
 // ---- any arrival order ----------------------------------------------------
 
-/// The batch view `b` and the streaming view `s`, three features each.
-const BATCH_FEATURES: [&str; 3] = ["b0", "b1", "b2"];
-const STREAM_FEATURES: [&str; 3] = ["s0", "s1", "s2"];
+/// Which features an event writes: the batch view `b`, the streaming view
+/// `s`, or free features `x` (no view, mode 0), which both scripts write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Group {
+    B,
+    S,
+    X,
+}
+
+impl Group {
+    fn names(self) -> [&'static str; 3] {
+        match self {
+            Group::B => ["b0", "b1", "b2"],
+            Group::S => ["s0", "s1", "s2"],
+            Group::X => ["x0", "x1", "x2"],
+        }
+    }
+
+    /// The view's name, and its time field (free features have none).
+    fn view(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Group::B => ("b", Some("@b")),
+            Group::S => ("s", Some("@s")),
+            Group::X => ("-", None),
+        }
+    }
+}
+
+/// Two entities, so most events meet another of the same entity.
+const ENTITIES: usize = 2;
 
 fn entity_key(e: usize) -> String {
     format!("fs:user:e{e}")
 }
 
 /// One event: a batch row or a streaming update for one entity at one
-/// time, covering its whole view (mode 2) or the features in `mask`
-/// (mode 1). A batch event retracts the features in `nulls`.
+/// time, covering the whole of its view (mode 2), or the features in
+/// `mask` (mode 1, or mode 0 for free features). A batch event retracts
+/// the features in `nulls`.
 #[derive(Debug, Clone)]
 struct Event {
     id: usize,
     streaming: bool,
+    group: Group,
     whole: bool,
     entity: usize,
     mask: u8,
@@ -679,14 +730,6 @@ struct Event {
 }
 
 impl Event {
-    fn names(&self) -> &'static [&'static str; 3] {
-        if self.streaming {
-            &STREAM_FEATURES
-        } else {
-            &BATCH_FEATURES
-        }
-    }
-
     fn covers(&self, f: usize) -> bool {
         self.whole || self.mask & (1 << f) != 0
     }
@@ -703,7 +746,7 @@ impl Event {
 
     /// This event's part of its call's ARGV.
     fn args(&self) -> Vec<String> {
-        let names = self.names();
+        let names = self.group.names();
         let covered: Vec<usize> = (0..3).filter(|f| self.covers(*f)).collect();
         let retract: Vec<&str> = covered
             .iter()
@@ -718,10 +761,12 @@ impl Event {
             .iter()
             .map(|(f, v)| (names[*f], v.as_str()))
             .collect();
-        let (mode, view) = (
-            if self.whole { 2 } else { 1 },
-            if self.streaming { "s" } else { "b" },
-        );
+        let mode = match (self.group, self.whole) {
+            (Group::X, _) => 0,
+            (_, true) => 2,
+            (_, false) => 1,
+        };
+        let (view, _) = self.group.view();
         if self.streaming {
             update(self.time, mode, view, &set)
         } else {
@@ -731,17 +776,12 @@ impl Event {
 }
 
 fn events() -> impl Strategy<Value = (Vec<Event>, Vec<usize>)> {
-    // (streaming, whole, entity, mask, nulls, time): six times for up to
-    // 14 events, so ties are common.
-    let event = (
-        any::<bool>(),
-        any::<bool>(),
-        0usize..3,
-        1u8..8,
-        0u8..8,
-        0u64..6,
-    );
-    prop::collection::vec(event, 1..14).prop_flat_map(|raw| {
+    // (kind, entity, mask, nulls, time): kinds are a batch row of view b
+    // (whole or part), a streaming update of view s (whole or part), and
+    // free features from either script; six times for up to 15 events,
+    // so ties are common.
+    let event = (0u8..6, 0..ENTITIES, 1u8..8, 0u8..8, 0u64..6);
+    prop::collection::vec(event, 1..16).prop_flat_map(|raw| {
         let n = raw.len();
         let order = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
         // Duplicates (retries, replays), each inserted anywhere.
@@ -750,14 +790,25 @@ fn events() -> impl Strategy<Value = (Vec<Event>, Vec<usize>)> {
             let events = raw
                 .into_iter()
                 .enumerate()
-                .map(|(id, (streaming, whole, entity, mask, nulls, t))| Event {
-                    id,
-                    streaming,
-                    whole,
-                    entity,
-                    mask,
-                    nulls,
-                    time: T0 + 1000 * t,
+                .map(|(id, (kind, entity, mask, nulls, t))| {
+                    let (streaming, group, whole) = match kind {
+                        0 => (false, Group::B, true),
+                        1 => (false, Group::B, false),
+                        2 => (true, Group::S, true),
+                        3 => (true, Group::S, false),
+                        4 => (false, Group::X, false),
+                        _ => (true, Group::X, false),
+                    };
+                    Event {
+                        id,
+                        streaming,
+                        group,
+                        whole,
+                        entity,
+                        mask,
+                        nulls,
+                        time: T0 + 1000 * t,
+                    }
                 })
                 .collect();
             for (which, at) in dups {
@@ -793,14 +844,14 @@ fn deliver(c: &mut redis::Connection, arrivals: &[&Event]) -> i64 {
     written
 }
 
-/// Per (entity, streaming view?, feature): the event that must decide it,
-/// the newest; among events of the same time, the first to arrive (an
-/// equal time is skipped).
-fn deciding_events<'a>(arrivals: &[&'a Event]) -> HashMap<(usize, bool, usize), &'a Event> {
-    let mut out: HashMap<(usize, bool, usize), &Event> = HashMap::new();
+/// Per (entity, group, feature): the event that must decide it, the
+/// newest; among events of the same time, the first to arrive (an equal
+/// time is skipped).
+fn deciding_events<'a>(arrivals: &[&'a Event]) -> HashMap<(usize, Group, usize), &'a Event> {
+    let mut out: HashMap<(usize, Group, usize), &Event> = HashMap::new();
     for e in arrivals {
         for f in (0..3).filter(|f| e.covers(*f)) {
-            let slot = out.entry((e.entity, e.streaming, f)).or_insert(e);
+            let slot = out.entry((e.entity, e.group, f)).or_insert(e);
             if e.time > slot.time {
                 *slot = e;
             }
@@ -819,7 +870,7 @@ fn check_arrival_order(
     deliver(c, &arrivals);
     let deciding = deciding_events(&arrivals);
     let snap = snapshot(c);
-    for ent in 0..3 {
+    for ent in 0..ENTITIES {
         let key = entity_key(ent);
         let Some((key_ttl, fields)) = snap.get(&key) else {
             prop_assert!(
@@ -830,15 +881,24 @@ fn check_arrival_order(
             continue;
         };
         prop_assert!(*key_ttl > 0, "{} has no key TTL ({})", key, key_ttl);
-        for (streaming, view, names) in [(false, "b", BATCH_FEATURES), (true, "s", STREAM_FEATURES)]
-        {
-            let time_of = |field: &str| fields.get(field).and_then(|(v, _)| v.parse::<u64>().ok());
-            let view_time = time_of(&format!("@{view}"));
-            for (f, name) in names.iter().enumerate() {
+        let time_of = |field: &str| fields.get(field).and_then(|(v, _)| v.parse::<u64>().ok());
+        let mut known = vec![s("@b+"), s("@s+")];
+        for group in [Group::B, Group::S, Group::X] {
+            let (_, view_field) = group.view();
+            let view_time = view_field.and_then(time_of);
+            known.extend(view_field.map(s));
+            for (f, name) in group.names().iter().enumerate() {
+                let own = format!("{name}@t");
+                known.extend([s(name), own.clone()]);
                 let got = fields.get(*name);
-                let own_time = time_of(&format!("{name}@t"));
-                let Some(e) = deciding.get(&(ent, streaming, f)) else {
-                    prop_assert!(got.is_none(), "{}.{} never written: {:?}", key, name, got);
+                let Some(e) = deciding.get(&(ent, group, f)) else {
+                    prop_assert!(
+                        got.is_none() && !fields.contains_key(&own),
+                        "{}.{} never written: {:?}",
+                        key,
+                        name,
+                        got
+                    );
                     continue;
                 };
                 prop_assert_eq!(
@@ -850,37 +910,50 @@ fn check_arrival_order(
                     e
                 );
                 prop_assert_eq!(
-                    view_time.max(own_time),
+                    view_time.max(time_of(&own)),
                     Some(e.time),
                     "{}.{}: its event time",
                     key,
                     name
                 );
-                if let Some((_, ttl)) = got {
-                    if streaming {
-                        prop_assert!(*ttl > 0, "{}.{} has no field TTL", key, name);
+                // An own time stays only while not older than the view's
+                // (equal: a whole write that tied with it skipped the
+                // feature); a whole write that covers a feature takes its
+                // own time away.
+                if let (Some(own_t), Some(view_t)) = (time_of(&own), view_time) {
+                    prop_assert!(
+                        own_t >= view_t,
+                        "{}.{}: a leftover own time {} under the view's {}",
+                        key,
+                        name,
+                        own_t,
+                        view_t
+                    );
+                }
+                // A streaming write gives the value and its own time the
+                // field TTL; a batch write leaves them none.
+                for (field, (_, ttl)) in [name, own.as_str()]
+                    .iter()
+                    .filter_map(|n| fields.get(*n).map(|v| (n, v)))
+                {
+                    if e.streaming {
+                        prop_assert!(*ttl > 0, "{}.{} has no field TTL", key, field);
                     } else {
-                        prop_assert_eq!(*ttl, -1, "{}.{} carries a field TTL", key, name);
+                        prop_assert_eq!(*ttl, -1, "{}.{} carries a field TTL", key, field);
                     }
                 }
             }
         }
-        // Nothing but the views' features and their times.
+        // Nothing else; the view fields' TTLs as the view's script sets
+        // them (the markers none).
         for (field, (_, ttl)) in fields {
-            let streaming = field.starts_with('s') || field.starts_with("@s");
-            prop_assert!(
-                field.starts_with("@b")
-                    || field.starts_with("@s")
-                    || BATCH_FEATURES.iter().any(|f| field.starts_with(f))
-                    || STREAM_FEATURES.iter().any(|f| field.starts_with(f)),
-                "{}: stray field {}",
-                key,
-                field
-            );
-            if !streaming || field == "@s+" {
-                prop_assert_eq!(*ttl, -1, "{}.{}: no field TTL", key, field);
-            } else {
-                prop_assert!(*ttl > 0, "{}.{}: a field TTL", key, field);
+            prop_assert!(known.contains(field), "{}: stray field {}", key, field);
+            match field.as_str() {
+                "@b" | "@b+" | "@s+" => {
+                    prop_assert_eq!(*ttl, -1, "{}.{}: no field TTL", key, field)
+                }
+                "@s" => prop_assert!(*ttl > 0, "{}.@s has no field TTL", key),
+                _ => {}
             }
         }
     }
