@@ -15,7 +15,7 @@ use crate::common;
 
 const BATCH_TTL: u64 = 86_400;
 const FIELD_TTL: u64 = 300;
-/// 2026-12-01T12:00:00Z in epoch ms.
+/// 2026-12-01T16:00:00Z in epoch ms.
 const T0: u64 = 1_796_140_800_000;
 
 fn s<T: ToString>(x: T) -> String {

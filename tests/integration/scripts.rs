@@ -8,7 +8,7 @@ use redis::{RedisResult, Value};
 
 use crate::common;
 
-/// Event times (epoch ms) for the rows and updates below: 2026-12-01T12:00:00Z
+/// Event times (epoch ms) for the rows and updates below: 2026-12-01T16:00:00Z
 /// and one and two seconds later.
 const T: &str = "1796140800000";
 const T1: &str = "1796140801000";
