@@ -7,6 +7,7 @@ mod bench;
 mod census;
 mod ensure_redis;
 mod entities;
+mod event_time;
 mod freshness;
 mod http_hostile;
 mod invariants;

@@ -8,6 +8,19 @@ use redis::{RedisResult, Value};
 
 use crate::common;
 
+/// Event times (epoch ms) for the rows and updates below: 2026-12-01T16:00:00Z
+/// and one and two seconds later.
+const T: &str = "1796140800000";
+const T1: &str = "1796140801000";
+const T2: &str = "1796140802000";
+
+fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// `EVALSHA <sha> <numkeys> <keys..> <args..>`, exactly what redis-cli sends.
 fn evalsha(
     conn: &mut redis::Connection,
@@ -23,8 +36,8 @@ fn evalsha(
         .query(conn)
 }
 
-/// A call that must succeed, and its reply as integers (one per entity for
-/// the write scripts).
+/// A call that must succeed, and its reply as integers (for the write
+/// scripts two per entity: features written, features skipped as stale).
 fn write_ok(
     conn: &mut redis::Connection,
     script: &LuaScript,
@@ -55,6 +68,11 @@ fn ttl(conn: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query(conn).expect("TTL")
 }
 
+/// Milliseconds: shows whether a call refreshed a key TTL within the second.
+fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
+}
+
 fn httl(conn: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
     redis::cmd("HTTL")
         .arg(key)
@@ -78,24 +96,50 @@ fn batch_rows_set_fields_and_key_ttl() {
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0001";
-    let args = ["86400", "0", "2", "country_iso", "US", "tx_count_7d", "14"];
-    assert_eq!(write_ok(&mut c, &WRITE_BATCH_ROWS, &[key], &args), vec![2]);
+    let args = [
+        "86400",
+        T,
+        "2",
+        "user_batch",
+        "0",
+        "2",
+        "country_iso",
+        "US",
+        "tx_count_7d",
+        "14",
+    ];
+    assert_eq!(
+        write_ok(&mut c, &WRITE_BATCH_ROWS, &[key], &args),
+        vec![2, 0]
+    );
     let h = hgetall(&mut c, key);
-    assert_eq!(h.len(), 2);
-    assert_eq!(h["country_iso"], "US");
-    assert_eq!(h["tx_count_7d"], "14");
+    assert_eq!(
+        h,
+        map(&[
+            ("country_iso", "US"),
+            ("tx_count_7d", "14"),
+            ("@user_batch", T),
+        ]),
+        "the values, and one time for the whole view"
+    );
     let t = ttl(&mut c, key);
     assert!((86_390..=86_400).contains(&t), "key ttl {t}");
     assert_eq!(
-        httl(&mut c, key, &["country_iso", "tx_count_7d"]),
-        vec![-1, -1],
-        "batch fields carry no field TTL"
+        httl(&mut c, key, &["country_iso", "tx_count_7d", "@user_batch"]),
+        vec![-1, -1, -1],
+        "batch fields (and their time) carry no field TTL"
     );
 
-    // The same call again (a retry) leaves the same state.
+    // The same call again (a retry): nothing is newer, so nothing changes,
+    // not even the key TTL.
+    let before = pttl(&mut c, key);
     let again = evalsha(&mut c, &WRITE_BATCH_ROWS, &[key], &args);
-    assert_eq!(ints(again.expect("retry")), vec![2]);
+    assert_eq!(ints(again.expect("retry")), vec![0, 2]);
     assert_eq!(hgetall(&mut c, key), h);
+    assert!(
+        pttl(&mut c, key) <= before,
+        "the retry refreshed the key TTL"
+    );
 }
 
 #[test]
@@ -113,16 +157,26 @@ fn batch_rows_write_several_entities_in_one_call() {
         &WRITE_BATCH_ROWS,
         &["fs:user:a", "fs:user:str", "fs:user:b"],
         &[
-            "600", "0", "1", "x", "1", "0", "1", "y", "2", "0", "2", "x", "3", "z", "4",
+            "600", T, "1", "v", "0", "1", "x", "1", //
+            T, "1", "v", "0", "1", "y", "2", //
+            T, "2", "v", "0", "2", "x", "3", "z", "4",
         ],
     );
     assert_eq!(
         reply,
-        vec![1, -1, 2],
+        vec![1, 0, -1, 0, 2, 0],
         "a non-hash key is skipped, the rest written"
     );
-    assert_eq!(hgetall(&mut c, "fs:user:a")["x"], "1");
-    assert_eq!(hgetall(&mut c, "fs:user:b").len(), 2);
+    assert_eq!(
+        hgetall(&mut c, "fs:user:a"),
+        map(&[("x", "1"), ("x@t", T), ("@v+", T)]),
+        "a part of view v: the feature's own time, and the view's marker"
+    );
+    assert_eq!(
+        hgetall(&mut c, "fs:user:b"),
+        map(&[("x", "3"), ("z", "4"), ("@v", T)])
+    );
+    assert!(ttl(&mut c, "fs:user:a") > 590);
     assert!(ttl(&mut c, "fs:user:b") > 590);
     let untouched: String = redis::cmd("GET")
         .arg("fs:user:str")
@@ -146,26 +200,32 @@ fn batch_rows_retract_in_the_same_call() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
-        &["600", "0", "2", "a", "1", "b", "2"],
+        &["600", T, "2", "v", "0", "2", "a", "1", "b", "2"],
     );
     let reply = write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
-        &["900", "1", "1", "b", "a", "10"],
+        &["900", T1, "2", "v", "1", "1", "b", "a", "10"],
     );
-    assert_eq!(reply, vec![1]);
-    let h = hgetall(&mut c, key);
-    assert_eq!(h, HashMap::from([("a".to_string(), "10".to_string())]));
+    assert_eq!(reply, vec![2, 0]);
+    assert_eq!(hgetall(&mut c, key), map(&[("a", "10"), ("@v", T1)]));
     assert!(
         ttl(&mut c, key) > 600,
         "the key TTL is refreshed by each batch row"
     );
 
-    // Retracting every field leaves no key behind (and no error).
-    let reply = write_ok(&mut c, &WRITE_BATCH_ROWS, &[key], &["900", "1", "0", "a"]);
-    assert_eq!(reply, vec![0]);
-    assert_eq!(ttl(&mut c, key), -2);
+    // Retracting every feature leaves only the view's time (so an older row
+    // cannot bring the values back), and it expires with the key.
+    let reply = write_ok(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &[key],
+        &["900", T2, "2", "v", "2", "0", "a", "b"],
+    );
+    assert_eq!(reply, vec![2, 0]);
+    assert_eq!(hgetall(&mut c, key), map(&[("@v", T2)]));
+    assert!((890..=900).contains(&ttl(&mut c, key)));
 }
 
 #[test]
@@ -178,19 +238,25 @@ fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
         &mut c,
         &WRITE_STREAMING,
         &[key],
-        &["300", "86400", "1", "segment", "hot"],
+        &["300", "86400", T, "0", "-", "1", "segment", "hot"],
     );
-    assert!(httl(&mut c, key, &["segment"])[0] > 0);
+    assert!(httl(&mut c, key, &["segment", "segment@t"])
+        .iter()
+        .all(|t| *t > 0));
     write_ok(
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
-        &["86400", "0", "1", "segment", "warm"],
+        &["86400", T1, "0", "-", "0", "1", "segment", "warm"],
     );
     assert_eq!(
-        httl(&mut c, key, &["segment"]),
-        vec![-1],
-        "a batch field has no field TTL"
+        hgetall(&mut c, key),
+        map(&[("segment", "warm"), ("segment@t", T1)])
+    );
+    assert_eq!(
+        httl(&mut c, key, &["segment", "segment@t"]),
+        vec![-1, -1],
+        "a batch field (and its time) has no field TTL"
     );
 }
 
@@ -204,54 +270,129 @@ fn batch_row_refusals_write_nothing() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
-        &["600", "0", "1", "a", "1"],
+        &["600", T, "2", "v", "0", "1", "a", "1"],
     );
     let before = hgetall(&mut c, key);
-    let before_ttl = ttl(&mut c, key);
+    let before_ttl = pttl(&mut c, key);
 
     // Each case is sent for two keys: the existing one first, then a fresh
     // one, so a refusal that only comes with the second row shows whether
-    // the first row was written.
-    let cases: &[(&[&str], &str)] = &[
-        (&["600", "0", "1", "a"], "fewer arguments"),
+    // the first row (newer than the stored one) was written.
+    let row1 = [T1, "2", "v", "0", "1", "a", "2"];
+    let with_row1 = |rest: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["600"];
+        args.extend(row1);
+        args.extend(rest);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            &["600", "0", "1", "a", "2", "b"],
+            vec!["600", T1, "2", "v", "0", "1", "a"],
+            "row 1: fewer arguments",
+        ),
+        (
+            with_row1(&[T1, "2", "v", "0"]),
             "row 2: counts must be integers",
         ),
         (
-            &["600", "0", "1", "a", "2", "0", "1", "b"],
+            with_row1(&[T1, "2", "v", "0", "1", "b"]),
             "row 2: fewer arguments",
         ),
         (
-            &["600", "0", "1", "a", "2", "0", "1", "b", "3", "extra"],
+            with_row1(&[T1, "2", "v", "0", "1", "b", "3", "extra"]),
             "more arguments than",
         ),
-        (&["abc", "0", "1", "a", "2"], "ttl must be an integer"),
-        (&["0", "0", "1", "a", "2"], "ttl must be an integer"),
-        (&["-5", "0", "1", "a", "2"], "ttl must be an integer"),
-        (&["1.5", "0", "1", "a", "2"], "ttl must be an integer"),
-        (&["315360001", "0", "1", "a", "2"], "ttl must be an integer"),
         (
-            &["600", "0", "1", "a", "2", "0", "0"],
+            vec!["abc", T1, "2", "v", "0", "1", "a", "2"],
+            "ttl must be an integer",
+        ),
+        (
+            vec!["0", T1, "2", "v", "0", "1", "a", "2"],
+            "ttl must be an integer",
+        ),
+        (
+            vec!["-5", T1, "2", "v", "0", "1", "a", "2"],
+            "ttl must be an integer",
+        ),
+        (
+            vec!["1.5", T1, "2", "v", "0", "1", "a", "2"],
+            "ttl must be an integer",
+        ),
+        (
+            vec!["315360001", T1, "2", "v", "0", "1", "a", "2"],
+            "ttl must be an integer",
+        ),
+        (
+            with_row1(&[T1, "2", "v", "0", "0"]),
             "row 2: nothing to write",
         ),
-        (&[], "ttl must be an integer"),
-        (&["600"], "row 1: counts must be integers"),
-        (&["600", "x", "1", "a", "2"], "counts must be integers"),
-        (&["600", "0", "3001", "a", "2"], "counts must be integers"),
-        (&["600", "5001", "1", "a", "2"], "counts must be integers"),
-        (&["600", "0", "1.5", "a", "2"], "counts must be integers"),
-        (&["600", "-1", "1", "a", "2"], "counts must be integers"),
-        (&["600", "0", "inf", "a", "2"], "counts must be integers"),
-        (&["600", "0", "nan", "a", "2"], "counts must be integers"),
-        (&["600", "3", "0", "a"], "fewer arguments"),
-        (&["600", "0", "1", "", "2"], "empty feature name"),
+        (vec![], "ttl must be an integer"),
+        (vec!["600"], "row 1: event time must be epoch ms"),
+        (vec!["600", T1], "row 1: mode must be 0, 1 or 2"),
+        (vec!["600", T1, "2"], "row 1: mode must be 0, 1 or 2"),
+        (vec!["600", T1, "2", "v"], "row 1: counts must be integers"),
         (
-            &["600", "0", "1", "a", "2", "1", "1", "", "b", "2"],
-            "row 2: empty feature name",
+            with_row1(&[T1, "3", "v", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2",
+        ),
+        (
+            with_row1(&[T1, "02", "v", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2",
+        ),
+        (
+            with_row1(&[T1, "2", "", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2, with a view name",
+        ),
+        (
+            with_row1(&[T1, "0", "", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2, with a view name",
+        ),
+        (
+            vec!["600", T1, "2", "v", "x", "1", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "0", "3001", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "5001", "1", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "0", "1.5", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "-1", "1", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "0", "inf", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "0", "nan", "a", "2"],
+            "counts must be integers",
+        ),
+        (
+            vec!["600", T1, "2", "v", "3", "0", "a"],
+            "row 1: fewer arguments",
+        ),
+        (
+            vec!["600", T1, "2", "v", "0", "1", "", "2"],
+            "row 1: feature names must be non-empty",
+        ),
+        (
+            with_row1(&[T1, "2", "v", "1", "1", "", "b", "2"]),
+            "row 2: feature names must be non-empty",
+        ),
+        (
+            with_row1(&[T1, "2", "v", "0", "1", "", "2"]),
+            "row 2: feature names must be non-empty",
         ),
     ];
-    for (args, expected) in cases {
+    for (args, expected) in &cases {
         let err = error_text(evalsha(
             &mut c,
             &WRITE_BATCH_ROWS,
@@ -268,7 +409,7 @@ fn batch_row_refusals_write_nothing() {
             "args {args:?} changed the existing row"
         );
         assert!(
-            ttl(&mut c, key) <= before_ttl,
+            pttl(&mut c, key) <= before_ttl,
             "args {args:?} refreshed the TTL"
         );
         assert_eq!(
@@ -281,7 +422,7 @@ fn batch_row_refusals_write_nothing() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &[],
-        &["600", "0", "1", "a", "1"],
+        &["600", T1, "2", "v", "0", "1", "a", "1"],
     ));
     assert!(err.contains("no keys"), "{err}");
     assert_eq!(common::all_keys(&mut c), vec![key.to_string()]);
@@ -300,6 +441,9 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         &[
             "300",
             "86400",
+            T,
+            "2",
+            "user_stream",
             "2",
             "tx_count_5m",
             "3",
@@ -307,14 +451,21 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
             "ios-9f02",
         ],
     );
-    assert_eq!(reply, vec![1], "new entity: key TTL pinned");
-    let ttls = httl(&mut c, key, &["tx_count_5m", "last_device_id"]);
+    assert_eq!(reply, vec![2, 0]);
+    let ttls = httl(
+        &mut c,
+        key,
+        &["tx_count_5m", "last_device_id", "@user_stream"],
+    );
     assert!(
         ttls.iter().all(|t| (290..=300).contains(t)),
-        "field ttls {ttls:?}"
+        "field ttls (the view's time expires with its values) {ttls:?}"
     );
     let t = ttl(&mut c, key);
-    assert!((86_390..=86_400).contains(&t), "pinned key ttl {t}");
+    assert!(
+        (86_390..=86_400).contains(&t),
+        "new entity: key ttl pinned {t}"
+    );
 
     // An entity with a batch TTL keeps it: the streaming write does not
     // extend the entity's life.
@@ -323,17 +474,29 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &[batch_key],
-        &["1000", "0", "1", "country_iso", "US"],
+        &["1000", T, "1", "user_batch", "0", "1", "country_iso", "US"],
     );
     let reply = write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
-        &["300", "86400", "1", "tx_count_5m", "1"],
+        &[
+            "300",
+            "86400",
+            T,
+            "1",
+            "user_stream",
+            "1",
+            "tx_count_5m",
+            "1",
+        ],
     );
-    assert_eq!(reply, vec![0]);
+    assert_eq!(reply, vec![1, 0]);
     assert!(ttl(&mut c, batch_key) <= 1000);
-    assert_eq!(httl(&mut c, batch_key, &["country_iso"]), vec![-1]);
+    assert_eq!(
+        httl(&mut c, batch_key, &["country_iso", "country_iso@t"]),
+        vec![-1, -1]
+    );
 
     // A write that raced a reset (key deleted under it) still leaves a TTL.
     redis::cmd("DEL")
@@ -344,10 +507,20 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
         &mut c,
         &WRITE_STREAMING,
         &[batch_key],
-        &["300", "86400", "1", "tx_count_5m", "2"],
+        &[
+            "300",
+            "86400",
+            T1,
+            "1",
+            "user_stream",
+            "1",
+            "tx_count_5m",
+            "2",
+        ],
     );
-    assert_eq!(reply, vec![1]);
-    assert!(ttl(&mut c, batch_key) > 0);
+    assert_eq!(reply, vec![1, 0]);
+    let t = ttl(&mut c, batch_key);
+    assert!((86_390..=86_400).contains(&t), "key ttl pinned again {t}");
 }
 
 #[test]
@@ -359,7 +532,7 @@ fn streaming_writes_several_entities_in_one_call() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &["fs:user:old"],
-        &["1000", "0", "1", "country_iso", "US"],
+        &["1000", T, "1", "user_batch", "0", "1", "country_iso", "US"],
     );
     redis::cmd("SET")
         .arg("fs:user:str")
@@ -371,11 +544,16 @@ fn streaming_writes_several_entities_in_one_call() {
         &WRITE_STREAMING,
         &["fs:user:old", "fs:user:str", "fs:user:new"],
         &[
-            "60", "86400", "1", "a", "1", "1", "a", "2", "2", "a", "3", "b", "4",
+            "60", "86400", T, "1", "s", "1", "a", "1", //
+            T, "1", "s", "1", "a", "2", //
+            T, "2", "s", "2", "a", "3", "b", "4",
         ],
     );
-    assert_eq!(reply, vec![0, -1, 1]);
-    assert!((50..=60).contains(&httl(&mut c, "fs:user:new", &["b"])[0]));
+    assert_eq!(reply, vec![1, 0, -1, 0, 2, 0]);
+    assert!(ttl(&mut c, "fs:user:old") <= 1000);
+    assert!(httl(&mut c, "fs:user:new", &["a", "b", "@s"])
+        .iter()
+        .all(|t| (50..=60).contains(t)));
     assert_eq!(
         ttl(&mut c, "fs:user:str"),
         -1,
@@ -388,53 +566,80 @@ fn streaming_refusals_write_nothing() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
-    let cases: &[(&[&str], &str)] = &[
-        (&["300", "86400", "1", "a"], "fewer arguments"),
-        (&["300", "86400", "1", "a", "1"], "update 2: count must be"),
+    // A valid first update, so a refusal that comes with the second shows
+    // whether the first was written.
+    let with_update1 = |rest: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["300", "86400", T, "2", "s", "1", "a", "1"];
+        args.extend(rest);
+        args
+    };
+    let update2 = [T, "2", "s", "1", "b", "2"];
+    let with_ttls = |field: &'static str, batch: &'static str| -> Vec<&'static str> {
+        let mut args = vec![field, batch, T, "2", "s", "1", "a", "1"];
+        args.extend(update2);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            &["300", "86400", "1", "a", "1", "0"],
-            "update 2: count must be",
+            vec!["300", "86400", T, "2", "s", "1", "a"],
+            "update 1: fewer arguments",
         ),
+        (with_update1(&[T, "2", "s"]), "update 2: count must be"),
+        (with_update1(&[T, "2", "s", "0"]), "update 2: count must be"),
         (
-            &["300", "86400", "1", "a", "1", "1", "b", "2", "extra"],
+            with_update1(&[T, "2", "s", "1", "b", "2", "extra"]),
             "more arguments than",
         ),
-        (&["x", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
-        (&["0", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
-        (&["-1", "86400", "1", "a", "1", "1", "b", "2"], "field ttl"),
+        (with_ttls("x", "86400"), "field ttl"),
+        (with_ttls("0", "86400"), "field ttl"),
+        (with_ttls("-1", "86400"), "field ttl"),
+        (with_ttls("999999999999", "86400"), "field ttl"),
+        (with_ttls("300", "0"), "batch ttl"),
+        (with_ttls("300", ""), "batch ttl"),
+        (vec!["300"], "batch ttl"),
         (
-            &["999999999999", "86400", "1", "a", "1", "1", "b", "2"],
-            "field ttl",
+            vec!["300", "86400"],
+            "update 1: event time must be epoch ms",
         ),
-        (&["300", "0", "1", "a", "1", "1", "b", "2"], "batch ttl"),
-        (&["300", "", "1", "a", "1", "1", "b", "2"], "batch ttl"),
-        (&["300"], "batch ttl"),
+        (vec!["300", "86400", T], "update 1: mode must be 0, 1 or 2"),
         (
-            &["300", "86400", "1", "a", "1", "1", "", "1"],
-            "update 2: empty feature name",
-        ),
-        (
-            &["300", "86400", "1", "a", "1", "2", "b", "1", "", "2"],
-            "update 2: empty feature name",
+            with_update1(&[T, "3", "s", "1", "b", "2"]),
+            "update 2: mode must be 0, 1 or 2",
         ),
         (
-            &["300", "86400", "1", "a", "1", "1.5", "b", "1"],
+            with_update1(&[T, "1", "", "1", "b", "2"]),
+            "update 2: mode must be 0, 1 or 2, with a view name",
+        ),
+        (
+            with_update1(&[T, "0", "", "1", "b", "2"]),
+            "update 2: mode must be 0, 1 or 2, with a view name",
+        ),
+        (
+            with_update1(&[T, "2", "s", "1", "", "1"]),
+            "update 2: feature names must be non-empty",
+        ),
+        (
+            with_update1(&[T, "2", "s", "2", "b", "1", "", "2"]),
+            "update 2: feature names must be non-empty",
+        ),
+        (
+            with_update1(&[T, "2", "s", "1.5", "b", "1"]),
             "update 2: count must be",
         ),
         (
-            &["300", "86400", "1", "a", "1", "3001", "b", "1"],
+            with_update1(&[T, "2", "s", "3001", "b", "1"]),
             "update 2: count must be",
         ),
         (
-            &["300", "86400", "1", "a", "1", "-1", "b", "1"],
+            with_update1(&[T, "2", "s", "-1", "b", "1"]),
             "update 2: count must be",
         ),
         (
-            &["300", "86400", "1", "a", "1", "nan", "b", "1"],
+            with_update1(&[T, "2", "s", "nan", "b", "1"]),
             "update 2: count must be",
         ),
     ];
-    for (args, expected) in cases {
+    for (args, expected) in &cases {
         let err = error_text(evalsha(
             &mut c,
             &WRITE_STREAMING,
@@ -454,7 +659,7 @@ fn streaming_refusals_write_nothing() {
         &mut c,
         &WRITE_STREAMING,
         &[],
-        &["300", "86400", "1", "a", "1"],
+        &["300", "86400", T, "2", "s", "1", "a", "1"],
     ));
     assert!(err.contains("no keys"), "{err}");
 }
@@ -468,19 +673,22 @@ fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
     // HSETEX renamed away: the HSET + HEXPIRE path, as on Redis 7.4.
     let redis = redis_with(&["--rename-command", "HSETEX", ""]);
     let mut c = common::raw(&redis);
-    let call = "redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', s, unpack(names_of(first, last)))";
+    let call = "redis.pcall('HEXPIRE', key, field_ttl, 'FIELDS', #names, unpack(names))";
     assert!(
         WRITE_STREAMING.source.contains(call),
         "the script's HEXPIRE call changed; update this test"
     );
     let provoking = WRITE_STREAMING.source.replace(
         call,
-        "redis.pcall('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', s, unpack(names_of(first, last)))",
+        "redis.pcall('HEXPIRE', key, field_ttl, 'XX', 'FIELDS', #names, unpack(names))",
     );
     let err = redis::Script::new(&provoking)
         .key("fs:user:x")
         .arg(300)
         .arg(86400)
+        .arg(T)
+        .arg(2)
+        .arg("v")
         .arg(2)
         .arg("a")
         .arg(1)
@@ -490,15 +698,16 @@ fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
         .expect_err("HEXPIRE answered 0: the write must fail");
     // Even the failed call left no key without a TTL.
     assert!(ttl(&mut c, "fs:user:x") > 0);
+    // One code per field: the two values and the view's time.
     assert!(
         err.to_string()
-            .contains("HEXPIRE did not set every field TTL: 0,0"),
+            .contains("HEXPIRE did not set every field TTL: 0,0,0"),
         "{err}"
     );
 }
 
 #[test]
-fn read_fresh_reports_values_field_ttls_and_key_ttl() {
+fn read_fresh_reports_values_field_ttls_key_ttl_and_redis_clock() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
@@ -507,58 +716,82 @@ fn read_fresh_reports_values_field_ttls_and_key_ttl() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &[key],
-        &["1000", "0", "1", "country_iso", "US"],
+        &["1000", T, "2", "b", "0", "1", "country_iso", "US"],
     );
     write_ok(
         &mut c,
         &WRITE_STREAMING,
         &[key],
-        &["300", "86400", "1", "tx_count_5m", "3"],
+        &["300", "86400", T1, "2", "s", "1", "tx_count_5m", "3"],
     );
 
+    type Reply = (i64, Vec<String>, Vec<Option<String>>, Vec<i64>, i64);
+    let before = redis_now_ms(&mut c);
     let reply = evalsha(
         &mut c,
         &READ_FRESH,
         &[key],
-        &["country_iso", "tx_count_5m", "nope"],
+        &["country_iso", "tx_count_5m", "nope", "@b", "@s"],
     )
     .expect("read_fresh");
-    let (key_ttl, names, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
+    let after = redis_now_ms(&mut c);
+    let (key_ttl, names, values, ttls, now_ms): Reply =
         redis::from_redis_value(reply).expect("reply shape");
     assert!((990..=1000).contains(&key_ttl), "{key_ttl}");
-    assert_eq!(names, ["country_iso", "tx_count_5m", "nope"]);
+    assert_eq!(names, ["country_iso", "tx_count_5m", "nope", "@b", "@s"]);
     assert_eq!(
         values,
-        [Some("US".to_string()), Some("3".to_string()), None]
+        [
+            Some("US".to_string()),
+            Some("3".to_string()),
+            None,
+            Some(T.to_string()),
+            Some(T1.to_string())
+        ],
+        "the event times are read like any field"
     );
     assert_eq!(ttls[0], -1);
     assert!((290..=300).contains(&ttls[1]), "{ttls:?}");
     assert_eq!(ttls[2], -2);
+    assert_eq!(ttls[3], -1, "{ttls:?}");
+    assert!((290..=300).contains(&ttls[4]), "{ttls:?}");
+    assert!(
+        (before..=after).contains(&now_ms),
+        "now_ms {now_ms} is Redis's TIME, between {before} and {after}"
+    );
 
-    // No names: the whole hash (inspect).
+    // No names: the whole hash (inspect), times included.
     let reply = evalsha(&mut c, &READ_FRESH, &[key], &[]).expect("read_fresh");
-    let (_, mut names, _, _): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
-        redis::from_redis_value(reply).expect("reply shape");
+    let (_, mut names, _, _, now_ms): Reply = redis::from_redis_value(reply).expect("reply shape");
     names.sort();
-    assert_eq!(names, ["country_iso", "tx_count_5m"]);
+    assert_eq!(names, ["@b", "@s", "country_iso", "tx_count_5m"]);
+    assert!(now_ms >= after);
 
-    // A missing entity: -2, nils, -2s.
+    // A missing entity: -2, nils, -2s, and the clock still.
     let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &["a", "b"]).expect("read_fresh");
-    let (key_ttl, _, values, ttls): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
+    let (key_ttl, _, values, ttls, now_ms): Reply =
         redis::from_redis_value(reply).expect("reply shape");
     assert_eq!(
         (key_ttl, values, ttls),
         (-2, vec![None, None], vec![-2, -2])
     );
+    assert!(now_ms >= after);
     let reply = evalsha(&mut c, &READ_FRESH, &["fs:user:none"], &[]).expect("read_fresh");
-    let (key_ttl, names, _, _): (i64, Vec<String>, Vec<Option<String>>, Vec<i64>) =
+    let (key_ttl, names, _, _, now_ms): Reply =
         redis::from_redis_value(reply).expect("reply shape");
     assert_eq!((key_ttl, names.len()), (-2, 0));
+    assert!(now_ms >= after);
 
     let err = error_text(evalsha(&mut c, &READ_FRESH, &[], &["a"]));
     assert!(err.contains("wrong number of keys"), "{err}");
     let err = error_text(evalsha(&mut c, &READ_FRESH, &[key], &[""]));
     assert!(err.contains("empty feature name"), "{err}");
+}
+
+/// Redis's clock, as `TIME` gives it, in epoch ms.
+fn redis_now_ms(c: &mut redis::Connection) -> i64 {
+    let (sec, usec): (i64, i64) = redis::cmd("TIME").query(c).expect("TIME");
+    sec * 1000 + usec / 1000
 }
 
 #[test]
@@ -578,7 +811,7 @@ fn read_fresh_runs_on_a_read_only_replica_path() {
         .arg(WRITE_BATCH_ROWS.sha())
         .arg(1)
         .arg("fs:user:a")
-        .arg(&["60", "0", "1", "x", "1"])
+        .arg(&["60", T, "2", "v", "0", "1", "x", "1"])
         .query(&mut c);
     assert!(refused.is_err());
     assert!(common::all_keys(&mut c).is_empty());
@@ -597,7 +830,7 @@ fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &["fs:user:a"],
-        &["60", "0", "1", "x", "1"],
+        &["60", T, "2", "v", "0", "1", "x", "1"],
     ));
     assert!(err.to_uppercase().contains("NOSCRIPT"), "{err}");
 
@@ -733,9 +966,15 @@ fn streaming_write_without_hexpire_writes_nothing_and_leaves_no_key_without_a_tt
         &[
             "300",
             "86400",
+            T,
+            "1",
+            "user_stream",
             "1",
             "tx_count_5m",
             "3",
+            T,
+            "1",
+            "user_stream",
             "1",
             "tx_count_5m",
             "4",
@@ -746,7 +985,7 @@ fn streaming_write_without_hexpire_writes_nothing_and_leaves_no_key_without_a_tt
     assert_eq!(common::all_keys(&mut c), vec!["fs:user:old1"]);
     assert_eq!(
         hgetall(&mut c, "fs:user:old1"),
-        HashMap::from([("country_iso".into(), "US".into())])
+        map(&[("country_iso", "US")])
     );
 }
 
@@ -761,10 +1000,16 @@ fn batch_rows_without_expire_write_nothing_and_leave_no_key_without_a_ttl() {
         &["fs:user:new1", "fs:user:new2"],
         &[
             "86400",
+            T,
+            "1",
+            "user_batch",
             "0",
             "1",
             "country_iso",
             "US",
+            T,
+            "1",
+            "user_batch",
             "0",
             "1",
             "country_iso",
@@ -778,7 +1023,16 @@ fn batch_rows_without_expire_write_nothing_and_leave_no_key_without_a_ttl() {
         &mut c,
         &WRITE_STREAMING,
         &["fs:user:new3"],
-        &["300", "86400", "1", "tx_count_5m", "3"],
+        &[
+            "300",
+            "86400",
+            T,
+            "1",
+            "user_stream",
+            "1",
+            "tx_count_5m",
+            "3",
+        ],
     ));
     assert!(err.contains("EXPIRE is refused"), "{err}");
     assert_eq!(common::all_keys(&mut c), Vec::<String>::new());
@@ -800,7 +1054,7 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
         &mut c,
         &WRITE_BATCH_ROWS,
         &["fs:user:new1"],
-        &["86400", "0", "1", "country_iso", "US"],
+        &["86400", T, "1", "user_batch", "0", "1", "country_iso", "US"],
     ));
     assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
     assert!(err.contains("EXPIRE is refused"), "{err}");
@@ -808,7 +1062,16 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
         &mut c,
         &WRITE_STREAMING,
         &["fs:user:new2"],
-        &["300", "86400", "1", "tx_count_5m", "3"],
+        &[
+            "300",
+            "86400",
+            T,
+            "1",
+            "user_stream",
+            "1",
+            "tx_count_5m",
+            "3",
+        ],
     ));
     assert!(err.contains("EXPIRE is refused"), "{err}");
     assert_eq!(common::all_keys(&mut admin), Vec::<String>::new());
@@ -817,7 +1080,7 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
 /// An ACL selector lets the TTL command through for `fs:user:a*` only, so
 /// the up-front check (made on the first key) passes and the TTL command
 /// fails after the HSET of the second entity: the script must take that
-/// entity's fields back, and keep the first one whole.
+/// entity's fields (values and times) back, and keep the first one whole.
 #[test]
 fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     let redis = common::redis();
@@ -839,27 +1102,41 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     seed_batch_row(&mut admin, "fs:user:b2");
 
     let mut c = connect_as(&redis, "batch");
-    let err = error_text(evalsha(
-        &mut c,
-        &WRITE_BATCH_ROWS,
-        &["fs:user:a1", "fs:user:b1"],
-        &[
-            "86400",
-            "0",
-            "1",
-            "country_iso",
-            "US",
-            "0",
-            "1",
-            "country_iso",
-            "FR",
-        ],
-    ));
-    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
-    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
+    // Row 2 takes both paths' fields: a view time (mode 2) on b1, an own
+    // time and a marker (mode 1) on b3.
+    for (key, mode) in [("fs:user:b1", "2"), ("fs:user:b3", "1")] {
+        let err = error_text(evalsha(
+            &mut c,
+            &WRITE_BATCH_ROWS,
+            &["fs:user:a1", key],
+            &[
+                "86400",
+                T,
+                mode,
+                "user_batch",
+                "0",
+                "1",
+                "country_iso",
+                "US",
+                T,
+                mode,
+                "user_batch",
+                "0",
+                "1",
+                "country_iso",
+                "FR",
+            ],
+        ));
+        assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
+        assert!(err.contains(&format!("EXPIRE failed on {key}")), "{err}");
+    }
     assert_eq!(
         common::all_keys(&mut admin),
         vec!["fs:user:a1", "fs:user:b2"]
+    );
+    assert_eq!(
+        hgetall(&mut admin, "fs:user:a1"),
+        map(&[("country_iso", "US"), ("@user_batch", T)])
     );
 
     let mut c = connect_as(&redis, "stream");
@@ -871,9 +1148,15 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
             &[
                 "300",
                 "86400",
+                T,
+                "1",
+                "user_stream",
                 "1",
                 "tx_count_5m",
                 "3",
+                T,
+                "1",
+                "user_stream",
                 "1",
                 "tx_count_5m",
                 "4",
@@ -895,10 +1178,105 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
     // b2 keeps its batch row; the streaming field it was given is gone.
     assert_eq!(
         hgetall(&mut admin, "fs:user:b2"),
-        HashMap::from([("country_iso".into(), "US".into())])
+        map(&[("country_iso", "US")])
     );
-    assert_eq!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"]).len(), 1);
-    assert!(httl(&mut admin, "fs:user:a3", &["tx_count_5m"])[0] > 0);
+    let a3 = httl(&mut admin, "fs:user:a3", &["tx_count_5m", "tx_count_5m@t"]);
+    assert!(a3.iter().all(|t| *t > 0), "{a3:?}");
+}
+
+/// The take-back after a refused EXPIRE must remove only what that row
+/// wrote: a feature it skipped (stored newer) keeps its value, and the
+/// view's time (written by an earlier whole row) keeps dating the view's
+/// features, so an older row still cannot overwrite them.
+#[test]
+#[ignore = "write_batch_rows' take-back deletes every field the row names, and @V/@V+, \
+            written by it or not; un-ignore with the script's fix"]
+fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
+    let redis = common::redis();
+    let mut admin = common::raw(&redis);
+    load_all(&mut admin);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "batch",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-expire",
+            "(~fs:user:a* +expire)",
+        ])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    // b1: a whole row at T, then country_iso alone at T2.
+    let b1 = ["fs:user:b1"];
+    let whole_at_t = [
+        "86400",
+        T,
+        "2",
+        "user_batch",
+        "0",
+        "2",
+        "country_iso",
+        "US",
+        "tx_count_7d",
+        "14",
+    ];
+    write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &whole_at_t);
+    let part = [
+        "86400",
+        T2,
+        "1",
+        "user_batch",
+        "0",
+        "1",
+        "country_iso",
+        "US2",
+    ];
+    write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &part);
+    // A part row at T1 for a1 and b1: on b1 it skips country_iso (T2 is
+    // newer), writes tx_count_7d, and its EXPIRE is refused.
+    let mut c = connect_as(&redis, "batch");
+    let row = [
+        T1,
+        "1",
+        "user_batch",
+        "0",
+        "2",
+        "country_iso",
+        "FR",
+        "tx_count_7d",
+        "15",
+    ];
+    let mut args = vec!["86400"];
+    args.extend(row);
+    args.extend(row);
+    let err = error_text(evalsha(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:a1", "fs:user:b1"],
+        &args,
+    ));
+    assert!(err.contains("EXPIRE failed on fs:user:b1"), "{err}");
+    // (The @user_batch+ marker may stay: it only makes later writes look
+    // at per-feature times.)
+    let h = hgetall(&mut admin, "fs:user:b1");
+    let get = |f: &str| h.get(f).map(String::as_str);
+    assert_eq!(
+        (get("country_iso"), get("country_iso@t"), get("@user_batch")),
+        (Some("US2"), Some(T2), Some(T)),
+        "the skipped feature and the view's time are not the failed row's to take: {h:?}"
+    );
+    assert_eq!(
+        (get("tx_count_7d"), get("tx_count_7d@t")),
+        (None, None),
+        "the failed row's value and time are taken back: {h:?}"
+    );
+    // And so the whole row at T, sent again, still writes nothing.
+    let reply = write_ok(&mut admin, &WRITE_BATCH_ROWS, &b1, &whole_at_t);
+    assert_eq!(reply, vec![0, 2]);
+    assert_eq!(hgetall(&mut admin, "fs:user:b1")["country_iso"], "US2");
 }
 
 // ---- HSETEX, and the HSET + HEXPIRE path without it --------------------
@@ -914,8 +1292,9 @@ fn calls(c: &mut redis::Connection, name: &str) -> u64 {
         .map_or(0, |s| s.calls)
 }
 
-/// One streaming call for a new entity, an entity with a batch TTL and an
-/// update naming a feature twice; what every path must leave behind.
+/// One streaming call for a new entity (a whole view), an entity with a
+/// batch TTL (part of a view) and an update naming a feature twice; what
+/// every path must leave behind.
 fn streaming_call_leaves_fields_with_ttls(c: &mut redis::Connection) {
     load_all(c);
     seed_batch_row(c, "fs:user:old");
@@ -924,27 +1303,34 @@ fn streaming_call_leaves_fields_with_ttls(c: &mut redis::Connection) {
         &WRITE_STREAMING,
         &["fs:user:new", "fs:user:old", "fs:user:twice"],
         &[
-            "300", "86400", "2", "a", "1", "b", "2", "1", "a", "3", "2", "a", "4", "a", "5",
+            "300", "86400", T, "2", "s", "2", "a", "1", "b", "2", //
+            T, "1", "s", "1", "a", "3", //
+            T, "2", "s", "2", "a", "4", "a", "5",
         ],
     );
-    assert_eq!(reply, vec![1, 0, 1]);
+    assert_eq!(reply, vec![2, 0, 1, 0, 2, 0]);
     assert_eq!(
         hgetall(c, "fs:user:new"),
-        HashMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
+        map(&[("a", "1"), ("b", "2"), ("@s", T)])
     );
-    assert!(httl(c, "fs:user:new", &["a", "b"])
+    assert!(httl(c, "fs:user:new", &["a", "b", "@s"])
         .iter()
         .all(|t| (290..=300).contains(t)));
     assert!((86_390..=86_400).contains(&ttl(c, "fs:user:new")));
-    // The batch row keeps its key TTL and its batch field stays without one.
+    // The batch row keeps its key TTL and its batch field stays without one;
+    // the feature's own time expires with it; the view's marker lives with
+    // the key.
     assert!(ttl(c, "fs:user:old") <= 1000);
-    assert_eq!(httl(c, "fs:user:old", &["country_iso", "a"])[0], -1);
-    assert!((290..=300).contains(&httl(c, "fs:user:old", &["a"])[0]));
-    // A repeated name: the last value, with its TTL.
     assert_eq!(
-        hgetall(c, "fs:user:twice"),
-        HashMap::from([("a".into(), "5".into())])
+        hgetall(c, "fs:user:old"),
+        map(&[("country_iso", "US"), ("a", "3"), ("a@t", T), ("@s+", T)])
     );
+    let old = httl(c, "fs:user:old", &["country_iso", "a", "a@t", "@s+"]);
+    assert_eq!((old[0], old[3]), (-1, -1), "{old:?}");
+    assert!((290..=300).contains(&old[1]), "{old:?}");
+    assert!((290..=300).contains(&old[2]), "{old:?}");
+    // A repeated name: the last value, with its TTL.
+    assert_eq!(hgetall(c, "fs:user:twice"), map(&[("a", "5"), ("@s", T)]));
     assert!((290..=300).contains(&httl(c, "fs:user:twice", &["a"])[0]));
     assert_eq!(keys_without_ttl(c), Vec::<String>::new());
 }
@@ -956,7 +1342,11 @@ fn streaming_write_sets_fields_and_their_ttls_with_one_hsetex_per_entity() {
     streaming_call_leaves_fields_with_ttls(&mut c);
     assert_eq!(calls(&mut c, "hsetex"), 3);
     assert_eq!(calls(&mut c, "hexpire"), 0);
-    assert_eq!(calls(&mut c, "hset"), 1, "only the seeded batch row");
+    assert_eq!(
+        calls(&mut c, "hset"),
+        2,
+        "only the seeded batch row and the @s+ marker (no field TTL)"
+    );
 }
 
 #[test]
@@ -965,7 +1355,11 @@ fn streaming_write_without_hsetex_falls_back_to_hset_and_hexpire() {
     let mut c = common::raw(&redis);
     streaming_call_leaves_fields_with_ttls(&mut c);
     assert_eq!(calls(&mut c, "hexpire"), 3);
-    assert_eq!(calls(&mut c, "hset"), 4, "the seeded row and three updates");
+    assert_eq!(
+        calls(&mut c, "hset"),
+        5,
+        "the seeded row, three updates and the @s+ marker"
+    );
 }
 
 #[test]
@@ -982,29 +1376,32 @@ fn streaming_write_with_hsetex_needs_no_hexpire() {
 fn streaming_write_fails_loudly_unless_hsetex_set_every_field() {
     let redis = common::redis();
     let mut c = common::raw(&redis);
-    let call =
-        "redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s, unpack(ARGV, first, last))";
+    let call = "redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))";
     assert!(
         WRITE_STREAMING.source.contains(call),
         "the script's HSETEX call changed; update this test"
     );
     let provoking = WRITE_STREAMING.source.replace(
         call,
-        "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', s, unpack(ARGV, first, last))",
+        "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))",
     );
     let script = redis::Script::new(&provoking);
-    let once = |c: &mut redis::Connection| {
+    let once = |c: &mut redis::Connection, t: &str| {
         script
             .key("fs:user:x")
             .arg(300)
             .arg(86400)
+            .arg(t)
+            .arg(2)
+            .arg("v")
             .arg(1)
             .arg("a")
             .arg(1)
             .invoke::<Value>(c)
     };
-    once(&mut c).expect("a new field: FNX is met");
-    let err = once(&mut c).expect_err("HSETEX answered 0: the write must fail");
+    once(&mut c, T).expect("new fields: FNX is met");
+    // A newer event, so the script writes again (an equal one is skipped).
+    let err = once(&mut c, T1).expect_err("HSETEX answered 0: the write must fail");
     assert!(ttl(&mut c, "fs:user:x") > 0);
     assert!(
         err.to_string()
