@@ -37,7 +37,7 @@ one script).
     ERR write_batch_rows: no keys
     ERR write_batch_rows: ttl must be an integer from 1 to 315360000
     ERR write_batch_rows: row <i>: event time must be epoch ms (at most 15 digits)
-    ERR write_batch_rows: row <i>: mode must be 0, 1 or 2, with a view name
+    ERR write_batch_rows: row <i>: mode must be 0, 1 or 2, with a view name (no '@', '+')
     ERR write_batch_rows: row <i>: counts must be integers (R <= 5000, S <= 3000)
     ERR write_batch_rows: row <i>: nothing to write
     ERR write_batch_rows: row <i>: fewer arguments than its counts say
@@ -48,7 +48,7 @@ one script).
         (a row without its key TTL would never expire)
   Error after writes (only when EXPIRE fails although the check above let
   it through): ERR write_batch_rows: EXPIRE failed on <key>: <error>. The
-  fields that row may have set (values and times) are deleted again first;
+  fields that row set (values and times) are deleted again first;
   the rows before it stay written, each with its TTL.
 
 A batch field carries no field TTL (HSET clears one), so every value and
@@ -89,8 +89,8 @@ for i = 1, n do
   if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
     return fail('row ' .. i .. ': event time must be epoch ms (at most 15 digits)')
   end
-  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' then
-    return fail('row ' .. i .. ': mode must be 0, 1 or 2, with a view name')
+  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' or string.find(v, '[@+]') then
+    return fail('row ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
   end
   if r == nil or s == nil or not string.match(r, '^%d+$') or not string.match(s, '^%d+$')
       or #r > 4 or #s > 4 or tonumber(r) > 5000 or tonumber(s) > 3000 then
@@ -148,6 +148,10 @@ local function each_slice(cmd, key, list)
   end
 end
 
+-- The field/value list the last `write_row` set: what a failed EXPIRE
+-- takes back (and nothing it only read or skipped).
+local set_fields = {}
+
 -- One row; returns written, skipped (-1, 0: not a hash).
 local function write_row(key, t, m, v, first, r, s)
   local tn = tonumber(t)
@@ -171,6 +175,7 @@ local function write_row(key, t, m, v, first, r, s)
       args[#args + 1] = vt
       args[#args + 1] = t
       redis.call('HSET', key, unpack(args))
+      set_fields = args
       if x then
         -- Own times all older than t: the view's time now dates them all.
         local own = {vm}
@@ -253,6 +258,7 @@ local function write_row(key, t, m, v, first, r, s)
   end
   each_slice('HDEL', key, dels)
   each_slice('HSET', key, sets)
+  set_fields = sets
   return written, #names - written
 end
 
@@ -266,19 +272,18 @@ for i = 1, n do
   local r, s = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
   local first = pos + 5
   pos = first + r + 2 * s
+  set_fields = {}
   local written, skipped = write_row(key, t, m, v, first, r, s)
   if written > 0 then
-    -- A retraction of every field leaves no key; EXPIRE is then a no-op.
+    -- Every written row leaves at least its time in the key, so EXPIRE
+    -- always finds the key.
     local res = redis.pcall('EXPIRE', key, ttl)
     if is_error(res) then
-      -- Take back what this row may have set rather than leave it
-      -- without a TTL.
-      local undo = {'@' .. v, '@' .. v .. '+'}
-      for j = first, first + r + 2 * s - 1 do
-        if j < first + r or (j - first - r) % 2 == 0 then
-          undo[#undo + 1] = ARGV[j]
-          undo[#undo + 1] = ARGV[j] .. '@t'
-        end
+      -- Take back the fields this row set (values and times) rather than
+      -- leave them without a TTL; what it skipped stays as it was.
+      local undo = {}
+      for k = 1, #set_fields, 2 do
+        undo[#undo + 1] = set_fields[k]
       end
       for a = 1, #undo, SLICE do
         redis.pcall('HDEL', key, unpack(undo, a, math.min(a + SLICE - 1, #undo)))

@@ -41,7 +41,7 @@ is atomic (the whole call is one script).
     ERR write_streaming: field ttl must be an integer from 1 to 315360000
     ERR write_streaming: batch ttl must be an integer from 1 to 315360000
     ERR write_streaming: update <i>: event time must be epoch ms (at most 15 digits)
-    ERR write_streaming: update <i>: mode must be 0, 1 or 2, with a view name
+    ERR write_streaming: update <i>: mode must be 0, 1 or 2, with a view name (no '@', '+')
     ERR write_streaming: update <i>: count must be an integer from 1 to 3000
     ERR write_streaming: update <i>: fewer arguments than its count says
     ERR write_streaming: update <i>: feature names must be non-empty, without '@'
@@ -119,8 +119,8 @@ for i = 1, n do
   if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
     return fail('update ' .. i .. ': event time must be epoch ms (at most 15 digits)')
   end
-  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' then
-    return fail('update ' .. i .. ': mode must be 0, 1 or 2, with a view name')
+  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' or string.find(v, '[@+]') then
+    return fail('update ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
   end
   local s = tonumber(ARGV[pos + 3])
   if not s or not (s >= 1 and s <= 3000) or s % 1 ~= 0 then

@@ -77,8 +77,10 @@ impl Params {
                 "ids" => self.ids = Some(json_list(key, v)?),
                 "count" => self.count = Some(json_scalar(key, v)?),
                 "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
+                // Kept as JSON text: `max_age_ms()` refuses anything that
+                // is not a whole number (a string, a bool) with one message.
                 "max_age_ms" if v.is_null() => self.max_age_ms = None,
-                "max_age_ms" => self.max_age_ms = Some(json_scalar(key, v)?),
+                "max_age_ms" => self.max_age_ms = Some(v.to_string()),
                 // `null` is "not given", as `/v1/features` reads it.
                 "entity" if v.is_null() => self.entity = None,
                 "entity" => self.entity = Some(json_string(key, v)?),

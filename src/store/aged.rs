@@ -75,9 +75,9 @@ impl FeatureStore {
         };
         let mut present = 0;
         for key in &keys {
-            let reply = replies.next().ok_or_else(|| {
-                StoreError::Redis(format!("pipelined HMGET: no reply for {key}"))
-            })?;
+            let reply = replies
+                .next()
+                .ok_or_else(|| StoreError::Redis(format!("pipelined HMGET: no reply for {key}")))?;
             let raw = match reply {
                 Value::ServerError(e) => Err(self.name_wrong_type(key, server_error(e))),
                 other => decode_values("HMGET", other),
@@ -108,8 +108,8 @@ impl FeatureStore {
                 let value = raw[i].clone();
                 let view_time = fields.view_slot[i].and_then(time);
                 let own_time = time(n + i);
-                let dated = event_fields::effective_time(view_time, own_time)
-                    .filter(|_| value.is_some());
+                let dated =
+                    event_fields::effective_time(view_time, own_time).filter(|_| value.is_some());
                 let (age, verdict) =
                     event_fields::judge(now_ms, value.is_some(), dated, max_age_ms);
                 let served = verdict.is_served(max_age_ms.is_some());

@@ -39,29 +39,37 @@ fn a_bounded_read_turns_stale_at_the_bound_not_later_once_the_worker_pauses() {
     let redis = common::redis();
     let server = demo_server(&redis);
     let body = format!("user=u0001&field={STREAM_FEATURE}");
-    wait_until("the worker dated u0001's stream feature", Duration::from_secs(10), || {
-        read(&server, &body)["event_times_ms"][STREAM_FEATURE].is_u64()
-    });
+    wait_until(
+        "the worker dated u0001's stream feature",
+        Duration::from_secs(10),
+        || read(&server, &body)["event_times_ms"][STREAM_FEATURE].is_u64(),
+    );
     let (_, toggled) = server.post_form("/worker/toggle", "");
     assert_eq!(toggled["paused"], true, "{toggled}");
     // A tick already under way may still land: wait until the event time
     // stops moving (two reads 100 ms apart agree).
     let mut last = Value::Null;
-    wait_until("the worker's writes stopped", Duration::from_secs(10), || {
-        let now = read(&server, &body)["event_times_ms"][STREAM_FEATURE].clone();
-        let settled = now == last;
-        last = now;
-        if !settled {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        settled
-    });
+    wait_until(
+        "the worker's writes stopped",
+        Duration::from_secs(10),
+        || {
+            let now = read(&server, &body)["event_times_ms"][STREAM_FEATURE].clone();
+            let settled = now == last;
+            last = now;
+            if !settled {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            settled
+        },
+    );
     let bound = 1500;
     let bounded = format!("{body}&max_age_ms={bound}");
     let mut fresh_seen = 0;
     let first_stale_age = loop {
         let r = read(&server, &bounded);
-        let age = r["ages_ms"][STREAM_FEATURE].as_i64().expect("a dated value has an age");
+        let age = r["ages_ms"][STREAM_FEATURE]
+            .as_i64()
+            .expect("a dated value has an age");
         let verdict = r["freshness"][STREAM_FEATURE].as_str().expect("a verdict");
         if age <= bound {
             // Within the bound, on Redis's clock: served.
@@ -95,7 +103,10 @@ fn a_bounded_read_turns_stale_at_the_bound_not_later_once_the_worker_pauses() {
     assert_eq!(batch["values_found"], 0, "{batch}");
     // Without a bound the value is still there (only its age grew).
     let unbounded = read(&server, &body);
-    assert!(unbounded["values"][STREAM_FEATURE].is_string(), "{unbounded}");
+    assert!(
+        unbounded["values"][STREAM_FEATURE].is_string(),
+        "{unbounded}"
+    );
     assert_eq!(unbounded["freshness"][STREAM_FEATURE], "fresh");
 }
 
@@ -122,7 +133,11 @@ fn a_value_without_an_event_time_is_served_unbounded_and_left_out_under_a_bound(
     assert!(plain["event_times_ms"]["country_iso"].is_null(), "{plain}");
     let bounded = read(&server, "user=x1&field=country_iso&max_age_ms=60000");
     assert!(bounded["values"]["country_iso"].is_null(), "{bounded}");
-    assert_eq!(bounded["stale"], serde_json::json!(["country_iso"]), "{bounded}");
+    assert_eq!(
+        bounded["stale"],
+        serde_json::json!(["country_iso"]),
+        "{bounded}"
+    );
 }
 
 #[test]
@@ -147,9 +162,15 @@ fn inspect_shows_each_features_event_time_and_age_and_hides_the_time_fields() {
 fn a_max_age_that_is_not_a_whole_number_of_ms_is_refused() {
     let redis = common::redis();
     let server = demo_server(&redis);
-    for bad in ["-1", "abc", "1e3", "1.5", "315360000001", "99999999999999999999"] {
-        let (status, reply) =
-            server.post_form("/read", &format!("user=u0001&max_age_ms={bad}"));
+    for bad in [
+        "-1",
+        "abc",
+        "1e3",
+        "1.5",
+        "315360000001",
+        "99999999999999999999",
+    ] {
+        let (status, reply) = server.post_form("/read", &format!("user=u0001&max_age_ms={bad}"));
         assert_eq!(status, 400, "{bad}: {reply}");
         assert!(
             reply["error"].as_str().unwrap_or("").contains("max_age_ms"),

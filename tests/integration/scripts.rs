@@ -348,6 +348,15 @@ fn batch_row_refusals_write_nothing() {
             "row 2: mode must be 0, 1 or 2, with a view name",
         ),
         (
+            // `@v+` would be both view `v+`'s time and view `v`'s marker.
+            with_row1(&[T1, "2", "v+", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2, with a view name (no '@', '+')",
+        ),
+        (
+            with_row1(&[T1, "1", "@v", "0", "1", "b", "2"]),
+            "row 2: mode must be 0, 1 or 2, with a view name (no '@', '+')",
+        ),
+        (
             vec!["600", T1, "2", "v", "x", "1", "a", "2"],
             "counts must be integers",
         ),
@@ -613,6 +622,10 @@ fn streaming_refusals_write_nothing() {
         (
             with_update1(&[T, "0", "", "1", "b", "2"]),
             "update 2: mode must be 0, 1 or 2, with a view name",
+        ),
+        (
+            with_update1(&[T, "2", "s+", "1", "b", "2"]),
+            "update 2: mode must be 0, 1 or 2, with a view name (no '@', '+')",
         ),
         (
             with_update1(&[T, "2", "s", "1", "", "1"]),
@@ -1189,8 +1202,6 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
 /// view's time (written by an earlier whole row) keeps dating the view's
 /// features, so an older row still cannot overwrite them.
 #[test]
-#[ignore = "write_batch_rows' take-back deletes every field the row names, and @V/@V+, \
-            written by it or not; un-ignore with the script's fix"]
 fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
     let redis = common::redis();
     let mut admin = common::raw(&redis);
