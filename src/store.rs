@@ -32,6 +32,7 @@ use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
 mod aged;
+mod dating;
 pub mod event_fields;
 mod vectors;
 

@@ -1,14 +1,16 @@
-//! Reads bounded by a maximum age: the same one round trip as a pipelined
-//! `HMGET`, with Redis's clock (`TIME`) first and, per entity, the fields
-//! that date each value (`event_fields`) after the values themselves.
+//! Reads bounded by a maximum age: a pipelined `HMGET` as unbounded reads
+//! send, with Redis's clock (`TIME`) first and, per entity, the fields that
+//! date its values (`dating`) after the values themselves.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use redis::Value;
 
+use super::dating::DatingPlan;
 use super::event_fields::{self, Freshness};
 use super::{check_names, decode_values, server_error, FeatureRow, FeatureStore};
 use crate::error::StoreError;
+use crate::value::ReadValue;
 
 /// Many entities' values under a maximum age (`batch_get_features_within`).
 #[derive(Debug)]
@@ -37,8 +39,9 @@ impl AgedRows {
 
 impl FeatureStore {
     /// `batch_get_features`, serving only values at most `max_age_ms` old
-    /// on Redis's clock (`None`: no bound, ages still reported), in one
-    /// round trip.
+    /// on Redis's clock (`None`: no bound, ages still reported). One round
+    /// trip, and a second only for entities with a partial write newer
+    /// than their view's last whole one (`dating`).
     pub fn batch_get_features_within<I: AsRef<str>, N: AsRef<str>>(
         &self,
         ids: &[I],
@@ -50,13 +53,18 @@ impl FeatureStore {
             .iter()
             .map(|id| self.key_for(id.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        let fields = self.dated_fields(names);
+        let prefix = self.key_prefix();
+        let plan = DatingPlan::new(names, |n| self.views.view_of(prefix, n));
+        let n = names.len();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("TIME");
         for key in &keys {
             let cmd = pipe.cmd("HMGET").arg(key);
-            for f in &fields.all {
+            for name in names {
+                cmd.arg(name.as_ref());
+            }
+            for f in &plan.fields {
                 cmd.arg(f);
             }
         }
@@ -66,14 +74,9 @@ impl FeatureStore {
             .as_ref()
             .and_then(event_fields::time_reply_ms)
             .ok_or_else(|| StoreError::Redis("TIME: unexpected reply".into()))?;
-        let n = names.len();
-        let mut out = AgedRows {
-            now_ms,
-            rows: Vec::with_capacity(keys.len()),
-            freshness: Vec::with_capacity(keys.len()),
-            ages_ms: Vec::with_capacity(keys.len()),
-        };
-        let mut present = 0;
+        // Per entity: its values and their times, or its error.
+        let mut read: Vec<Result<(FeatureRow, Vec<Option<u64>>, Vec<usize>), StoreError>> =
+            Vec::with_capacity(keys.len());
         for key in &keys {
             let reply = replies
                 .next()
@@ -82,13 +85,31 @@ impl FeatureStore {
                 Value::ServerError(e) => Err(self.name_wrong_type(key, server_error(e))),
                 other => decode_values("HMGET", other),
             };
-            let raw = match raw {
-                Ok(raw) if raw.len() == fields.all.len() => raw,
+            read.push(match raw {
+                Ok(mut raw) if raw.len() == n + plan.fields.len() => {
+                    let dates = raw.split_off(n);
+                    let first = plan.first_pass(|i| stored_time(&dates[i]));
+                    Ok((raw, first.times, first.needs_own))
+                }
                 Ok(_) => {
                     return Err(StoreError::Redis(
                         "pipelined HMGET: a reply of the wrong length".into(),
                     ))
                 }
+                Err(e) => Err(e),
+            });
+        }
+        self.read_own_times(&keys, &plan, &mut read)?;
+        let mut out = AgedRows {
+            now_ms,
+            rows: Vec::with_capacity(keys.len()),
+            freshness: Vec::with_capacity(keys.len()),
+            ages_ms: Vec::with_capacity(keys.len()),
+        };
+        let mut present = 0;
+        for entity in read {
+            let (values, times, _) = match entity {
+                Ok(entity) => entity,
                 Err(e) => {
                     out.rows.push(Err(e));
                     out.freshness.push(vec![Freshness::Missing; n]);
@@ -96,20 +117,11 @@ impl FeatureStore {
                     continue;
                 }
             };
-            let time = |i: usize| {
-                raw[i]
-                    .as_ref()
-                    .and_then(|v| event_fields::parse_time(v.as_bytes()))
-            };
             let mut row = Vec::with_capacity(n);
             let mut verdicts = Vec::with_capacity(n);
             let mut ages = Vec::with_capacity(n);
-            for i in 0..n {
-                let value = raw[i].clone();
-                let view_time = fields.view_slot[i].and_then(time);
-                let own_time = time(n + i);
-                let dated =
-                    event_fields::effective_time(view_time, own_time).filter(|_| value.is_some());
+            for (value, time) in values.into_iter().zip(times) {
+                let dated = time.filter(|_| value.is_some());
                 let (age, verdict) =
                     event_fields::judge(now_ms, value.is_some(), dated, max_age_ms);
                 let served = verdict.is_served(max_age_ms.is_some());
@@ -127,38 +139,57 @@ impl FeatureStore {
         Ok(out)
     }
 
-    /// What one entity's `HMGET` asks for to date `names`: the names, then
-    /// each one's own time field, then each distinct view's time field.
-    fn dated_fields<N: AsRef<str>>(&self, names: &[N]) -> DatedFields {
-        let prefix = self.key_prefix();
-        let n = names.len();
-        let mut all: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
-        all.extend(
-            names
-                .iter()
-                .map(|f| event_fields::feature_time_field(f.as_ref())),
-        );
-        let mut view_slot = Vec::with_capacity(n);
-        for name in names {
-            let slot = self.views.view_of(prefix, name.as_ref()).map(|view| {
-                let field = event_fields::view_time_field(view);
-                match all[2 * n..].iter().position(|f| *f == field) {
-                    Some(at) => 2 * n + at,
-                    None => {
-                        all.push(field);
-                        all.len() - 1
+    /// The follow-up round trip: the own times of the names `first_pass`
+    /// asked for, merged into their times (the newer wins). Nothing is sent
+    /// when no entity needs it.
+    pub(super) fn read_own_times<T>(
+        &self,
+        keys: &[String],
+        plan: &DatingPlan,
+        read: &mut [Result<(T, Vec<Option<u64>>, Vec<usize>), StoreError>],
+    ) -> Result<(), StoreError> {
+        let wanted: Vec<usize> = (0..read.len())
+            .filter(|&i| matches!(&read[i], Ok((_, _, needs)) if !needs.is_empty()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &i in &wanted {
+            if let Ok((_, _, needs)) = &read[i] {
+                let cmd = pipe.cmd("HMGET").arg(&keys[i]);
+                for &j in needs {
+                    cmd.arg(plan.own_field(j));
+                }
+            }
+        }
+        let replies = self.run_pipeline::<Vec<Value>>(&pipe)?;
+        for (&i, reply) in wanted.iter().zip(replies) {
+            let own = match reply {
+                Value::ServerError(e) => Err(self.name_wrong_type(&keys[i], server_error(e))),
+                other => decode_values("HMGET", other),
+            };
+            match (own, &mut read[i]) {
+                (Ok(own), Ok((_, times, needs))) if own.len() == needs.len() => {
+                    for (&j, value) in needs.iter().zip(own) {
+                        times[j] = times[j].max(stored_time(&value));
                     }
                 }
-            });
-            view_slot.push(slot);
+                (Ok(_), _) => {
+                    return Err(StoreError::Redis(
+                        "pipelined HMGET: a reply of the wrong length".into(),
+                    ))
+                }
+                (Err(e), slot) => *slot = Err(e),
+            }
         }
-        DatedFields { all, view_slot }
+        Ok(())
     }
 }
 
-struct DatedFields {
-    /// Every field to read, in order.
-    all: Vec<String>,
-    /// Per name, where its view's time is in `all`, if it has a view.
-    view_slot: Vec<Option<usize>>,
+fn stored_time(value: &Option<ReadValue>) -> Option<u64> {
+    value
+        .as_ref()
+        .and_then(|v| event_fields::parse_time(v.as_bytes()))
 }

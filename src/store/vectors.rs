@@ -12,8 +12,9 @@
 //! registry) or the request's, the smaller winning. Only then are event
 //! times read, in the same round trip: `TIME` first (ages are measured on
 //! Redis's clock, so client clock skew plays no part), then per id one
-//! `HMGET` of the values, each column's view time `@<view>` and own time
-//! `<feature>@t` (layout in `event_fields`). A value older than its bound,
+//! `HMGET` of the values and the few fields that date them (`dating`; a
+//! second round trip only for entities with a partial write newer than
+//! their view's last whole one). A value older than its bound,
 //! or with no event time at all, is `Stale`: served as missing would be.
 //! Without any bound the read is one plain `HMGET` per id, as it always was.
 
@@ -23,7 +24,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::Value as Reply;
 use serde::Serialize;
 
-use super::event_fields::{self, Freshness};
+use super::dating::DatingPlan;
+use super::event_fields;
 use super::{hmget, FeatureStore};
 use crate::error::StoreError;
 use crate::registry::{Column, Resolved, Value};
@@ -117,29 +119,37 @@ impl FeatureStore {
         for c in &mut columns {
             c.max_age_ms = c.max_age_under(max_age_ms);
         }
-        let times = columns
-            .iter()
-            .any(|c| c.max_age_ms.is_some())
-            .then(|| TimeFields::of(&columns));
+        let plan = columns.iter().any(|c| c.max_age_ms.is_some()).then(|| {
+            let names: Vec<&str> = columns.iter().map(|c| c.field.as_str()).collect();
+            DatingPlan::new(&names, |f| {
+                columns
+                    .iter()
+                    .find(|c| c.field == f)
+                    .map(|c| c.view.as_str())
+            })
+        });
         let width = columns.len();
         let mut fields: Vec<Cow<'_, str>> = columns
             .iter()
             .map(|c| Cow::from(c.field.as_str()))
             .collect();
-        if let Some(t) = &times {
-            fields.extend(t.fields.iter().map(|f| Cow::from(f.as_str())));
+        if let Some(p) = &plan {
+            fields.extend(p.fields.iter().map(|f| Cow::from(f.as_str())));
         }
+        let mut keys = Vec::with_capacity(ids.len());
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        if times.is_some() {
+        if plan.is_some() {
             pipe.cmd("TIME");
         }
         for id in ids {
             entity.check_id(id)?;
-            pipe.add_command(hmget(&entity.key(id), &fields));
+            let key = entity.key(id);
+            pipe.add_command(hmget(&key, &fields));
+            keys.push(key);
         }
         let replies: Vec<Reply> = self.run_pipeline(&pipe)?;
-        let expected = ids.len() + usize::from(times.is_some());
+        let expected = ids.len() + usize::from(plan.is_some());
         if replies.len() != expected {
             return Err(StoreError::Redis(format!(
                 "pipelined HMGET: {} replies for {} keys",
@@ -148,7 +158,7 @@ impl FeatureStore {
             )));
         }
         let mut replies = replies.into_iter();
-        let now_ms = match (&times, times.as_ref().and_then(|_| replies.next())) {
+        let now_ms = match (&plan, plan.as_ref().and_then(|_| replies.next())) {
             (Some(_), Some(Reply::ServerError(e))) => return Err(super::server_error(e)),
             (Some(_), Some(reply)) => {
                 Some(event_fields::time_reply_ms(&reply).ok_or_else(|| {
@@ -157,12 +167,9 @@ impl FeatureStore {
             }
             _ => None,
         };
-        let mut values = Vec::with_capacity(ids.len());
-        let mut status = Vec::with_capacity(ids.len());
-        let mut ages = Vec::with_capacity(if times.is_some() { ids.len() } else { 0 });
-        let mut invalid_count = 0;
-        let mut stale_count = 0;
-        let mut present_count = 0;
+        // Per id: the values' items and, on a bounded read, their times.
+        let mut rows: Vec<Result<(Vec<Reply>, Vec<Option<u64>>, Vec<usize>), StoreError>> =
+            Vec::with_capacity(ids.len());
         for reply in replies {
             let mut raw = match reply {
                 Reply::Array(items) if items.len() == fields.len() => items,
@@ -178,17 +185,40 @@ impl FeatureStore {
                     )))
                 }
             };
+            let dates = raw.split_off(width);
+            let (times, needs) = match &plan {
+                Some(p) => {
+                    let first = p.first_pass(|i| reply_time(&dates[i]));
+                    (first.times, first.needs_own)
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            rows.push(Ok((raw, times, needs)));
+        }
+        if let Some(p) = &plan {
+            self.read_own_times(&keys, p, &mut rows)?;
+        }
+        let mut values = Vec::with_capacity(ids.len());
+        let mut status = Vec::with_capacity(ids.len());
+        let mut ages = Vec::with_capacity(if plan.is_some() { ids.len() } else { 0 });
+        let mut invalid_count = 0;
+        let mut stale_count = 0;
+        let mut present_count = 0;
+        for entity in rows {
+            // A key that turned into another type between the round trips:
+            // its values are as invalid as a WRONGTYPE in the first.
+            let (raw, times, _) = entity
+                .unwrap_or_else(|_| (vec![Reply::Okay; width], vec![None; width], Vec::new()));
             let mut row = Vec::with_capacity(width);
             let mut row_status = Vec::with_capacity(width);
-            let mut row_ages = Vec::with_capacity(if times.is_some() { width } else { 0 });
-            // Past the values: the time fields (none on an unbounded read).
-            let time_items = raw.split_off(width);
+            let mut row_ages = Vec::with_capacity(if plan.is_some() { width } else { 0 });
             for (j, (column, item)) in columns.iter().zip(raw).enumerate() {
                 let (mut value, mut s) = typed(column, item);
-                if let (Some(t), Some(now)) = (&times, now_ms) {
+                if let Some(now) = now_ms {
                     let mut age = None;
                     if s == Status::Present {
-                        let (a, freshness) = judge(column, t, j, &time_items, now);
+                        let (a, freshness) =
+                            event_fields::judge(now, true, times[j], column.max_age_ms);
                         age = a;
                         if !freshness.is_served(column.max_age_ms.is_some()) {
                             (value, s) = (column.default.clone(), Status::Stale);
@@ -207,7 +237,7 @@ impl FeatureStore {
             }
             values.push(row);
             status.push(row_status);
-            if times.is_some() {
+            if plan.is_some() {
                 ages.push(row_ages);
             }
         }
@@ -223,71 +253,17 @@ impl FeatureStore {
             status,
             invalid_count,
             stale_count,
-            ages: times.is_some().then_some(ages),
+            ages: plan.is_some().then_some(ages),
         })
     }
 }
 
-/// The event-time fields a bounded read asks for after the columns' values:
-/// each distinct view's time once, then each column's own time.
-struct TimeFields {
-    /// `@<view>`... then `<feature>@t`..., in that order.
-    fields: Vec<String>,
-    /// Per column, the index of its view among the distinct views.
-    view_of: Vec<usize>,
-    views: usize,
-}
-
-impl TimeFields {
-    fn of(columns: &[Column]) -> TimeFields {
-        let mut views: Vec<&str> = Vec::new();
-        let view_of = columns
-            .iter()
-            .map(|c| {
-                views.iter().position(|v| *v == c.view).unwrap_or_else(|| {
-                    views.push(&c.view);
-                    views.len() - 1
-                })
-            })
-            .collect();
-        let fields = views
-            .iter()
-            .map(|v| event_fields::view_time_field(v))
-            .chain(
-                columns
-                    .iter()
-                    .map(|c| event_fields::feature_time_field(&c.field)),
-            )
-            .collect();
-        TimeFields {
-            fields,
-            view_of,
-            views: views.len(),
-        }
-    }
-}
-
-/// Column `j`'s age and verdict, from the time fields that follow the
-/// values in its row (`items`, the row's `HMGET` items past the values).
-fn judge(
-    column: &Column,
-    t: &TimeFields,
-    j: usize,
-    items: &[Reply],
-    now_ms: u64,
-) -> (Option<i64>, Freshness) {
-    let time = |i: usize| match items.get(i) {
-        Some(Reply::BulkString(b)) => event_fields::parse_time(b),
+/// A stored event time from an `HMGET` item.
+fn reply_time(item: &Reply) -> Option<u64> {
+    match item {
+        Reply::BulkString(b) => event_fields::parse_time(b),
         _ => None,
-    };
-    let view_time = time(t.view_of[j]);
-    let own_time = time(t.views + j);
-    event_fields::judge(
-        now_ms,
-        true,
-        event_fields::effective_time(view_time, own_time),
-        column.max_age_ms,
-    )
+    }
 }
 
 /// One `HMGET` item as `column`'s type: bytes that parse are present, nil
@@ -347,57 +323,6 @@ mod tests {
             (Some(Value::Int(-1)), Status::Invalid)
         );
         assert_eq!(typed(&int, Reply::Okay), (None, Status::Invalid));
-    }
-
-    #[test]
-    fn a_bounded_read_asks_each_views_time_once_and_each_features_own() {
-        let mut cols = vec![
-            column(FeatureType::Int, None),
-            column(FeatureType::Int, None),
-            column(FeatureType::Int, None),
-        ];
-        (cols[1].view, cols[1].field) = ("w".into(), "g".into());
-        cols[2].field = "h".into();
-        let t = TimeFields::of(&cols);
-        assert_eq!(t.fields, ["@v", "@w", "f@t", "g@t", "h@t"]);
-        assert_eq!(t.view_of, [0, 1, 0]);
-
-        // The newer of the view's time and the feature's own judges it.
-        let bulk = |s: &str| Reply::BulkString(s.as_bytes().to_vec());
-        let mut bounded = cols[0].clone();
-        bounded.max_age_ms = Some(1000);
-        let items = [
-            bulk("5000"),
-            Reply::Nil,
-            bulk("8500"),
-            Reply::Nil,
-            bulk("x"),
-        ];
-        assert_eq!(
-            judge(&bounded, &t, 0, &items, 10_000),
-            (Some(1500), Freshness::Stale)
-        );
-        let items = [
-            bulk("5000"),
-            Reply::Nil,
-            bulk("9500"),
-            Reply::Nil,
-            bulk("x"),
-        ];
-        assert_eq!(
-            judge(&bounded, &t, 0, &items, 10_000),
-            (Some(500), Freshness::Fresh)
-        );
-        // Column 2 shares the view's time; its own is not a number.
-        assert_eq!(
-            judge(&bounded, &t, 2, &items, 10_000),
-            (Some(5000), Freshness::Stale)
-        );
-        // Column 1: no time anywhere.
-        assert_eq!(
-            judge(&bounded, &t, 1, &items, 10_000),
-            (None, Freshness::Undated)
-        );
     }
 
     #[test]

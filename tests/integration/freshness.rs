@@ -187,3 +187,91 @@ fn a_max_age_that_is_not_a_whole_number_of_ms_is_refused() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["max_age_ms"], 0);
 }
+
+#[test]
+fn a_partial_write_newer_than_its_views_last_whole_write_dates_its_feature_alone() {
+    use feature_store::registry::Registry;
+    use feature_store::store::BatchRow;
+    let redis = common::redis();
+    let store = common::store(&redis).with_registry(&Registry::demo());
+    let registry = Registry::demo();
+    let profile = registry
+        .views
+        .iter()
+        .find(|v| v.kind == feature_store::registry::ViewKind::Batch)
+        .expect("the demo's batch view");
+    let names: Vec<&str> = profile.features.iter().map(|f| f.name.as_str()).collect();
+    let mut conn = common::raw(&redis);
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).expect("TIME");
+    let now = secs * 1000 + micros / 1000;
+    let whole = BatchRow {
+        event_time_ms: Some(now - 60_000),
+        id: "p1".into(),
+        set: names.iter().map(|n| (n.to_string(), "1".into())).collect(),
+        retract: Vec::new(),
+    };
+    let part = BatchRow {
+        event_time_ms: Some(now - 1_000),
+        id: "p1".into(),
+        set: vec![(names[0].to_string(), "2".into())],
+        retract: Vec::new(),
+    };
+    for row in [whole, part] {
+        let report = store.write_batch_rows(&[row], 600).expect("write");
+        assert_eq!((report.written, report.skipped_stale), (1, 0));
+    }
+    let aged = store
+        .batch_get_features_within(&["p1"], &names, Some(30_000))
+        .expect("read");
+    let row = aged.rows[0].as_ref().expect("a row");
+    // The feature the newer partial row wrote is judged by its own time.
+    assert_eq!(row[0].as_ref().and_then(|v| v.as_str()), Some("2"));
+    assert!(aged.ages_ms[0][0].is_some_and(|a| (1_000..30_000).contains(&a)));
+    // The others keep the whole row's time, past the bound.
+    for (j, value) in row.iter().enumerate().skip(1) {
+        assert!(
+            value.is_none(),
+            "{} served: {:?}",
+            names[j],
+            aged.freshness[0]
+        );
+        assert!(aged.ages_ms[0][j].is_some_and(|a| a >= 60_000));
+    }
+    assert_eq!(aged.stale_count(), names.len() - 1);
+    // A whole row newer than the partial one dates them all again, and a
+    // replay of the partial one is skipped.
+    let newer = BatchRow {
+        event_time_ms: Some(now - 500),
+        id: "p1".into(),
+        set: names.iter().map(|n| (n.to_string(), "3".into())).collect(),
+        retract: Vec::new(),
+    };
+    assert_eq!(
+        store
+            .write_batch_rows(&[newer], 600)
+            .expect("write")
+            .skipped_stale,
+        0
+    );
+    let replay = BatchRow {
+        event_time_ms: Some(now - 1_000),
+        id: "p1".into(),
+        set: vec![(names[0].to_string(), "2".into())],
+        retract: Vec::new(),
+    };
+    assert_eq!(
+        store
+            .write_batch_rows(&[replay], 600)
+            .expect("write")
+            .skipped_stale,
+        1
+    );
+    let aged = store
+        .batch_get_features_within(&["p1"], &names, Some(30_000))
+        .expect("read");
+    assert_eq!(aged.stale_count(), 0);
+    let row = aged.rows[0].as_ref().expect("a row");
+    assert!(row
+        .iter()
+        .all(|v| v.as_ref().and_then(|v| v.as_str()) == Some("3")));
+}

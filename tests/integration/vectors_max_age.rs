@@ -154,6 +154,8 @@ fn a_features_own_time_newer_than_its_views_judges_it_and_an_older_one_does_not(
             ("tx_count_5m@t", (now - 200).to_string()),
             // An own time older than the view's: the view's write is newer.
             ("last_device@t", (now - 9000).to_string()),
+            // The view's marker: the newest own time, as the scripts keep it.
+            ("@user_activity+", (now - 200).to_string()),
         ],
     );
     let store = common::store(&redis);
@@ -526,13 +528,19 @@ fn hostile_event_time_fields_never_serve_a_value_older_than_the_bound() {
                     .arg("@user_activity")
                     .arg(&view_time);
                 if with_own {
-                    cmd.arg("tx_count_5m@t").arg(&own_time);
+                    // With the view's marker, as the scripts write an own
+                    // time (the newest own time: here the only one).
+                    cmd.arg("tx_count_5m@t")
+                        .arg(&own_time)
+                        .arg("@user_activity+")
+                        .arg(&own_time);
                 }
                 cmd.query::<i64>(&mut *conn.borrow_mut()).expect("HSET");
                 if !with_own {
                     redis::cmd("HDEL")
                         .arg("fs:user:h")
                         .arg("tx_count_5m@t")
+                        .arg("@user_activity+")
                         .query::<i64>(&mut *conn.borrow_mut())
                         .expect("HDEL");
                 }
