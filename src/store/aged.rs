@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use redis::Value;
 
-use super::dating::DatingPlan;
+use super::dating::{DatedRow, DatingPlan};
 use super::event_fields::{self, Freshness};
 use super::{check_names, decode_values, server_error, FeatureRow, FeatureStore};
 use crate::error::StoreError;
@@ -75,8 +75,7 @@ impl FeatureStore {
             .and_then(event_fields::time_reply_ms)
             .ok_or_else(|| StoreError::Redis("TIME: unexpected reply".into()))?;
         // Per entity: its values and their times, or its error.
-        let mut read: Vec<Result<(FeatureRow, Vec<Option<u64>>, Vec<usize>), StoreError>> =
-            Vec::with_capacity(keys.len());
+        let mut read: Vec<DatedRow<FeatureRow>> = Vec::with_capacity(keys.len());
         for key in &keys {
             let reply = replies
                 .next()
@@ -146,7 +145,7 @@ impl FeatureStore {
         &self,
         keys: &[String],
         plan: &DatingPlan,
-        read: &mut [Result<(T, Vec<Option<u64>>, Vec<usize>), StoreError>],
+        read: &mut [DatedRow<T>],
     ) -> Result<(), StoreError> {
         let wanted: Vec<usize> = (0..read.len())
             .filter(|&i| matches!(&read[i], Ok((_, _, needs)) if !needs.is_empty()))

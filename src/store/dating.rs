@@ -12,6 +12,12 @@
 //! whole one) need their own times, read in a second round trip.
 
 use super::event_fields;
+use crate::error::StoreError;
+
+/// One entity of a bounded read: its value items, each one's event time so
+/// far, and the names whose own time must still be read (`FirstPass`); or
+/// that entity's error.
+pub(crate) type DatedRow<T> = Result<(T, Vec<Option<u64>>, Vec<usize>), StoreError>;
 
 enum Slot {
     /// Dated by a view: indexes of its time and marker among `fields`.

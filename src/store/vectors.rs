@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::Value as Reply;
 use serde::Serialize;
 
-use super::dating::DatingPlan;
+use super::dating::{DatedRow, DatingPlan};
 use super::event_fields;
 use super::{hmget, FeatureStore};
 use crate::error::StoreError;
@@ -168,8 +168,7 @@ impl FeatureStore {
             _ => None,
         };
         // Per id: the values' items and, on a bounded read, their times.
-        let mut rows: Vec<Result<(Vec<Reply>, Vec<Option<u64>>, Vec<usize>), StoreError>> =
-            Vec::with_capacity(ids.len());
+        let mut rows: Vec<DatedRow<Vec<Reply>>> = Vec::with_capacity(ids.len());
         for reply in replies {
             let mut raw = match reply {
                 Reply::Array(items) if items.len() == fields.len() => items,
