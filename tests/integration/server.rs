@@ -1078,6 +1078,10 @@ fn server_page_in_headless_chromium() {
     // The batch panel: 11 fields asked for each entity, the values found
     // counted apart (before, "fields" showed the values found).
     assert!(dom.contains("fields <b>11 each</b>"), "{dom}");
+    // The read and inspect panels show each value's age (the seeded users
+    // were written by the store's scripts, so every value is dated).
+    assert!(dom.matches("<th>age</th>").count() >= 2, "{dom}");
+    assert!(dom.contains("stale <b>0</b>"), "{dom}");
     assert!(dom.contains("values found <b>"), "{dom}");
     assert!(dom.contains("Deleted 20 entities."), "{dom}");
     assert!(dom.contains("Loaded 200 users"), "{dom}");
