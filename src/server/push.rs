@@ -13,6 +13,10 @@
 //! - a stream view: `write_streaming`, the view's TTL as every field's TTL;
 //!   a `null` is refused (a streaming write only sets values).
 //!
+//! A row may carry `"event_time_ms"` (epoch ms); without it the row is
+//! dated now. Per feature, only a newer event than the stored one writes;
+//! the others are counted in `skipped_stale`.
+//!
 //! The answer says, per row and in input order, whether it was written,
 //! rejected (its input) or failed (Redis refused it, e.g. the key holds
 //! another type). A well-formed request is answered 200 whatever its rows'
@@ -25,7 +29,7 @@ use super::body::Params;
 use super::errors::ApiError;
 use crate::error::StoreError;
 use crate::registry::{EntityType, FeatureView, Registry, ViewKind};
-use crate::store::{BatchRow, FeatureStore, WriteReport};
+use crate::store::{BatchRow, FeatureStore, WriteReport, MAX_EVENT_TIME_MS};
 
 /// How many rows one push may carry: one pipeline's worth, so a push is one
 /// round trip and holds Redis a few milliseconds at most.
@@ -47,6 +51,9 @@ pub struct PushOutcome {
     /// Each row's id as sent (`None` when it was not a string) and status,
     /// in input order.
     pub rows: Vec<(Option<String>, RowStatus)>,
+    /// Features the written rows left alone: the stored value's event time
+    /// was the same or newer.
+    pub skipped_stale: usize,
 }
 
 /// The view and rows of a push body; 400 for a malformed one, 404 for an
@@ -120,7 +127,10 @@ pub fn push(
         }
     }
     if good.is_empty() {
-        return Ok(PushOutcome { rows: out });
+        return Ok(PushOutcome {
+            rows: out,
+            skipped_stale: 0,
+        });
     }
     let n = good.len() as u64;
     admit(n);
@@ -145,7 +155,10 @@ pub fn push(
             e => RowStatus::Failed(e.to_string()),
         };
     }
-    Ok(PushOutcome { rows: out })
+    Ok(PushOutcome {
+        rows: out,
+        skipped_stale: report.skipped_stale,
+    })
 }
 
 /// The good rows through the loader's scripts, under the entity's prefix.
@@ -200,8 +213,16 @@ fn check_row(view: &FeatureView, entity: &EntityType, row: &J) -> Result<BatchRo
         Some(_) => return Err("features must be an object of name: value".into()),
         None => return Err("missing features".into()),
     };
+    let event_time_ms = match row.get("event_time_ms") {
+        None | Some(J::Null) => None,
+        Some(J::Number(n)) => match n.as_u64() {
+            Some(t) if t <= MAX_EVENT_TIME_MS => Some(t),
+            _ => return Err(event_time_error(&n.to_string())),
+        },
+        Some(other) => return Err(event_time_error(&other.to_string())),
+    };
     let mut out = BatchRow {
-        event_time_ms: None,
+        event_time_ms,
         id: id.clone(),
         set: Vec::with_capacity(features.len()),
         retract: Vec::new(),
@@ -235,6 +256,10 @@ fn check_row(view: &FeatureView, entity: &EntityType, row: &J) -> Result<BatchRo
     }
 }
 
+fn event_time_error(got: &str) -> String {
+    format!("event_time_ms must be an integer from 0 to {MAX_EVENT_TIME_MS} (epoch ms), got {got}")
+}
+
 impl PushOutcome {
     /// The answer's body.
     pub fn to_json(&self, view: &str, elapsed_ms: f64) -> J {
@@ -254,6 +279,7 @@ impl PushOutcome {
             "written": count(|s| matches!(s, RowStatus::Written)),
             "rejected": count(|s| matches!(s, RowStatus::Rejected(_))),
             "failed": count(|s| matches!(s, RowStatus::Failed(_))),
+            "skipped_stale": self.skipped_stale,
             "rows": rows,
             "elapsed_ms": elapsed_ms,
         })

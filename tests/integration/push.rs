@@ -642,3 +642,67 @@ fn what_a_push_wrote_reads_back_typed_through_v1_features() {
         "{v}"
     );
 }
+
+#[test]
+fn a_pushed_event_older_than_the_stored_one_is_skipped_and_counted() {
+    let redis = common::redis();
+    let (server, _dir) = start(&redis);
+    let push =
+        |rows: Value| server.post_json("/v1/push", &json!({"view": "user_activity", "rows": rows}));
+    let t = 1_796_140_800_000u64;
+    let (status, answer) = push(json!([
+        {"id": "u0001", "event_time_ms": t, "features": {"tx_count_5m": 5}},
+    ]));
+    assert_eq!(
+        (status, answer["skipped_stale"].clone()),
+        (200, json!(0)),
+        "{answer}"
+    );
+    // A late event and a replay of the first: neither changes the value.
+    let (status, answer) = push(json!([
+        {"id": "u0001", "event_time_ms": t - 1000, "features": {"tx_count_5m": 4}},
+        {"id": "u0001", "event_time_ms": t, "features": {"tx_count_5m": 6}},
+    ]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["written"], 2, "{answer}");
+    assert_eq!(answer["skipped_stale"], 2, "{answer}");
+    let mut conn = common::raw(&redis);
+    assert_eq!(
+        hgetall(&mut conn, "fs:user:u0001"),
+        pairs(&[("tx_count_5m", "5")])
+    );
+    // A newer one wins.
+    let (_, answer) = push(json!([
+        {"id": "u0001", "event_time_ms": t + 1, "features": {"tx_count_5m": 7}},
+    ]));
+    assert_eq!(answer["skipped_stale"], 0, "{answer}");
+    assert_eq!(
+        hgetall(&mut conn, "fs:user:u0001"),
+        pairs(&[("tx_count_5m", "7")])
+    );
+    // A time that is not epoch ms rejects its row alone.
+    for bad in [
+        json!(-1),
+        json!(1.5),
+        json!("1796140800000"),
+        json!(1_000_000_000_000_000u64),
+    ] {
+        let (status, answer) = push(json!([
+            {"id": "u0002", "event_time_ms": bad, "features": {"tx_count_5m": 1}},
+            {"id": "u0003", "features": {"tx_count_5m": 1}},
+        ]));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            statuses(&answer),
+            vec![
+                ("u0002".to_string(), "rejected".to_string()),
+                ("u0003".to_string(), "written".to_string())
+            ],
+            "{bad}: {answer}"
+        );
+        assert!(
+            error_of(&answer, 0).contains("event_time_ms must be an integer"),
+            "{answer}"
+        );
+    }
+}
