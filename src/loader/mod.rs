@@ -4,7 +4,8 @@
 //! for debugging with `redis-cli`.
 //!
 //! Rooms: `args` (the command line), `input` (row sources), `chunk` (reused
-//! row buffers, one row per id), `limits` (size checks before sending),
+//! row buffers, one row per id), `event_time` (a row's event time, parsed
+//! strictly), `limits` (size checks before sending),
 //! `pipeline` (reader, writers, retries), `schema` (the per-row check
 //! against a registry's view), `summary` (the
 //! account and the failures list), `progress`, `scripts` (the subcommand),
@@ -13,6 +14,7 @@
 pub mod args;
 pub mod chunk;
 pub mod error;
+pub mod event_time;
 pub mod input;
 pub mod limits;
 pub mod pipeline;
