@@ -147,7 +147,8 @@ pub struct CommonArgs {
     /// id, kind, reason) instead of to stderr.
     #[arg(long, global = true, value_name = "PATH")]
     pub failures: Option<PathBuf>,
-    /// Stop at the first malformed line (the default skips and counts it).
+    /// Stop at the first malformed line, or row without a valid event time
+    /// (the default skips and counts it).
     #[arg(long, global = true)]
     pub strict: bool,
     /// No progress output.

@@ -36,6 +36,14 @@ pub enum Step {
         id: String,
         reason: String,
     },
+    /// A row without a valid event time (`--event-time-column`): rejected
+    /// like `Rejected`, and where `--strict` stops (a row the loader cannot
+    /// date is as unusable as a line it cannot read).
+    BadTime {
+        line: u64,
+        id: String,
+        reason: String,
+    },
     /// A line that is not a row at all (ragged, invalid JSON, bad UTF-8).
     Malformed {
         line: u64,
@@ -216,7 +224,7 @@ pub fn first_columns(
             }
             Step::End => return Ok(Some(BTreeSet::new())),
             // A line that is no row says nothing about the columns.
-            Step::Rejected { .. } | Step::Malformed { .. } | Step::Idle => {}
+            Step::Rejected { .. } | Step::BadTime { .. } | Step::Malformed { .. } | Step::Idle => {}
         }
     }
 }
@@ -448,7 +456,7 @@ impl RowSource for CsvSource {
 }
 
 fn bad_event_time(line: u64, id: String, column: &str, why: &str) -> Step {
-    Step::Rejected {
+    Step::BadTime {
         line,
         id,
         reason: format!("event time column {column:?}: {why}"),
@@ -580,7 +588,7 @@ fn parse_json_row(
                 Some(Ok(ms)) => Some(ms),
                 Some(Err(why)) => return bad_event_time(line, id, col, &why),
                 None => {
-                    return Step::Rejected {
+                    return Step::BadTime {
                         line,
                         id,
                         reason: format!("no event time column {col:?}"),
@@ -814,7 +822,7 @@ mod tests {
         let rejected: Vec<(u64, &str)> = steps
             .iter()
             .map(|s| match s {
-                Step::Rejected { line, id, reason } => {
+                Step::BadTime { line, id, reason } => {
                     assert!(reason.starts_with("event time column \"ts\": "), "{reason}");
                     (*line, id.as_str())
                 }
@@ -841,7 +849,7 @@ mod tests {
         let reasons: Vec<&str> = steps
             .iter()
             .map(|s| match s {
-                Step::Rejected { reason, .. } => reason.as_str(),
+                Step::BadTime { reason, .. } => reason.as_str(),
                 other => panic!("{other:?}"),
             })
             .collect();

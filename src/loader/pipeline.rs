@@ -391,6 +391,21 @@ fn read_all(
                     last = Some(origin);
                     shared.not_written(origin, &id, Kind::Rejected, &reason);
                 }
+                Step::BadTime { line, id, reason } => {
+                    shared.tally.read.fetch_add(1, Relaxed);
+                    let origin = Origin {
+                        source: source_no,
+                        line,
+                    };
+                    last = Some(origin);
+                    shared.not_written(origin, &id, Kind::Rejected, &reason);
+                    if settings.strict {
+                        end.stopped = Some(format!(
+                            "--strict: {name} line {line} has no valid event time"
+                        ));
+                        break 'inputs;
+                    }
+                }
                 Step::Malformed { line, reason } => {
                     let origin = Origin {
                         source: source_no,

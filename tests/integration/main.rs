@@ -10,6 +10,7 @@ mod entities;
 mod http_hostile;
 mod invariants;
 mod loader;
+mod loader_event_time;
 mod loader_registry;
 mod pacing;
 mod push;
