@@ -213,3 +213,217 @@ fn the_event_time_column_is_refused_where_it_cannot_be_read() {
     let mut conn = raw(&redis);
     assert!(hash(&mut conn, "fs:user:u1").is_empty());
 }
+
+/// One dated event of the two-loader test: `time` (seconds after a base)
+/// sets `features` of `id` to values naming the time.
+#[derive(Debug, Clone)]
+struct Event {
+    id: String,
+    time: u64,
+    features: Vec<usize>,
+}
+
+const BASE_MS: u64 = 1_796_136_009_000; // 2026-12-01T14:40:09Z
+const FEATURES: [&str; 4] = ["f0", "f1", "f2", "f3"];
+
+fn value(e: &Event, f: usize) -> String {
+    format!("{}-t{}-{}", e.id, e.time, FEATURES[f])
+}
+
+/// As RFC 3339 (UTC, with milliseconds): `time` seconds after `BASE_MS`,
+/// plus a few ms so that milliseconds count.
+fn rfc3339(time: u64) -> String {
+    let secs = 40 * 60 + 9 + time; // past 14:00:00 on the base day
+    format!(
+        "2026-12-01T{:02}:{:02}:{:02}.{:03}Z",
+        14 + secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        time % 7
+    )
+}
+
+fn ms(time: u64) -> u64 {
+    BASE_MS + time * 1000 + time % 7
+}
+
+/// Loader A's file: CSV, every feature in every row, times in RFC 3339.
+fn csv_of(events: &[Event]) -> String {
+    let mut s = String::from("user_id,ts,f0,f1,f2,f3\n");
+    for e in events {
+        let cells: Vec<String> = (0..FEATURES.len()).map(|f| value(e, f)).collect();
+        s.push_str(&format!(
+            "{},{},{}\n",
+            e.id,
+            rfc3339(e.time),
+            cells.join(",")
+        ));
+    }
+    s
+}
+
+/// Loader B's file: JSON lines, some features per row, times in epoch ms.
+fn jsonl_of(events: &[Event]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let mut object = serde_json::Map::new();
+        object.insert("id".into(), e.id.clone().into());
+        object.insert("ts".into(), ms(e.time).into());
+        for &f in &e.features {
+            object.insert(FEATURES[f].into(), value(e, f).into());
+        }
+        s.push_str(&serde_json::Value::Object(object).to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// Feature writes that an earlier line of the same file makes stale for
+/// sure: that line went to Redis first (one id's rows are written in file
+/// order) and is newer.
+fn surely_stale(events: &[Event]) -> u64 {
+    let mut newest: std::collections::HashMap<(&str, usize), u64> = Default::default();
+    let mut stale = 0;
+    for e in events {
+        for &f in &e.features {
+            let seen = newest.entry((e.id.as_str(), f)).or_insert(0);
+            if *seen > e.time {
+                stale += 1;
+            }
+            *seen = (*seen).max(e.time);
+        }
+    }
+    stale
+}
+
+#[test]
+fn two_loaders_at_once_end_in_the_newest_value_per_feature() {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let ids: Vec<String> = (0..48).map(|i| format!("e{i:02}")).collect();
+    // Times 1..=16 per id: loader A the even ones, B the odd ones.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for id in &ids {
+        for time in 1..=16u64 {
+            if time % 2 == 0 {
+                let features = (0..FEATURES.len()).collect();
+                a.push(Event {
+                    id: id.clone(),
+                    time,
+                    features,
+                });
+            } else {
+                let mut features: Vec<usize> =
+                    (0..FEATURES.len()).filter(|_| rng.gen_bool(0.6)).collect();
+                if features.is_empty() {
+                    features.push(rng.gen_range(0..FEATURES.len()));
+                }
+                b.push(Event {
+                    id: id.clone(),
+                    time,
+                    features,
+                });
+            }
+        }
+    }
+    a.shuffle(&mut rng);
+    b.shuffle(&mut rng);
+
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a_file = write_file(dir.path(), "a.csv", &csv_of(&a));
+    let b_file = write_file(dir.path(), "b.jsonl", &jsonl_of(&b));
+    let spawn = |file: &Path| {
+        loader_cmd(&redis)
+            .args(["--event-time-column", "ts", "--full-speed"])
+            .args(["--chunk-size", "3", "--writers", "2", "--from", p(file)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning fs-loader")
+    };
+    let (loader_a, loader_b) = (spawn(&a_file), spawn(&b_file));
+    let out_a = loader_a.wait_with_output().expect("loader A");
+    let out_b = loader_b.wait_with_output().expect("loader B");
+    let ctx = format!("seed {seed}");
+    assert_eq!(out_a.status.code(), Some(0), "{ctx}: A {}", show(&out_a));
+    assert_eq!(out_b.status.code(), Some(0), "{ctx}: B {}", show(&out_b));
+    let (sa, sb) = (summary(&out_a), summary(&out_b));
+    assert_eq!(count(&sa, "written"), a.len() as u64, "{ctx}: {sa:?}");
+    assert_eq!(count(&sb, "written"), b.len() as u64, "{ctx}: {sb:?}");
+
+    // Every feature holds its newest event's value, whoever sent it.
+    let mut newest: std::collections::BTreeMap<(&str, usize), &Event> = Default::default();
+    for e in a.iter().chain(&b) {
+        for &f in &e.features {
+            let slot = newest.entry((e.id.as_str(), f)).or_insert(e);
+            if e.time > slot.time {
+                *slot = e;
+            }
+        }
+    }
+    let mut conn = raw(&redis);
+    for id in &ids {
+        let fields = hash(&mut conn, &format!("fs:user:{id}"));
+        for (f, name) in FEATURES.iter().enumerate() {
+            let want = value(newest[&(id.as_str(), f)], f);
+            assert_eq!(
+                fields.get(*name),
+                Some(&want),
+                "{ctx}: {id}.{name} in {fields:?}"
+            );
+        }
+    }
+
+    // The skipped features: at least those an earlier line of the same
+    // file made stale, at most all but the ones that are the newest.
+    let writes = |events: &[Event]| events.iter().map(|e| e.features.len() as u64).sum::<u64>();
+    let newest_in = |events: &[Event]| {
+        newest
+            .values()
+            .filter(|e| events.iter().any(|x| std::ptr::eq(**e, x)))
+            .count() as u64
+    };
+    for (name, events, s) in [("A", &a, &sa), ("B", &b, &sb)] {
+        let skipped = count(s, "skipped_stale");
+        assert!(
+            skipped >= surely_stale(events) && skipped <= writes(events) - newest_in(events),
+            "{ctx}: loader {name} skipped {skipped}, expected between {} and {}",
+            surely_stale(events),
+            writes(events) - newest_in(events)
+        );
+    }
+    assert!(
+        count(&sa, "skipped_stale") + count(&sb, "skipped_stale")
+            >= surely_stale(&a) + surely_stale(&b)
+    );
+
+    // A replay of A changes nothing, and accounts for every one of its
+    // feature writes as stale.
+    let before: Vec<_> = ids
+        .iter()
+        .map(|id| hash(&mut conn, &format!("fs:user:{id}")))
+        .collect();
+    let replay = run(
+        &redis,
+        &[
+            "--event-time-column",
+            "ts",
+            "--full-speed",
+            "--from",
+            p(&a_file),
+        ],
+    );
+    assert_eq!(replay.status.code(), Some(0), "{ctx}: {}", show(&replay));
+    let sr = summary(&replay);
+    assert_eq!(count(&sr, "written"), a.len() as u64, "{ctx}: {sr:?}");
+    assert_eq!(count(&sr, "skipped_stale"), writes(&a), "{ctx}: {sr:?}");
+    let after: Vec<_> = ids
+        .iter()
+        .map(|id| hash(&mut conn, &format!("fs:user:{id}")))
+        .collect();
+    assert_eq!(before, after, "{ctx}: the replay changed something");
+}
