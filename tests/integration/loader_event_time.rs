@@ -427,3 +427,40 @@ fn two_loaders_at_once_end_in_the_newest_value_per_feature() {
         .collect();
     assert_eq!(before, after, "{ctx}: the replay changed something");
 }
+
+/// The README's event-time example, its CSV taken from the README as
+/// written: the newer event wins over the later line.
+#[test]
+fn readme_event_time_example_keeps_the_newer_event_not_the_later_line() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let (_, after) = readme
+        .split_once("For example, with `events.csv`\n\n")
+        .expect("README has the event-time example");
+    let csv: String = after
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(csv.starts_with("user_id,ts,country_iso\n"), "{csv}");
+    assert!(
+        after.contains(
+            "`fs-loader --from events.csv --event-time-column ts` leaves `country_iso`\n`FR`"
+        ),
+        "the README's command changed: update this test"
+    );
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_file(dir.path(), "events.csv", &csv);
+    let out = run(&redis, &["--from", p(&file), "--event-time-column", "ts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(count(&s, "skipped_stale"), 1, "{s:?}");
+    let mut conn = raw(&redis);
+    let u1 = hash(&mut conn, "fs:user:u1");
+    assert_eq!(
+        u1.get("country_iso").map(String::as_str),
+        Some("FR"),
+        "{u1:?}"
+    );
+}
