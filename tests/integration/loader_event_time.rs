@@ -464,3 +464,66 @@ fn readme_event_time_example_keeps_the_newer_event_not_the_later_line() {
         "{u1:?}"
     );
 }
+
+/// `stream` takes the flag too (after the subcommand, and with the view
+/// inferred without the column): dated events, each feature with its TTL.
+#[test]
+fn stream_mode_dates_events_by_the_column_and_never_writes_it() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = write_file(dir.path(), "features.toml", TWO_ENTITIES);
+    let events = write_file(
+        dir.path(),
+        "events.jsonl",
+        concat!(
+            "{\"id\": \"u1\", \"at\": \"2026-12-01T14:40:09Z\", \"features\": {\"tx_count_5m\": 3}}\n",
+            "{\"id\": \"u2\", \"features\": {\"tx_count_5m\": 1}}\n",
+        ),
+    );
+    let failures_file = dir.path().join("failures.csv");
+    let out = run(
+        &redis,
+        &[
+            "stream",
+            "--registry",
+            p(&registry),
+            "--from",
+            p(&events),
+            "--event-time-column",
+            "at",
+            "--failures",
+            p(&failures_file),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (count(&s, "written"), count(&s, "rejected")),
+        (1, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        failures(&failures_file),
+        [(
+            "2".to_owned(),
+            "u2".to_owned(),
+            "no event time column \"at\"".to_owned()
+        )]
+    );
+    let mut conn = raw(&redis);
+    let u1 = hash(&mut conn, "fs:user:u1");
+    assert_eq!(
+        u1.get("tx_count_5m").map(String::as_str),
+        Some("3"),
+        "{u1:?}"
+    );
+    assert!(!u1.contains_key("at"), "{u1:?}");
+    let ttl: Vec<i64> = redis::cmd("HTTL")
+        .arg("fs:user:u1")
+        .arg("FIELDS")
+        .arg(1)
+        .arg("tx_count_5m")
+        .query(&mut conn)
+        .expect("HTTL");
+    assert!(ttl[0] > 0 && ttl[0] <= 300, "{ttl:?}");
+}
