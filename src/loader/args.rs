@@ -30,6 +30,7 @@ pub const DEFAULT_KEY_PREFIX: &str = "fs:user:";
 #[command(after_help = "Examples:\n  \
     fs-loader --count 1000000 --seed 7\n  \
     fs-loader --from users.csv --from extra.jsonl --failures failed.csv\n  \
+    fs-loader --from events.jsonl --event-time-column ts\n  \
     fs-loader --registry features.toml --view user_profile --from users.csv\n  \
     kcat -C -t events | fs-loader stream --from - --ttl-seconds 300\n  \
     fs-loader scripts --load")]
@@ -127,6 +128,16 @@ pub struct CommonArgs {
     /// stream view's TTL).
     #[arg(long, global = true, value_name = "T")]
     pub ttl_seconds: Option<u64>,
+    /// The CSV column or JSON key holding each row's event time; it is not
+    /// a feature. An RFC 3339 date-time with an offset
+    /// (2026-12-01T14:40:09Z, 2026-12-01T14:40:09.123+02:00) or epoch
+    /// digits: below 100000000000 seconds, else milliseconds. A row without
+    /// one, or with one in any other form, is rejected. Per feature, a write
+    /// older than or as old as the stored one is skipped (`skipped_stale`).
+    /// Unset: every row is dated when its pipeline is formed, so a later
+    /// row of an id is always the newer.
+    #[arg(long, global = true, env = "FS_EVENT_TIME_COLUMN", value_name = "NAME")]
+    pub event_time_column: Option<String>,
     /// Rows per pipeline (one round trip each). Default: 10 when paced
     /// (short pipelines keep other clients' waits short), 1000 at full
     /// speed.
@@ -136,7 +147,8 @@ pub struct CommonArgs {
     /// id, kind, reason) instead of to stderr.
     #[arg(long, global = true, value_name = "PATH")]
     pub failures: Option<PathBuf>,
-    /// Stop at the first malformed line (the default skips and counts it).
+    /// Stop at the first malformed line, or row without a valid event time
+    /// (the default skips and counts it).
     #[arg(long, global = true)]
     pub strict: bool,
     /// No progress output.

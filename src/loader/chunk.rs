@@ -5,6 +5,14 @@
 //! the chunk is merged into the earlier one, in input order (`merge`). A
 //! chunk whose calls are partly re-sent (a NOSCRIPT midway, a dropped
 //! connection) can then never apply an older row of an id after a newer one.
+//!
+//! Rows without an event time of their own are merged (the chunk dates them
+//! all alike when it is sent, so the later line rightly wins). Rows that
+//! carry one (`--event-time-column`) are never merged: one row has one time,
+//! and a merged row would date the older row's features with the newer time
+//! (beating a value another writer dated in between). The chunk is sent
+//! instead, and the row starts the next: the scripts then keep, per
+//! feature, the newest event, whatever the order of the lines.
 
 use std::collections::HashMap;
 use std::fmt::{Display, Write as _};
@@ -118,6 +126,7 @@ impl Chunk {
         // Move the last row's strings to the spare list instead of dropping
         // them: the next row reuses their buffers.
         row.id.clear();
+        row.event_time_ms = None;
         for (k, v) in row.set.drain(..) {
             spare.push(k);
             spare.push(v);
@@ -185,15 +194,18 @@ impl Chunk {
 
     /// Merges the last row of `staging` (a later row of the same id) into
     /// slot `i`: its features override (set over retract, retract over
-    /// set). Refused (`false`, nothing moved) when the merged row could
-    /// exceed the per-entity limits or `max_row_bytes`; the caller then
+    /// set). Refused (`false`, nothing moved) when either row has its own
+    /// event time, or the merged row could exceed the per-entity limits or
+    /// `max_row_bytes`; the caller then
     /// sends this chunk and starts the next with the row.
     pub fn merge(&mut self, i: usize, staging: &mut Chunk, max_row_bytes: usize) -> bool {
         let Some(s) = staging.len.checked_sub(1) else {
             return true;
         };
         let (dst, src) = (&mut self.rows[i], &mut staging.rows[s]);
-        if dst.set.len() + src.set.len() > MAX_SET_PER_ENTITY
+        if dst.event_time_ms.is_some()
+            || src.event_time_ms.is_some()
+            || dst.set.len() + src.set.len() > MAX_SET_PER_ENTITY
             || dst.retract.len() + src.retract.len() > MAX_RETRACT_PER_ENTITY
             || row_bytes(dst).saturating_add(row_bytes(src)) > max_row_bytes
         {
@@ -206,6 +218,21 @@ impl Chunk {
         staging.len = s;
         staging.inputs -= n;
         true
+    }
+
+    /// Dates every live row that has no event time of its own with `ms`.
+    /// Called once, when the chunk is handed to its writer: its retries then
+    /// send the very same times (a replay), and a later chunk gets a later
+    /// time (`event_clock::now_ms` strictly increases).
+    pub fn stamp(&mut self, ms: u64) {
+        for row in &mut self.rows[..self.len] {
+            row.event_time_ms.get_or_insert(ms);
+        }
+    }
+
+    /// Whether some live row has no event time yet.
+    pub fn needs_stamp(&self) -> bool {
+        self.rows().iter().any(|r| r.event_time_ms.is_none())
     }
 
     /// Swaps two live rows (with their origins).
@@ -315,6 +342,11 @@ impl RowBuilder<'_> {
         self.row.set.push((name, text));
     }
 
+    /// The row's own event time (`--event-time-column`), epoch ms.
+    pub fn event_time(&mut self, ms: u64) {
+        self.row.event_time_ms = Some(ms);
+    }
+
     pub fn retract(&mut self, name: &str) {
         let name = self.take(name);
         self.row.retract.push(name);
@@ -409,6 +441,38 @@ mod tests {
         assert_eq!(set, [("x".into(), "new".into()), ("z".into(), "2".into())]);
         assert_eq!(a.retract, ["y"]);
         assert_eq!(c.origins()[0], [origin(1), origin(3)]);
+    }
+
+    #[test]
+    fn dated_rows_of_one_id_are_never_merged() {
+        let (mut staging, mut c) = (Chunk::new(1), Chunk::new(4));
+        stage(&mut staging, 1, "a", &[("x", "new")], &[]);
+        staging.rows[0].event_time_ms = Some(20);
+        assert!(absorb(&mut c, &mut staging, 7, usize::MAX));
+        // An older event on a later line: merging would date "old" as 20.
+        stage(&mut staging, 2, "a", &[("x", "old"), ("y", "1")], &[]);
+        staging.rows[0].event_time_ms = Some(10);
+        assert!(!absorb(&mut c, &mut staging, 7, usize::MAX));
+        assert_eq!((staging.len(), c.len()), (1, 1));
+        assert_eq!(c.rows()[0].set, [("x".to_string(), "new".to_string())]);
+        assert_eq!(c.rows()[0].event_time_ms, Some(20));
+    }
+
+    #[test]
+    fn a_stamp_dates_only_undated_rows_and_a_reused_slot_forgets_its_time() {
+        let mut c = Chunk::new(2);
+        c.push(origin(1)).id("a");
+        c.push(origin(2)).event_time(5);
+        assert!(c.needs_stamp());
+        c.stamp(99);
+        assert!(!c.needs_stamp());
+        let times: Vec<_> = c.rows().iter().map(|r| r.event_time_ms).collect();
+        assert_eq!(times, [Some(99), Some(5)]);
+        c.stamp(100); // a retry keeps the first stamp
+        assert_eq!(c.rows()[0].event_time_ms, Some(99));
+        c.clear();
+        c.push(origin(3)).id("b");
+        assert_eq!(c.rows()[0].event_time_ms, None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::args::Format;
 use super::chunk::{Chunk, Origin};
 use super::error::LoaderError;
+use super::event_time;
 use super::schema::Schema;
 use crate::demo::synth;
 use crate::value::{FeatureMap, FeatureValue};
@@ -31,6 +32,14 @@ pub enum Step {
     /// A readable row that cannot be written (no id, a nested value ...);
     /// it counts as read and rejected.
     Rejected {
+        line: u64,
+        id: String,
+        reason: String,
+    },
+    /// A row without a valid event time (`--event-time-column`): rejected
+    /// like `Rejected`, and where `--strict` stops (a row the loader cannot
+    /// date is as unusable as a line it cannot read).
+    BadTime {
         line: u64,
         id: String,
         reason: String,
@@ -60,6 +69,9 @@ pub struct ReadOptions {
     /// `--registry`: every row is checked against this view, its values
     /// written in canonical form. None: values keep their text.
     pub schema: Option<Arc<Schema>>,
+    /// `--event-time-column`: the column (JSON key) dating each row; never
+    /// a feature. None: rows carry no time of their own.
+    pub event_time_column: Option<String>,
 }
 
 // ---- opening -----------------------------------------------------------
@@ -184,6 +196,7 @@ pub fn first_columns(
     path: &Path,
     forced: Option<Format>,
     id_column: Option<&str>,
+    event_time_column: Option<&str>,
 ) -> Result<Option<BTreeSet<String>>, LoaderError> {
     // Checked before opening: opening a named pipe waits for its writer.
     let regular = std::fs::metadata(path).map(|m| m.is_file());
@@ -195,6 +208,7 @@ pub fn first_columns(
         id_column: id_column.map(str::to_owned),
         allow_retract: true,
         schema: None,
+        event_time_column: event_time_column.map(str::to_owned),
     };
     let mut source = opened.into_source(forced, &options)?;
     let mut chunk = Chunk::new(1);
@@ -210,7 +224,7 @@ pub fn first_columns(
             }
             Step::End => return Ok(Some(BTreeSet::new())),
             // A line that is no row says nothing about the columns.
-            Step::Rejected { .. } | Step::Malformed { .. } | Step::Idle => {}
+            Step::Rejected { .. } | Step::BadTime { .. } | Step::Malformed { .. } | Step::Idle => {}
         }
     }
 }
@@ -265,6 +279,8 @@ pub struct CsvSource {
     reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
     header: Vec<String>,
     id_col: usize,
+    /// `--event-time-column`'s index: read as the row's time, not a feature.
+    time_col: Option<usize>,
     record: ByteRecord,
     options: ReadOptions,
 }
@@ -312,11 +328,35 @@ impl CsvSource {
                 )
             })?
         };
+        let time_col = match options.event_time_column.as_deref() {
+            Some(_) if header.is_empty() => None,
+            None => None,
+            Some(col) => match header.iter().position(|h| h == col) {
+                Some(i) if i == id_col => {
+                    return Err(LoaderError::input(
+                        &name,
+                        format!("the event time column {col:?} is the id column"),
+                    ))
+                }
+                Some(i) => Some(i),
+                // Every row would lack it: the input is not what was meant.
+                None => {
+                    return Err(LoaderError::input(
+                        &name,
+                        format!(
+                            "no event time column {col:?} in the header ({})",
+                            header.join(",")
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(CsvSource {
             name,
             reader,
             header,
             id_col,
+            time_col,
             record: ByteRecord::new(),
             options,
         })
@@ -354,10 +394,26 @@ impl RowSource for CsvSource {
                 reason,
             });
         }
+        let event_time = match self.time_col {
+            None => None,
+            Some(c) => {
+                let column = &self.header[c];
+                let Ok(text) = std::str::from_utf8(&self.record[c]) else {
+                    return Ok(malformed_utf8(line, column));
+                };
+                match event_time::parse_text(text) {
+                    Ok(ms) => Some(ms),
+                    Err(why) => return Ok(bad_event_time(line, id.to_owned(), column, &why)),
+                }
+            }
+        };
         let mut row = chunk.push(Origin { source, line });
         row.id(id);
+        if let Some(ms) = event_time {
+            row.event_time(ms);
+        }
         for (i, cell) in self.record.iter().enumerate() {
-            if i == self.id_col {
+            if i == self.id_col || Some(i) == self.time_col {
                 continue;
             }
             let name = &self.header[i];
@@ -396,6 +452,14 @@ impl RowSource for CsvSource {
             }
         }
         Ok(Step::Row)
+    }
+}
+
+fn bad_event_time(line: u64, id: String, column: &str, why: &str) -> Step {
+    Step::BadTime {
+        line,
+        id,
+        reason: format!("event time column {column:?}: {why}"),
     }
 }
 
@@ -509,6 +573,30 @@ fn parse_json_row(
             }
         }
     };
+    // The event time: a top-level key (flat form, or the envelope of the
+    // nested form), else a key among the nested features. Never a feature.
+    let event_time = match options.event_time_column.as_deref() {
+        None => None,
+        Some(col) => {
+            let found = object
+                .remove(col)
+                .or_else(|| match object.get_mut("features") {
+                    Some(Value::Object(nested)) => nested.remove(col),
+                    _ => None,
+                });
+            match found.as_ref().map(event_time::parse_json) {
+                Some(Ok(ms)) => Some(ms),
+                Some(Err(why)) => return bad_event_time(line, id, col, &why),
+                None => {
+                    return Step::BadTime {
+                        line,
+                        id,
+                        reason: format!("no event time column {col:?}"),
+                    }
+                }
+            }
+        }
+    };
     // Nested form when "features" is an object; other envelope keys (a
     // timestamp, a topic) are ignored. Otherwise every other key is a feature.
     let features: Map<String, Value> = match object.remove("features") {
@@ -525,6 +613,9 @@ fn parse_json_row(
     }
     let mut row = chunk.push(Origin { source, line });
     row.id(&id);
+    if let Some(ms) = event_time {
+        row.event_time(ms);
+    }
     for (name, value) in &features {
         if let Some(schema) = schema {
             let checked = match value {
@@ -609,6 +700,7 @@ mod tests {
             id_column: None,
             allow_retract: true,
             schema: None,
+            event_time_column: None,
         }
     }
 
@@ -688,6 +780,7 @@ mod tests {
             id_column: None,
             allow_retract: false,
             schema: None,
+            event_time_column: None,
         };
         let (rows, steps) = read_all(Format::Jsonl, "{\"id\": \"u1\", \"a\": null}\n", options);
         assert!(rows.is_empty());
@@ -707,6 +800,89 @@ mod tests {
             batch(),
         );
         assert_eq!(rows[0].id, "u1");
+    }
+
+    fn timed(column: &str) -> ReadOptions {
+        ReadOptions {
+            event_time_column: Some(column.into()),
+            ..batch()
+        }
+    }
+
+    #[test]
+    fn the_event_time_column_dates_the_row_and_is_no_feature() {
+        let text = "user_id,ts,country_iso\nu1,2026-12-01T14:40:09.5Z,US\nu2,1796136009,GB\n\
+                    u3,,FR\nu4,2026-12-01T14:40:09,DE\nu5,1.5,IT\n";
+        let (rows, steps) = read_all(Format::Csv, text, timed("ts"));
+        assert_eq!(rows.len(), 2, "{steps:?}");
+        assert_eq!(rows[0].event_time_ms, Some(1_796_136_009_500));
+        assert_eq!(rows[1].event_time_ms, Some(1_796_136_009_000));
+        assert_eq!(pairs(&rows[0]), [("country_iso", "US")]);
+        assert!(rows.iter().all(|r| r.retract.is_empty()));
+        let rejected: Vec<(u64, &str)> = steps
+            .iter()
+            .map(|s| match s {
+                Step::BadTime { line, id, reason } => {
+                    assert!(reason.starts_with("event time column \"ts\": "), "{reason}");
+                    (*line, id.as_str())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rejected, [(4, "u3"), (5, "u4"), (6, "u5")]);
+
+        let text = concat!(
+            "{\"id\": \"u1\", \"ts\": 1796136009000, \"a\": 1}\n",
+            "{\"id\": \"u2\", \"ts\": \"2026-12-01T16:40:09+02:00\", \"features\": {\"a\": 2}}\n",
+            "{\"id\": \"u3\", \"features\": {\"a\": 3, \"ts\": \"1796136009\"}}\n",
+            "{\"id\": \"u4\", \"a\": 4}\n",
+            "{\"id\": \"u5\", \"ts\": 1.5, \"a\": 5}\n",
+            "{\"id\": \"u6\", \"ts\": null, \"a\": 6}\n",
+        );
+        let (rows, steps) = read_all(Format::Jsonl, text, timed("ts"));
+        assert_eq!(rows.len(), 3, "{steps:?}");
+        for row in &rows {
+            assert_eq!(row.event_time_ms, Some(1_796_136_009_000), "{row:?}");
+            assert_eq!(row.set.len(), 1, "{row:?}");
+            assert_eq!(row.set[0].0, "a");
+        }
+        let reasons: Vec<&str> = steps
+            .iter()
+            .map(|s| match s {
+                Step::BadTime { reason, .. } => reason.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons[0], "no event time column \"ts\"");
+        assert!(reasons[1..]
+            .iter()
+            .all(|r| r.starts_with("event time column \"ts\": ")));
+    }
+
+    #[test]
+    fn a_header_without_the_event_time_column_is_an_error() {
+        let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"id,a\nu1,2\n".to_vec()));
+        let opened = Opened {
+            name: "t.csv".into(),
+            reader: BufReader::new(reader),
+            live: false,
+            format_hint: Some(Format::Csv),
+        };
+        let err = opened
+            .into_source(None, &timed("ts"))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("no event time column \"ts\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rows_without_the_flag_carry_no_time_yet() {
+        let (rows, _) = read_all(Format::Csv, "id,ts\nu1,5\n", batch());
+        assert_eq!(rows[0].event_time_ms, None);
+        assert_eq!(pairs(&rows[0]), [("ts", "5")]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! for debugging with `redis-cli`.
 //!
 //! Rooms: `args` (the command line), `input` (row sources), `chunk` (reused
-//! row buffers, one row per id), `limits` (size checks before sending),
+//! row buffers, one row per id), `event_time` (a row's event time, parsed
+//! strictly), `limits` (size checks before sending),
 //! `pipeline` (reader, writers, retries), `schema` (the per-row check
 //! against a registry's view), `summary` (the
 //! account and the failures list), `progress`, `scripts` (the subcommand),
@@ -13,6 +14,7 @@
 pub mod args;
 pub mod chunk;
 pub mod error;
+pub mod event_time;
 pub mod input;
 pub mod limits;
 pub mod pipeline;
@@ -70,6 +72,24 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
     if cli.common.view.is_some() && cli.common.registry.is_none() {
         return Err(usage("--view needs --registry PATH (or FS_REGISTRY)"));
     }
+    if let Some(col) = &cli.common.event_time_column {
+        if cli.load.count.is_some() {
+            return Err(usage(
+                "--event-time-column (or FS_EVENT_TIME_COLUMN) names an input column: \
+                 --count's synthetic rows have none",
+            ));
+        }
+        let id_columns = [&cli.load.files.id_column, &stream_id_column(&cli.command)];
+        if col.is_empty()
+            || id_columns
+                .iter()
+                .any(|id| id.as_deref() == Some(col.as_str()))
+        {
+            return Err(usage(
+                "--event-time-column must name a column of its own, not empty nor the id column",
+            ));
+        }
+    }
     match cli.command {
         Some(Command::Scripts(a)) => {
             if load_flags_given {
@@ -86,7 +106,10 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                     "give stream's inputs after `stream`: fs-loader stream --from PATH",
                 ));
             }
-            let schema = target(&cli.common, ViewKind::Stream, || files_columns(&a.files))?;
+            let time_col = cli.common.event_time_column.as_deref();
+            let schema = target(&cli.common, ViewKind::Stream, || {
+                files_columns(&a.files, time_col)
+            })?;
             // A stream view's TTL is each feature's: a value older than it
             // is gone, whatever else the entity holds.
             let field_ttl = cli
@@ -103,7 +126,7 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                 batch_ttl: a.batch_ttl_seconds,
                 streaming_ttl: field_ttl,
                 total: None,
-                inputs: file_inputs(&a.files, false, schema)?,
+                inputs: file_inputs(&a.files, false, schema, time_col)?,
             };
             load(&cli.common, plan)
         }
@@ -122,7 +145,7 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                     schema
                 }
                 None => target(&cli.common, ViewKind::Batch, || {
-                    files_columns(&cli.load.files)
+                    files_columns(&cli.load.files, cli.common.event_time_column.as_deref())
                 })?,
             };
             let ttl = cli
@@ -160,7 +183,12 @@ pub fn run(cli: Cli) -> Result<u8, LoaderError> {
                     batch_ttl: ttl,
                     streaming_ttl: args::DEFAULT_STREAM_TTL_SECONDS,
                     total: None,
-                    inputs: file_inputs(&cli.load.files, true, schema)?,
+                    inputs: file_inputs(
+                        &cli.load.files,
+                        true,
+                        schema,
+                        cli.common.event_time_column.as_deref(),
+                    )?,
                 },
             };
             load(&cli.common, plan)
@@ -200,15 +228,20 @@ fn target(
     Ok(Some(Arc::new(schema)))
 }
 
-/// The feature columns of the `--from` files, to infer the view from.
-/// Standard input and pipes cannot be looked at ahead of the load.
-fn files_columns(files: &FileArgs) -> Result<BTreeSet<String>, LoaderError> {
+/// The feature columns of the `--from` files, to infer the view from (the
+/// event time column is no feature, so it is left out). Standard input and
+/// pipes cannot be looked at ahead of the load.
+fn files_columns(
+    files: &FileArgs,
+    event_time_column: Option<&str>,
+) -> Result<BTreeSet<String>, LoaderError> {
     if files.from.is_empty() {
         return Err(usage("no input: give --from PATH (`-` for standard input)"));
     }
     let mut all = BTreeSet::new();
     for path in &files.from {
-        match input::first_columns(path, files.format, files.id_column.as_deref())? {
+        let id_column = files.id_column.as_deref();
+        match input::first_columns(path, files.format, id_column, event_time_column)? {
             Some(columns) => all.extend(columns),
             None => {
                 return Err(usage(
@@ -379,6 +412,7 @@ fn file_inputs(
     files: &FileArgs,
     allow_retract: bool,
     schema: Option<Arc<Schema>>,
+    event_time_column: Option<&str>,
 ) -> Result<Vec<Input>, LoaderError> {
     if files.from.is_empty() {
         return Err(usage("no input: give --from PATH (`-` for standard input)"));
@@ -390,6 +424,7 @@ fn file_inputs(
         id_column: files.id_column.clone(),
         allow_retract,
         schema,
+        event_time_column: event_time_column.map(str::to_owned),
     };
     let mut inputs = Vec::with_capacity(files.from.len());
     for path in &files.from {
@@ -410,6 +445,14 @@ fn file_inputs(
         });
     }
     Ok(inputs)
+}
+
+/// `stream --id-column`, if given.
+fn stream_id_column(command: &Option<Command>) -> Option<String> {
+    match command {
+        Some(Command::Stream(a)) => a.files.id_column.clone(),
+        _ => None,
+    }
 }
 
 fn usage(msg: &str) -> LoaderError {

@@ -20,6 +20,7 @@ use super::limits::Limits;
 use super::progress::Progress;
 use super::summary::{Counts, FailureSink, Kind, Tally};
 use crate::error::StoreError;
+use crate::event_clock;
 use crate::pacing::Pacer;
 use crate::store::{BatchRow, FeatureStore, WriteReport};
 
@@ -247,6 +248,12 @@ impl Router {
         let chunk = &mut self.filling[w];
         match chunk.find(hash, &row.id) {
             None => chunk.absorb_new(staging, hash, false),
+            // Dated rows are never merged (see `chunk`): this chunk goes,
+            // the row starts the next; the scripts order them by time.
+            Some(_) if row.event_time_ms.is_some() => {
+                self.send(shared, w);
+                self.filling[w].absorb_new(staging, hash, false);
+            }
             Some(i) => {
                 if let Err(reason) = check(row) {
                     reject_staged(shared, staging, &reason);
@@ -283,7 +290,12 @@ impl Router {
             .free_rx
             .try_recv()
             .unwrap_or_else(|_| Chunk::new(self.cap));
-        let full = std::mem::replace(&mut self.filling[w], next);
+        let mut full = std::mem::replace(&mut self.filling[w], next);
+        // Dated now, once: its retries replay these times, and a later chunk
+        // of the same writer (so every later row of its ids) is newer.
+        if full.needs_stamp() {
+            full.stamp(event_clock::now_ms());
+        }
         // A send fails only when the writer is gone (writers never exit
         // early); the rows are then counted failed here.
         if let Err(mpsc::SendError(lost)) = self.queues[w].send(full) {
@@ -378,6 +390,21 @@ fn read_all(
                     };
                     last = Some(origin);
                     shared.not_written(origin, &id, Kind::Rejected, &reason);
+                }
+                Step::BadTime { line, id, reason } => {
+                    shared.tally.read.fetch_add(1, Relaxed);
+                    let origin = Origin {
+                        source: source_no,
+                        line,
+                    };
+                    last = Some(origin);
+                    shared.not_written(origin, &id, Kind::Rejected, &reason);
+                    if settings.strict {
+                        end.stopped = Some(format!(
+                            "--strict: {name} line {line} has no valid event time"
+                        ));
+                        break 'inputs;
+                    }
                 }
                 Step::Malformed { line, reason } => {
                     let origin = Origin {
@@ -509,6 +536,10 @@ fn send_rows(
         }
     }
     shared.tally.written.fetch_add(written as u64, Relaxed);
+    shared
+        .tally
+        .skipped_stale
+        .fetch_add(report.skipped_stale as u64, Relaxed);
     settled.unconfirmed.sort_unstable();
     Ok(settled)
 }

@@ -118,11 +118,12 @@ impl Progress {
                         )
                     });
                     eprintln!(
-                        "fs-loader: {} read, {} written, {} not written, {} malformed, {:.0} rows/s{pace}",
+                        "fs-loader: {} read, {} written, {} not written, {} malformed, {} skipped stale, {:.0} rows/s{pace}",
                         counts.read,
                         counts.written,
                         counts.done() - counts.written,
                         counts.malformed,
+                        counts.skipped_stale,
                         counts.written as f64 / secs,
                     );
                 }

@@ -11,7 +11,9 @@ use super::error::LoaderError;
 
 /// Every row read ends in exactly one of written, rejected, failed:
 /// `read == written + rejected + failed` once the writers are done.
-/// Malformed lines are not rows and are counted apart.
+/// Malformed lines are not rows and are counted apart. `skipped_stale`
+/// counts features, not rows: those of written rows that Redis left as
+/// they were because the stored event time is as new or newer.
 #[derive(Default)]
 pub struct Tally {
     pub read: AtomicU64,
@@ -19,6 +21,7 @@ pub struct Tally {
     pub rejected: AtomicU64,
     pub failed: AtomicU64,
     pub malformed: AtomicU64,
+    pub skipped_stale: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +31,8 @@ pub struct Counts {
     pub rejected: u64,
     pub failed: u64,
     pub malformed: u64,
+    /// Features (not rows) the written rows did not change: stale.
+    pub skipped_stale: u64,
 }
 
 impl Tally {
@@ -38,6 +43,7 @@ impl Tally {
             rejected: self.rejected.load(Relaxed),
             failed: self.failed.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
+            skipped_stale: self.skipped_stale.load(Relaxed),
         }
     }
 }
@@ -194,6 +200,7 @@ pub fn render(what: &str, counts: &Counts, elapsed: Duration, ending: &Ending) -
     s.push_str(&format!("rejected: {}\n", counts.rejected));
     s.push_str(&format!("failed: {}\n", counts.failed));
     s.push_str(&format!("malformed: {}\n", counts.malformed));
+    s.push_str(&format!("skipped_stale: {}\n", counts.skipped_stale));
     s.push_str(&format!("elapsed: {secs:.3} s\n"));
     s.push_str(&format!("rate: {rate:.0} rows/s\n"));
     if let Some(pace) = &ending.pace {
@@ -233,6 +240,7 @@ mod tests {
             rejected: 2,
             failed: 1,
             malformed: 3,
+            skipped_stale: 4,
         };
         let ending = Ending {
             stopped: None,
@@ -248,6 +256,7 @@ mod tests {
             "rejected: 2",
             "failed: 1",
             "malformed: 3",
+            "skipped_stale: 4",
             "rate: 4 rows/s",
             "failures: 6 listed in f.csv",
             "pace: max rate 5 rows/s",

@@ -23,6 +23,7 @@ pub(crate) fn loader_cmd(redis: &ManagedRedis) -> Command {
         .env_remove("FS_KEY_PREFIX")
         .env_remove("FS_CHUNK_SIZE")
         .env_remove("FS_REGISTRY")
+        .env_remove("FS_EVENT_TIME_COLUMN")
         .args(["--redis-url", &redis.url(), "--quiet"])
         .stdin(Stdio::null());
     cmd
@@ -1178,6 +1179,7 @@ mod last_row_wins {
             id_column: None,
             allow_retract: !stream,
             schema: None,
+            event_time_column: None,
         };
         let inputs = paths
             .into_iter()
@@ -1699,6 +1701,7 @@ mod hostile_input {
             rejected: n(Class::Rejected),
             failed: 0,
             malformed: n(Class::Malformed),
+            skipped_stale: 0,
         }
     }
 
@@ -1735,6 +1738,7 @@ mod hostile_input {
             id_column: None,
             allow_retract: true,
             schema: None,
+            event_time_column: None,
         };
         let path = path.to_owned();
         let format = Some(if csv { Format::Csv } else { Format::Jsonl });

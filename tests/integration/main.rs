@@ -12,6 +12,7 @@ mod freshness;
 mod http_hostile;
 mod invariants;
 mod loader;
+mod loader_event_time;
 mod loader_registry;
 mod pacing;
 mod push;

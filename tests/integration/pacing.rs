@@ -30,6 +30,7 @@ fn loader_cmd(redis: &ManagedRedis) -> Command {
         "FS_LATENCY_BUDGET_MS",
         "FS_MAX_RATE",
         "FS_FULL_SPEED",
+        "FS_EVENT_TIME_COLUMN",
     ] {
         cmd.env_remove(var);
     }
