@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 23] = [
+const ROWS: [&str; 28] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -13,7 +13,12 @@ const ROWS: [&str; 23] = [
     "read_fresh",
     "batch_get_features",
     "vectors",
+    "read_max_age",
+    "read_max_age_vectors",
     "memory",
+    "event_time_batch",
+    "event_time_streaming",
+    "event_time_replay",
     "http_read",
     "http_read_concurrent",
     "http_batch_read",

@@ -7,6 +7,7 @@
 //! It starts its own `redis-server` (never 6379), loads its own synthetic
 //! users, and spawns the real `fs-server` binary for the HTTP rows.
 
+mod event_time;
 mod http;
 mod idle;
 mod library;
@@ -256,7 +257,14 @@ fn all_but_the_sections(
     step("read_fresh", rows, library::read_fresh(ctx))?;
     step("batch_get_features", rows, library::batch_get_features(ctx))?;
     step("vectors", rows, vectors::library_row(ctx))?;
+    step("read_max_age", rows, event_time::read_max_age(ctx))?;
+    step(
+        "read_max_age_vectors",
+        rows,
+        event_time::read_max_age_vectors(ctx),
+    )?;
     step("memory", rows, library::memory(ctx))?;
+    event_time::write_rows(ctx, rows)?;
     match server_bin(args)? {
         None => skipped.push("the HTTP rows (`--no-http`)".into()),
         Some(bin) => http::rows(ctx, &bin, rows)?,
