@@ -148,14 +148,26 @@ local function each_slice(cmd, key, list)
   end
 end
 
--- The field/value list the last `write_row` set: what a failed EXPIRE
--- takes back (and nothing it only read or skipped).
-local set_fields = {}
+-- Each view's time and marker field names, built once per call.
+local view_fields = {}
+local function fields_of(v)
+  local f = view_fields[v]
+  if not f then
+    f = {'@' .. v, '@' .. v .. '+'}
+    view_fields[v] = f
+  end
+  return f[1], f[2]
+end
+
+-- What the last `write_row` set, for a failed EXPIRE to take back (and
+-- nothing it only read or skipped): a field/value list, or (the one-write
+-- path, which builds no list) a time field and the ARGV range of its pairs.
+local set_fields, set_time, set_from, set_to = nil, nil, 0, -1
 
 -- One row; returns written, skipped (-1, 0: not a hash).
 local function write_row(key, t, m, v, first, r, s)
   local tn = tonumber(t)
-  local vt, vm = '@' .. v, '@' .. v .. '+'
+  local vt, vm = fields_of(v)
   local last = first + r + 2 * s - 1
   if m == '2' then
     local got = redis.pcall('HMGET', key, vt, vm)
@@ -171,11 +183,9 @@ local function write_row(key, t, m, v, first, r, s)
       if r > 0 then
         redis.call('HDEL', key, unpack(ARGV, first, first + r - 1))
       end
-      local args = {unpack(ARGV, first + r, last)}
-      args[#args + 1] = vt
-      args[#args + 1] = t
-      redis.call('HSET', key, unpack(args))
-      set_fields = args
+      -- The time first, so the row's pairs go straight from ARGV.
+      redis.call('HSET', key, vt, t, unpack(ARGV, first + r, last))
+      set_time, set_from, set_to = vt, first + r, last
       if x then
         -- Own times all older than t: the view's time now dates them all.
         local own = {vm}
@@ -272,7 +282,7 @@ for i = 1, n do
   local r, s = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
   local first = pos + 5
   pos = first + r + 2 * s
-  set_fields = {}
+  set_fields, set_time, set_from, set_to = nil, nil, 0, -1
   local written, skipped = write_row(key, t, m, v, first, r, s)
   if written > 0 then
     -- Every written row leaves at least its time in the key, so EXPIRE
@@ -281,8 +291,11 @@ for i = 1, n do
     if is_error(res) then
       -- Take back the fields this row set (values and times) rather than
       -- leave them without a TTL; what it skipped stays as it was.
-      local undo = {}
-      for k = 1, #set_fields, 2 do
+      local undo = {set_time}
+      for j = set_from, set_to, 2 do
+        undo[#undo + 1] = ARGV[j]
+      end
+      for k = 1, #(set_fields or {}), 2 do
         undo[#undo + 1] = set_fields[k]
       end
       for a = 1, #undo, SLICE do

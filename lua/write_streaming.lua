@@ -225,11 +225,45 @@ local function write_with_ttl(key, pairs_list)
   return nil
 end
 
+-- Each view's time and marker field names, built once per call.
+local view_fields = {}
+local function fields_of(v)
+  local f = view_fields[v]
+  if not f then
+    f = {'@' .. v, '@' .. v .. '+'}
+    view_fields[v] = f
+  end
+  return f[1], f[2]
+end
+
+-- `write_with_ttl` for a time field and an update's pairs as they are in
+-- ARGV (HSETEX only): no list is built.
+local function hsetex_from_argv(key, vt, t, first, last, s)
+  local res = redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s + 1, vt, t,
+    unpack(ARGV, first, last))
+  if is_error(res) then
+    return fail('HSETEX failed on ' .. key .. ': ' .. res.err)
+  end
+  if res ~= 1 then
+    return fail('HSETEX did not set every field: ' .. tostring(res))
+  end
+  local pinned = redis.pcall('EXPIRE', key, batch_ttl, 'NX')
+  if is_error(pinned) then
+    local names = {vt}
+    for j = first, last, 2 do
+      names[#names + 1] = ARGV[j]
+    end
+    redis.pcall('HDEL', key, unpack(names))
+    return fail('EXPIRE failed on ' .. key .. ': ' .. pinned.err)
+  end
+  return nil
+end
+
 -- One update; returns written, skipped (-1, 0: not a hash), or nil and
 -- the error reply to return.
 local function write_update(key, t, m, v, first, s)
   local tn = tonumber(t)
-  local vt, vm = '@' .. v, '@' .. v .. '+'
+  local vt, vm = fields_of(v)
   local last = first + 2 * s - 1
   local g, x = nil, nil
   if m ~= '0' then
@@ -248,10 +282,16 @@ local function write_update(key, t, m, v, first, s)
     end
     if not x or tn > x then
       -- Every feature is older than this update: one write, one time.
-      local args = {unpack(ARGV, first, last)}
-      args[#args + 1] = vt
-      args[#args + 1] = t
-      local err = write_with_ttl(key, args)
+      local err
+      if hsetex and s < SLICE / 2 then
+        -- The time first, so the pairs go straight from ARGV.
+        err = hsetex_from_argv(key, vt, t, first, last, s)
+      else
+        local args = {unpack(ARGV, first, last)}
+        args[#args + 1] = vt
+        args[#args + 1] = t
+        err = write_with_ttl(key, args)
+      end
       if err then
         return nil, err
       end

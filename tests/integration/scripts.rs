@@ -1392,10 +1392,22 @@ fn streaming_write_fails_loudly_unless_hsetex_set_every_field() {
         WRITE_STREAMING.source.contains(call),
         "the script's HSETEX call changed; update this test"
     );
-    let provoking = WRITE_STREAMING.source.replace(
-        call,
-        "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))",
+    // The one-write path's own HSETEX (the time first, pairs from ARGV).
+    let direct = "redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s + 1, vt, t,";
+    assert!(
+        WRITE_STREAMING.source.contains(direct),
+        "the script's one-write HSETEX call changed; update this test"
     );
+    let provoking = WRITE_STREAMING
+        .source
+        .replace(
+            call,
+            "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))",
+        )
+        .replace(
+            direct,
+            "redis.pcall('HSETEX', key, 'FNX', 'EX', field_ttl, 'FIELDS', s + 1, vt, t,",
+        );
     let script = redis::Script::new(&provoking);
     let once = |c: &mut redis::Connection, t: &str| {
         script
