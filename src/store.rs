@@ -1137,23 +1137,17 @@ impl FeatureStore {
     ) -> Result<FreshRead, StoreError> {
         let key = self.key_for(id)?;
         let prefix = self.config.key_prefix.as_str();
+        // The names, then the few fields that date them (`dating`): the
+        // script reads any field it is given. With no names (inspect) it
+        // answers the whole hash, time fields included.
+        let plan = (!names.is_empty())
+            .then(|| dating::DatingPlan::new(names, |n| self.views.view_of(prefix, n)));
         let mut cmd = READ_FRESH.evalsha(&key);
-        // The names, then what dates them: each one's own time, then each
-        // distinct view's time (the script reads any field it is given).
-        let mut views: Vec<&str> = Vec::new();
         for n in names {
             cmd.arg(n.as_ref());
-            if let Some(v) = self.views.view_of(prefix, n.as_ref()) {
-                if !views.contains(&v) {
-                    views.push(v);
-                }
-            }
         }
-        for n in names {
-            cmd.arg(event_fields::feature_time_field(n.as_ref()));
-        }
-        for v in &views {
-            cmd.arg(event_fields::view_time_field(v));
+        for f in plan.iter().flat_map(|p| &p.fields) {
+            cmd.arg(f);
         }
         let reply: Value = self
             .eval_script(&READ_FRESH, &cmd)
@@ -1167,47 +1161,73 @@ impl FeatureStore {
                 "read_fresh: reply arrays differ in length".into(),
             ));
         }
-        // Every time field the reply holds, by name.
-        let times: BTreeMap<&[u8], Option<u64>> = got_names
-            .iter()
-            .zip(&values)
-            .filter(|(n, _)| std::str::from_utf8(n).is_ok_and(event_fields::is_time_field))
-            .map(|(n, v)| {
-                (
-                    n.as_slice(),
-                    v.as_deref().and_then(event_fields::parse_time),
-                )
-            })
-            .collect();
-        let time_of = |field: &str| times.get(field.as_bytes()).copied().flatten();
-        let wanted = if names.is_empty() {
-            usize::MAX
-        } else {
+        let n = if plan.is_some() {
             names.len()
+        } else {
+            got_names.len()
+        };
+        if got_names.len() < n {
+            return Err(StoreError::Redis("read_fresh: a reply too short".into()));
+        }
+        let stored = |v: &Option<Vec<u8>>| v.as_deref().and_then(event_fields::parse_time);
+        // Each feature's event time.
+        let times: Vec<Option<u64>> = match &plan {
+            Some(plan) => {
+                let first = plan.first_pass(|i| stored(&values[n + i]));
+                let mut times = first.times;
+                if !first.needs_own.is_empty() {
+                    // A partial write newer than its view's last whole one:
+                    // those features' own times, one more round trip.
+                    let own: Vec<&str> =
+                        first.needs_own.iter().map(|&j| plan.own_field(j)).collect();
+                    let got: Vec<Option<Vec<u8>>> = self
+                        .query_key(&key, &hmget(&key, &own))
+                        .and_then(|v| decode("HMGET", v))?;
+                    for (&j, v) in first.needs_own.iter().zip(&got) {
+                        times[j] = times[j].max(stored(v));
+                    }
+                }
+                times
+            }
+            None => {
+                // The whole hash: every time field is there to look up.
+                let by_name: BTreeMap<&[u8], Option<u64>> = got_names
+                    .iter()
+                    .zip(&values)
+                    .filter(|(f, _)| std::str::from_utf8(f).is_ok_and(event_fields::is_time_field))
+                    .map(|(f, v)| (f.as_slice(), stored(v)))
+                    .collect();
+                let time_of = |field: &str| by_name.get(field.as_bytes()).copied().flatten();
+                got_names
+                    .iter()
+                    .map(|name| {
+                        let name = String::from_utf8_lossy(name);
+                        let view = self
+                            .views
+                            .view_of(prefix, &name)
+                            .and_then(|v| time_of(&event_fields::view_time_field(v)));
+                        view.max(time_of(&event_fields::feature_time_field(&name)))
+                    })
+                    .collect()
+            }
         };
         let fields = got_names
             .iter()
-            .zip(values.iter())
+            .zip(values)
             .zip(ttls)
-            .take(wanted)
-            .filter(|((name, _), _)| {
-                !std::str::from_utf8(name).is_ok_and(event_fields::is_time_field)
+            .zip(times)
+            .take(n)
+            .filter(|(((name, _), _), _)| {
+                plan.is_some() || !std::str::from_utf8(name).is_ok_and(event_fields::is_time_field)
             })
-            .map(|((name, value), ttl_seconds)| {
-                let text = String::from_utf8_lossy(name);
-                let view_time = self
-                    .views
-                    .view_of(prefix, &text)
-                    .and_then(|v| time_of(&event_fields::view_time_field(v)));
-                let own_time = time_of(&event_fields::feature_time_field(&text));
-                let event_time_ms =
-                    event_fields::effective_time(view_time, own_time).filter(|_| value.is_some());
+            .map(|(((name, value), ttl_seconds), time)| {
+                let event_time_ms = time.filter(|_| value.is_some());
                 let (age_ms, freshness) =
                     event_fields::judge(now_ms, value.is_some(), event_time_ms, max_age_ms);
                 let served = freshness.is_served(max_age_ms.is_some());
                 FieldState {
                     name: escape_bytes(name),
-                    value: value.clone().filter(|_| served).map(ReadValue::from),
+                    value: value.filter(|_| served).map(ReadValue::from),
                     ttl_seconds,
                     event_time_ms,
                     age_ms,

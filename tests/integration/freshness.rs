@@ -238,6 +238,19 @@ fn a_partial_write_newer_than_its_views_last_whole_write_dates_its_feature_alone
         assert!(aged.ages_ms[0][j].is_some_and(|a| a >= 60_000));
     }
     assert_eq!(aged.stale_count(), names.len() - 1);
+    // `read_fresh` (what `/read` calls) judges them the same way.
+    let fresh = store
+        .read_fresh_within("p1", &names, Some(30_000))
+        .expect("read_fresh");
+    let served: Vec<Option<&str>> = fresh
+        .fields
+        .iter()
+        .map(|f| f.value.as_ref().and_then(|v| v.as_str()))
+        .collect();
+    assert_eq!(served[0], Some("2"), "{fresh:?}");
+    assert!(served[1..].iter().all(Option::is_none), "{fresh:?}");
+    assert_eq!(fresh.fields[0].event_time_ms, Some(now - 1_000));
+    assert_eq!(fresh.fields[1].event_time_ms, Some(now - 60_000));
     // A whole row newer than the partial one dates them all again, and a
     // replay of the partial one is skipped.
     let newer = BatchRow {
