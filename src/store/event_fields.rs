@@ -11,7 +11,8 @@
 //!   while such own times may exist; a whole write newer than it needs no
 //!   per-feature look.
 //!
-//! A feature's event time is the newest of its view's time and its own.
+//! A feature's event time is the newest of its view's time and its own
+//! (`dating` reads them).
 //! Feature names cannot hold `@` (`validate::feature_name`), so none of
 //! these fields can be a feature.
 
@@ -47,11 +48,6 @@ pub fn parse_time(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(raw).ok()?.parse().ok()
 }
 
-/// A feature's event time: the newer of its view's and its own.
-pub fn effective_time(view_time: Option<u64>, own_time: Option<u64>) -> Option<u64> {
-    view_time.max(own_time)
-}
-
 /// How a read judged one value against a maximum age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,15 +65,6 @@ pub enum Freshness {
 }
 
 impl Freshness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Freshness::Fresh => "fresh",
-            Freshness::Stale => "stale",
-            Freshness::Undated => "undated",
-            Freshness::Missing => "missing",
-        }
-    }
-
     /// Whether a value judged so is served to the caller.
     pub fn is_served(self, bounded: bool) -> bool {
         match self {
@@ -163,9 +150,6 @@ mod tests {
         for bad in [&b""[..], b"-1", b"1e3", b" 1", b"1234567890123456", b"\xff"] {
             assert_eq!(parse_time(bad), None, "{bad:?}");
         }
-        assert_eq!(effective_time(Some(5), Some(7)), Some(7));
-        assert_eq!(effective_time(None, Some(7)), Some(7));
-        assert_eq!(effective_time(None, None), None);
     }
 
     #[test]
