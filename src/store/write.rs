@@ -1,0 +1,510 @@
+//! The write paths: batch rows and streaming updates, each entity's write
+//! one atomic script call (`write_batch_rows`, `write_streaming`), many of
+//! them per call and per round trip, dated by event time (`views`,
+//! `event_clock`); and the per-row checks callers can run before queueing.
+
+use super::*;
+
+impl FeatureStore {
+    /// Writes each row (its features, then the key TTL) with
+    /// `write_batch_rows`: `entities_per_call` rows per script call,
+    /// `chunk_size` rows per round trip. Rows with a bad id, feature name or
+    /// value are reported failed and not sent.
+    pub fn bulk_load(
+        &self,
+        rows: &[(String, FeatureMap)],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let times = implicit_times(rows.iter().map(|(id, _)| id.as_str()));
+        let report = self.write_scripted(
+            &WRITE_BATCH_ROWS,
+            &self.counters.batch_writes,
+            &[ttl_seconds],
+            rows,
+            |(id, _)| id,
+            |i, (id, features)| {
+                check_features(features)?;
+                if features.is_empty() {
+                    return Err(StoreError::invalid("row has no features"));
+                }
+                self.batch_entity(
+                    self.key_for(id)?,
+                    times[i],
+                    Vec::new(),
+                    features
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_wire()))
+                        .collect(),
+                )
+            },
+        );
+        Ok(report)
+    }
+
+    /// Like `bulk_load`, for rows that also retract features (the loader's
+    /// input: a null or empty cell deletes that feature in the same call).
+    pub fn write_batch_rows(
+        &self,
+        rows: &[BatchRow],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let report = self.write_scripted(
+            &WRITE_BATCH_ROWS,
+            &self.counters.batch_writes,
+            &[ttl_seconds],
+            rows,
+            |row| &row.id,
+            |i, row| {
+                let key = self.check_batch_row(row)?;
+                self.batch_entity(
+                    key,
+                    row.event_time_ms.unwrap_or(times[i]),
+                    row.retract.iter().map(String::as_str).collect(),
+                    row.set
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
+                        .collect(),
+                )
+            },
+        );
+        Ok(report)
+    }
+
+    /// What `write_batch_rows` checks of each row before sending it (id,
+    /// names, counts): a caller can refuse a row alone before merging or
+    /// queueing it. Returns the row's key.
+    pub fn check_batch_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
+        if row.set.is_empty() && row.retract.is_empty() {
+            return Err(StoreError::invalid("row has no features"));
+        }
+        check_counts(row.set.len(), row.retract.len())?;
+        check_event_time(row.event_time_ms)?;
+        for (name, _) in &row.set {
+            validate::feature_name(name)?;
+        }
+        for name in &row.retract {
+            validate::feature_name(name)?;
+        }
+        Ok(key)
+    }
+
+    /// What `update_streaming_rows` checks of each row before sending it.
+    /// Returns the row's key.
+    pub fn check_streaming_row(&self, row: &BatchRow) -> Result<String, StoreError> {
+        let key = self.key_for(&row.id)?;
+        if !row.retract.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write cannot retract features",
+            ));
+        }
+        if row.set.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write needs at least one feature",
+            ));
+        }
+        check_counts(row.set.len(), 0)?;
+        check_event_time(row.event_time_ms)?;
+        for (name, _) in &row.set {
+            validate::feature_name(name)?;
+        }
+        Ok(key)
+    }
+
+    /// The largest single argument (bulk string) this Redis accepts
+    /// (`proto-max-bulk-len`), when `CONFIG GET` is allowed; `None` when it
+    /// is not (renamed, an ACL, a managed service). Redis answers a larger
+    /// argument with a protocol error and closes the connection, which a
+    /// client cannot tell from an outage: bulk writers use this to refuse
+    /// such a row before sending it.
+    pub fn max_bulk_len(&self) -> Result<Option<u64>, StoreError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("proto-max-bulk-len");
+        // Decoded after the connection is done with it, like every reply
+        // the store reads (see `decode`).
+        let reply = self
+            .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+            .and_then(|v| decode::<Vec<String>>("CONFIG GET", v));
+        match reply {
+            Ok(pair) => Ok(pair.get(1).and_then(|v| v.parse().ok())),
+            Err(e) if e.is_unavailable() => Err(e),
+            // Refused (NOPERM, unknown command): the limit stays unknown.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Writes `fields` for one entity, each with a field TTL of `ttl_seconds`,
+    /// atomically (`write_streaming`). A key with no TTL gets the batch TTL.
+    pub fn update_streaming(
+        &self,
+        id: &str,
+        fields: &FeatureMap,
+        ttl_seconds: u64,
+    ) -> Result<(), StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let update = self.streaming_update(id, fields, event_clock::now_ms())?;
+        let cmd = WRITE_STREAMING.call(
+            &[ttl_seconds, self.config.batch_ttl_seconds],
+            std::iter::once(&update),
+        );
+        let codes: Vec<i64> = self.eval_script(&WRITE_STREAMING, &cmd)?;
+        if codes.len() != 2 * update.segments {
+            return Err(StoreError::Redis(format!(
+                "write_streaming: unexpected reply {codes:?}"
+            )));
+        }
+        if codes.iter().step_by(2).any(|w| *w < 0) {
+            return Err(StoreError::Redis(wrong_type(&update.key)));
+        }
+        let skipped: i64 = codes.iter().skip(1).step_by(2).sum();
+        self.counters.streaming_writes.fetch_add(1, Relaxed);
+        self.counters
+            .skipped_stale
+            .fetch_add(skipped.max(0) as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Many streaming writes: `entities_per_call` per script call,
+    /// `chunk_size` per round trip; each entity's write is atomic.
+    pub fn update_streaming_many(
+        &self,
+        events: &[(String, FeatureMap)],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let times = implicit_times(events.iter().map(|(id, _)| id.as_str()));
+        let report = self.write_scripted(
+            &WRITE_STREAMING,
+            &self.counters.streaming_writes,
+            &[ttl_seconds, self.config.batch_ttl_seconds],
+            events,
+            |(id, _)| id,
+            |i, (id, fields)| self.streaming_update(id, fields, times[i]),
+        );
+        Ok(report)
+    }
+
+    /// Like `update_streaming_many`, for rows already in their wire form
+    /// (the loader's `stream` input). A streaming write cannot retract: a row
+    /// with retractions is refused.
+    pub fn update_streaming_rows(
+        &self,
+        rows: &[BatchRow],
+        ttl_seconds: u64,
+    ) -> Result<WriteReport, StoreError> {
+        check_ttl("ttl", ttl_seconds)?;
+        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let report = self.write_scripted(
+            &WRITE_STREAMING,
+            &self.counters.streaming_writes,
+            &[ttl_seconds, self.config.batch_ttl_seconds],
+            rows,
+            |row| &row.id,
+            |i, row| {
+                let key = self.check_streaming_row(row)?;
+                self.streaming_entity(
+                    key,
+                    row.event_time_ms.unwrap_or(times[i]),
+                    row.set
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
+                        .collect(),
+                )
+            },
+        );
+        Ok(report)
+    }
+
+    /// Sends `items` as multi-entity script calls, up to `entities_per_call`
+    /// per call (fewer when their arguments pass a budget: `split_calls`)
+    /// and `chunk_size` per round trip. `build` lays out one item's part
+    /// of a call or refuses it; refused items, and items whose call failed or
+    /// whose key held a non-hash, land in `failed`.
+    pub(super) fn write_scripted<'a, T>(
+        &self,
+        script: &LuaScript,
+        written: &AtomicU64,
+        head: &[u64],
+        items: &'a [T],
+        id_of: impl Fn(&T) -> &str,
+        build: impl Fn(usize, &'a T) -> Result<EntityArgs<'a>, StoreError>,
+    ) -> WriteReport {
+        let mut report = WriteReport::default();
+        let per_call = self.config.entities_per_call;
+        for (chunk_no, chunk) in items.chunks(self.config.chunk_size).enumerate() {
+            let base = chunk_no * self.config.chunk_size;
+            let mut ready = Vec::with_capacity(chunk.len());
+            for (i, item) in chunk.iter().enumerate() {
+                match build(base + i, item) {
+                    Ok(entity) => ready.push((base + i, entity)),
+                    Err(error) => report.failed.push(RowFailure {
+                        index: base + i,
+                        id: id_of(item).to_owned(),
+                        error,
+                    }),
+                }
+            }
+            if ready.is_empty() {
+                continue;
+            }
+            let sizes = split_calls(ready.iter().map(|(_, e)| e.cost()), per_call);
+            let groups: Vec<&[(usize, EntityArgs)]> = sizes
+                .iter()
+                .scan(0, |start, &len| {
+                    let group = &ready[*start..*start + len];
+                    *start += len;
+                    Some(group)
+                })
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for group in &groups {
+                pipe.add_command(script.call(head, group.iter().map(|(_, e)| e)));
+            }
+            let replies = self.run_script_pipeline(script, &pipe);
+            for (group, reply) in groups.into_iter().zip(replies) {
+                // Two integers per segment: features written, skipped.
+                let segments: usize = group.iter().map(|(_, e)| e.segments).sum();
+                let codes: Result<Vec<i64>, StoreError> = reply.and_then(|v| {
+                    redis::from_redis_value::<Vec<i64>>(v)
+                        .ok()
+                        .filter(|codes| codes.len() == 2 * segments)
+                        .ok_or_else(|| {
+                            StoreError::Redis(format!("{}: unexpected reply", script.name))
+                        })
+                });
+                let mut at = 0;
+                for (index, entity) in group.iter() {
+                    let mine = at..at + 2 * entity.segments;
+                    at = mine.end;
+                    let error = match &codes {
+                        Ok(codes) if codes[mine.clone()].iter().step_by(2).all(|w| *w >= 0) => {
+                            report.written += 1;
+                            report.skipped_stale += codes[mine]
+                                .iter()
+                                .skip(1)
+                                .step_by(2)
+                                .map(|s| (*s).max(0) as usize)
+                                .sum::<usize>();
+                            continue;
+                        }
+                        Ok(_) => StoreError::Redis(wrong_type(&entity.key)),
+                        Err(e) => e.clone(),
+                    };
+                    report.failed.push(RowFailure {
+                        index: *index,
+                        id: id_of(&items[*index]).to_owned(),
+                        error,
+                    });
+                }
+            }
+        }
+        report.failed.sort_by_key(|f| f.index);
+        written.fetch_add(report.written as u64, Relaxed);
+        self.counters
+            .skipped_stale
+            .fetch_add(report.skipped_stale as u64, Relaxed);
+        report
+    }
+
+    /// One entity's part of a `write_streaming` call, after checking it.
+    pub(super) fn streaming_update<'a>(
+        &'a self,
+        id: &str,
+        fields: &'a FeatureMap,
+        event_time_ms: u64,
+    ) -> Result<EntityArgs<'a>, StoreError> {
+        let key = self.key_for(id)?;
+        check_features(fields)?;
+        if fields.is_empty() {
+            return Err(StoreError::invalid(
+                "a streaming write needs at least one feature",
+            ));
+        }
+        self.streaming_entity(
+            key,
+            event_time_ms,
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_wire()))
+                .collect(),
+        )
+    }
+
+    /// One batch row's part of a write call: a segment per view its
+    /// features belong to (`views::ViewMap::segments`), all at time `t`.
+    pub(super) fn batch_entity<'a>(
+        &'a self,
+        key: String,
+        t: u64,
+        retract: Vec<&'a str>,
+        set: Vec<(&'a str, Cow<'a, str>)>,
+    ) -> Result<EntityArgs<'a>, StoreError> {
+        check_event_time(Some(t))?;
+        let names = retract.iter().copied().chain(set.iter().map(|(k, _)| *k));
+        let segments = self.views.segments(&self.config.key_prefix, names);
+        let mut entity = EntityArgs::new(key);
+        if let [one] = segments.as_slice() {
+            entity.push_batch(dated(t, one), retract.into_iter(), set.into_iter());
+            return Ok(entity);
+        }
+        for segment in &segments {
+            let r: Vec<&str> = retract
+                .iter()
+                .copied()
+                .filter(|n| segment.names.contains(n))
+                .collect();
+            let s: Vec<_> = set
+                .iter()
+                .filter(|(n, _)| segment.names.contains(n))
+                .cloned()
+                .collect();
+            entity.push_batch(dated(t, segment), r.into_iter(), s.into_iter());
+        }
+        Ok(entity)
+    }
+
+    /// One streaming update's part of a write call, segmented as
+    /// `batch_entity` is.
+    pub(super) fn streaming_entity<'a>(
+        &'a self,
+        key: String,
+        t: u64,
+        set: Vec<(&'a str, Cow<'a, str>)>,
+    ) -> Result<EntityArgs<'a>, StoreError> {
+        check_event_time(Some(t))?;
+        let names = set.iter().map(|(k, _)| *k);
+        let segments = self.views.segments(&self.config.key_prefix, names);
+        let mut entity = EntityArgs::new(key);
+        if let [one] = segments.as_slice() {
+            entity.push_streaming(dated(t, one), set.into_iter());
+            return Ok(entity);
+        }
+        for segment in &segments {
+            let s: Vec<_> = set
+                .iter()
+                .filter(|(n, _)| segment.names.contains(n))
+                .cloned()
+                .collect();
+            entity.push_streaming(dated(t, segment), s.into_iter());
+        }
+        Ok(entity)
+    }
+}
+
+/// How many entities go in each script call, in order: a call closes at
+/// `per_call` entities, or before the next entity would take it past
+/// `MAX_ARGS_PER_CALL` arguments or `MAX_ARG_BYTES_PER_CALL` bytes. Every
+/// entity lands in exactly one call; one larger than a budget goes alone.
+/// `costs` are each entity's (arguments, bytes), as `EntityArgs::cost`.
+pub fn split_calls(costs: impl IntoIterator<Item = (usize, usize)>, per_call: usize) -> Vec<usize> {
+    let per_call = per_call.max(1);
+    let mut sizes = Vec::new();
+    let (mut len, mut args, mut bytes) = (0usize, 0usize, 0usize);
+    for (a, b) in costs {
+        if len > 0
+            && (len == per_call
+                || args.saturating_add(a) > MAX_ARGS_PER_CALL
+                || bytes.saturating_add(b) > MAX_ARG_BYTES_PER_CALL)
+        {
+            sizes.push(len);
+            (len, args, bytes) = (0, 0, 0);
+        }
+        len += 1;
+        args = args.saturating_add(a);
+        bytes = bytes.saturating_add(b);
+    }
+    if len > 0 {
+        sizes.push(len);
+    }
+    sizes
+}
+
+pub(super) fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
+    Dated {
+        event_time_ms: t,
+        dating: segment.dating,
+        view: segment.view,
+    }
+}
+
+/// The event time of each row of one write call that carries none of its
+/// own: the call's time (`event_clock`), one millisecond later for each
+/// earlier row of the same id, so a later row of an id still wins over an
+/// earlier one in the same call (an equal time would be a replay).
+pub(super) fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64> {
+    let now = event_clock::now_ms();
+    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let times: Vec<u64> = ids
+        .map(|id| {
+            let k = seen.entry(id).or_insert(0);
+            let t = now + *k;
+            *k += 1;
+            t
+        })
+        .collect();
+    if let Some(last) = times.iter().max() {
+        event_clock::not_before(*last);
+    }
+    times
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every entity in exactly one call, in order; no call over
+        /// `per_call` entities, and none over a budget unless it holds a
+        /// single entity that is over it alone.
+        #[test]
+        fn calls_stay_within_the_budgets_and_take_every_entity_once(
+            costs in proptest::collection::vec((1usize..2000, 1usize..100_000), 0..300),
+            per_call in 1usize..100,
+        ) {
+            let sizes = split_calls(costs.iter().copied(), per_call);
+            prop_assert_eq!(sizes.iter().sum::<usize>(), costs.len());
+            let mut start = 0;
+            for len in sizes {
+                prop_assert!(len >= 1 && len <= per_call);
+                let group = &costs[start..start + len];
+                let args: usize = group.iter().map(|c| c.0).sum();
+                let bytes: usize = group.iter().map(|c| c.1).sum();
+                prop_assert!(
+                    len == 1 || (args <= MAX_ARGS_PER_CALL && bytes <= MAX_ARG_BYTES_PER_CALL),
+                    "{len} entities, {args} args, {bytes} bytes"
+                );
+                // Closed only when the next entity would not fit.
+                if let Some(next) = costs.get(start + len) {
+                    prop_assert!(
+                        len == per_call
+                            || args + next.0 > MAX_ARGS_PER_CALL
+                            || bytes + next.1 > MAX_ARG_BYTES_PER_CALL
+                    );
+                }
+                start += len;
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_rows_fill_a_call_and_wide_rows_close_it_early() {
+        // Synthetic streaming updates: 5 features, 12 arguments with the key.
+        assert_eq!(split_calls(vec![(12, 150); 120], 50), vec![50, 50, 20]);
+        // Synthetic batch rows: 6 features, 15 arguments: 40 fit.
+        assert_eq!(split_calls(vec![(15, 150); 100], 50), vec![40, 40, 20]);
+        // 100-feature rows: 203 arguments each, so 2 per call.
+        assert_eq!(split_calls(vec![(203, 3000); 5], 50), vec![2, 2, 1]);
+        // One row over both budgets goes alone.
+        assert_eq!(
+            split_calls(vec![(15, 150), (9000, 1 << 20), (15, 150)], 50),
+            vec![1, 1, 1]
+        );
+    }
+}
