@@ -75,7 +75,8 @@ pub fn check_entity_ttls(
     if ttl == -2 {
         return; // expired between listing and PTTL
     }
-    assert!(ttl > 0, "{step}: {key} has no key TTL ({ttl})");
+    // 0: under a millisecond left, expiring now (not immortal: that is -1).
+    assert!(ttl >= 0, "{step}: {key} has no key TTL ({ttl})");
     let fields: Vec<String> = redis::cmd("HKEYS").arg(key).query(conn).expect("HKEYS");
     if fields.is_empty() {
         return;
