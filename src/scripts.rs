@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use redis::{Cmd, ConnectionLike, RedisResult};
+use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
 /// One embedded script.
 pub struct LuaScript {
@@ -192,6 +192,102 @@ impl<'a> EntityArgs<'a> {
     }
 }
 
+/// What a write script (`write_batch_rows`, `write_streaming`) did to one
+/// entity, its segments' replies summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Its features written, and those left alone as stale (the stored
+    /// event time was the same or newer).
+    Ok {
+        written: usize,
+        skipped_stale: usize,
+    },
+    /// Its key holds another type than a hash: nothing was written to it.
+    NotAHash,
+}
+
+/// Decodes a write script's reply: two integers per segment (features
+/// written, skipped as stale; -1, 0 for a key that is not a hash), for the
+/// entities of one call in order, given each one's segment count. `Err`
+/// names what did not fit (a reply another version of the script, or
+/// something else, sent).
+pub fn decode_written(
+    script: &LuaScript,
+    reply: Value,
+    segments: impl Iterator<Item = usize>,
+) -> Result<Vec<Written>, String> {
+    let codes: Vec<i64> = redis::from_redis_value(reply)
+        .map_err(|e| format!("{}: unexpected reply: {e}", script.name))?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    for n in segments {
+        let Some(mine) = codes.get(at..at + 2 * n) else {
+            return Err(format!("{}: a reply too short", script.name));
+        };
+        at += 2 * n;
+        out.push(if mine.iter().step_by(2).any(|w| *w < 0) {
+            Written::NotAHash
+        } else {
+            let sum = |from: usize| {
+                mine.iter()
+                    .skip(from)
+                    .step_by(2)
+                    .map(|c| (*c).max(0) as usize)
+                    .sum()
+            };
+            Written::Ok {
+                written: sum(0),
+                skipped_stale: sum(1),
+            }
+        });
+    }
+    if at != codes.len() {
+        return Err(format!("{}: a reply too long", script.name));
+    }
+    Ok(out)
+}
+
+/// `read_fresh`'s reply, its bytes as Redis sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreshReply {
+    /// Seconds left on the key; -1 none; -2 no such key.
+    pub key_ttl: i64,
+    pub names: Vec<Vec<u8>>,
+    pub values: Vec<Option<Vec<u8>>>,
+    /// Per name: seconds left; -1 no field TTL; -2 missing.
+    pub field_ttls: Vec<i64>,
+    /// Redis's clock (`TIME`), epoch ms.
+    pub now_ms: u64,
+}
+
+impl FreshReply {
+    /// `EVALSHA read_fresh 1 <key> <fields..>`: any fields, event-time
+    /// fields included; none reads the whole hash.
+    pub fn call<F: AsRef<str>>(key: &str, fields: impl Iterator<Item = F>) -> Cmd {
+        let mut cmd = READ_FRESH.evalsha(key);
+        for f in fields {
+            cmd.arg(f.as_ref());
+        }
+        cmd
+    }
+
+    pub fn decode(reply: Value) -> Result<FreshReply, String> {
+        type Wire = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>, u64);
+        let (key_ttl, names, values, field_ttls, now_ms): Wire = redis::from_redis_value(reply)
+            .map_err(|e| format!("read_fresh: unexpected reply: {e}"))?;
+        if names.len() != values.len() || names.len() != field_ttls.len() {
+            return Err("read_fresh: reply arrays differ in length".into());
+        }
+        Ok(FreshReply {
+            key_ttl,
+            names,
+            values,
+            field_ttls,
+            now_ms,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +308,30 @@ mod tests {
     #[test]
     fn read_fresh_is_declared_read_only() {
         assert!(READ_FRESH.source.starts_with("#!lua flags=no-writes"));
+    }
+
+    #[test]
+    fn a_write_reply_is_summed_per_entity_over_its_segments() {
+        let reply = Value::Array([2, 1, 3, 0, -1, 0, 0, 4].map(Value::Int).to_vec());
+        let got = decode_written(&WRITE_BATCH_ROWS, reply, [2, 1, 1].into_iter());
+        assert_eq!(
+            got,
+            Ok(vec![
+                Written::Ok {
+                    written: 5,
+                    skipped_stale: 1
+                },
+                Written::NotAHash,
+                Written::Ok {
+                    written: 0,
+                    skipped_stale: 4
+                },
+            ])
+        );
+        let short = Value::Array(vec![Value::Int(1)]);
+        assert!(decode_written(&WRITE_BATCH_ROWS, short, [1].into_iter()).is_err());
+        let long = Value::Array([1, 0, 1, 0].map(Value::Int).to_vec());
+        assert!(decode_written(&WRITE_BATCH_ROWS, long, [1].into_iter()).is_err());
+        assert!(decode_written(&WRITE_BATCH_ROWS, Value::Okay, [1].into_iter()).is_err());
     }
 }

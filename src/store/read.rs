@@ -3,6 +3,7 @@
 //! one script call. Reads bounded by a maximum age are in `aged`.
 
 use super::*;
+use crate::scripts::FreshReply;
 
 impl FeatureStore {
     /// One `HMGET`: the named features that exist; missing ones are left out.
@@ -151,25 +152,25 @@ impl FeatureStore {
         // answers the whole hash, time fields included.
         let plan = (!names.is_empty())
             .then(|| dating::DatingPlan::new(names, |n| self.views.view_of(prefix, n)));
-        let mut cmd = READ_FRESH.evalsha(&key);
-        for n in names {
-            cmd.arg(n.as_ref());
-        }
-        for f in plan.iter().flat_map(|p| &p.fields) {
-            cmd.arg(f);
-        }
+        let cmd = FreshReply::call(
+            &key,
+            names.iter().map(AsRef::as_ref).chain(
+                plan.iter()
+                    .flat_map(|p| p.fields.iter().map(String::as_str)),
+            ),
+        );
         let reply: Value = self
             .eval_script(&READ_FRESH, &cmd)
             .map_err(|e| self.name_wrong_type(&key, e))?;
         // Raw bytes first: a field name or value another tool wrote may be
         // anything, and must not fail the read.
-        let (key_ttl_seconds, got_names, values, ttls, now_ms): FreshReply =
-            decode("read_fresh", reply)?;
-        if got_names.len() != values.len() || got_names.len() != ttls.len() {
-            return Err(StoreError::Redis(
-                "read_fresh: reply arrays differ in length".into(),
-            ));
-        }
+        let FreshReply {
+            key_ttl: key_ttl_seconds,
+            names: got_names,
+            values,
+            field_ttls: ttls,
+            now_ms,
+        } = FreshReply::decode(reply).map_err(StoreError::Redis)?;
         let n = if plan.is_some() {
             names.len()
         } else {
@@ -262,10 +263,6 @@ impl FeatureStore {
         row
     }
 }
-
-/// `read_fresh`'s reply as bytes: {key TTL, names, values, field TTLs,
-/// Redis's clock in ms}.
-pub(super) type FreshReply = (i64, Vec<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<i64>, u64);
 
 pub(super) fn zip_present<N: AsRef<str>>(
     names: &[N],

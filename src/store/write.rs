@@ -4,6 +4,7 @@
 //! `event_clock`); and the per-row checks callers can run before queueing.
 
 use super::*;
+use crate::scripts::{decode_written, Written};
 
 impl FeatureStore {
     /// Writes each row (its features, then the key TTL) with
@@ -150,21 +151,19 @@ impl FeatureStore {
             &[ttl_seconds, self.config.batch_ttl_seconds],
             std::iter::once(&update),
         );
-        let codes: Vec<i64> = self.eval_script(&WRITE_STREAMING, &cmd)?;
-        if codes.len() != 2 * update.segments {
-            return Err(StoreError::Redis(format!(
-                "write_streaming: unexpected reply {codes:?}"
-            )));
+        let reply: Value = self.eval_script(&WRITE_STREAMING, &cmd)?;
+        let outcome = decode_written(&WRITE_STREAMING, reply, std::iter::once(update.segments))
+            .map_err(StoreError::Redis)?;
+        match outcome.as_slice() {
+            [Written::Ok { skipped_stale, .. }] => {
+                self.counters.streaming_writes.fetch_add(1, Relaxed);
+                self.counters
+                    .skipped_stale
+                    .fetch_add(*skipped_stale as u64, Relaxed);
+                Ok(())
+            }
+            _ => Err(StoreError::Redis(wrong_type(&update.key))),
         }
-        if codes.iter().step_by(2).any(|w| *w < 0) {
-            return Err(StoreError::Redis(wrong_type(&update.key)));
-        }
-        let skipped: i64 = codes.iter().skip(1).step_by(2).sum();
-        self.counters.streaming_writes.fetch_add(1, Relaxed);
-        self.counters
-            .skipped_stale
-            .fetch_add(skipped.max(0) as u64, Relaxed);
-        Ok(())
     }
 
     /// Many streaming writes: `entities_per_call` per script call,
@@ -266,32 +265,20 @@ impl FeatureStore {
             }
             let replies = self.run_script_pipeline(script, &pipe);
             for (group, reply) in groups.into_iter().zip(replies) {
-                // Two integers per segment: features written, skipped.
-                let segments: usize = group.iter().map(|(_, e)| e.segments).sum();
-                let codes: Result<Vec<i64>, StoreError> = reply.and_then(|v| {
-                    redis::from_redis_value::<Vec<i64>>(v)
-                        .ok()
-                        .filter(|codes| codes.len() == 2 * segments)
-                        .ok_or_else(|| {
-                            StoreError::Redis(format!("{}: unexpected reply", script.name))
-                        })
+                let outcomes = reply.and_then(|v| {
+                    decode_written(script, v, group.iter().map(|(_, e)| e.segments))
+                        .map_err(StoreError::Redis)
                 });
-                let mut at = 0;
-                for (index, entity) in group.iter() {
-                    let mine = at..at + 2 * entity.segments;
-                    at = mine.end;
-                    let error = match &codes {
-                        Ok(codes) if codes[mine.clone()].iter().step_by(2).all(|w| *w >= 0) => {
-                            report.written += 1;
-                            report.skipped_stale += codes[mine]
-                                .iter()
-                                .skip(1)
-                                .step_by(2)
-                                .map(|s| (*s).max(0) as usize)
-                                .sum::<usize>();
-                            continue;
-                        }
-                        Ok(_) => StoreError::Redis(wrong_type(&entity.key)),
+                for (i, (index, entity)) in group.iter().enumerate() {
+                    let error = match &outcomes {
+                        Ok(o) => match o[i] {
+                            Written::Ok { skipped_stale, .. } => {
+                                report.written += 1;
+                                report.skipped_stale += skipped_stale;
+                                continue;
+                            }
+                            Written::NotAHash => StoreError::Redis(wrong_type(&entity.key)),
+                        },
                         Err(e) => e.clone(),
                     };
                     report.failed.push(RowFailure {
