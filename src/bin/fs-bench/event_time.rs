@@ -102,7 +102,7 @@ pub fn write_rows(ctx: &Ctx, out: &mut Vec<Row>) -> BResult<()> {
     let batch_groups = |rows: &[(String, FeatureMap)]| store_groups(&views, rows, per_call, false);
     let before_batch =
         |raw: &mut redis::Connection, rows: &[(String, FeatureMap)], groups: &[usize]| {
-            send_before(raw, before_batch_calls(&batch_sha, rows, groups))
+            send_before(raw, before_calls(Before::Batch, &batch_sha, rows, groups))
         };
     written("warm-up bulk_load", store.bulk_load(&warm, BATCH_TTL)?, 0)?;
     before_batch(&mut raw, &warm, &batch_groups(&warm))?;
@@ -185,7 +185,10 @@ pub fn write_rows(ctx: &Ctx, out: &mut Vec<Row>) -> BResult<()> {
         |rows: &[(String, FeatureMap)]| store_groups(&views, rows, per_call, true);
     let before_streaming =
         |raw: &mut redis::Connection, rows: &[(String, FeatureMap)], groups: &[usize]| {
-            send_before(raw, before_streaming_calls(&streaming_sha, rows, groups))
+            send_before(
+                raw,
+                before_calls(Before::Streaming, &streaming_sha, rows, groups),
+            )
         };
     written(
         "warm-up update_streaming_many",
@@ -462,38 +465,19 @@ fn before_groups(rows: &[(String, FeatureMap)], per_call: usize, streaming: bool
     split_calls(costs.collect::<Vec<_>>(), per_call)
 }
 
-/// One `EVALSHA` of the pre-event-time `write_batch_rows` per group:
-/// TTL, then per row R = 0, S, S pairs.
-fn before_batch_calls(
-    sha: &str,
-    rows: &[(String, FeatureMap)],
-    groups: &[usize],
-) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    let mut at = 0;
-    for &len in groups {
-        let group = &rows[at..at + len];
-        at += len;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(len);
-        for (id, _) in group {
-            cmd.arg(format!("{BEFORE_PREFIX}{id}"));
-        }
-        cmd.arg(BATCH_TTL);
-        for (_, features) in group {
-            cmd.arg(0).arg(features.len());
-            for (name, value) in features {
-                cmd.arg(name).arg(value.as_wire().as_ref());
-            }
-        }
-        pipe.add_command(cmd);
-    }
-    pipe
+/// The pre-event-time scripts' argument layouts, which differ only in
+/// their head and in the batch rows' retraction count.
+#[derive(Clone, Copy)]
+enum Before {
+    /// `write_batch_rows`: TTL, then per row R = 0, S, S pairs.
+    Batch,
+    /// `write_streaming`: field TTL, batch TTL, then per update S, S pairs.
+    Streaming,
 }
 
-/// One `EVALSHA` of the pre-event-time `write_streaming` per group: field
-/// TTL, batch TTL, then per update S, S pairs.
-fn before_streaming_calls(
+/// One `EVALSHA` of a pre-event-time script per group of `rows`.
+fn before_calls(
+    script: Before,
     sha: &str,
     rows: &[(String, FeatureMap)],
     groups: &[usize],
@@ -508,8 +492,14 @@ fn before_streaming_calls(
         for (id, _) in group {
             cmd.arg(format!("{BEFORE_PREFIX}{id}"));
         }
-        cmd.arg(STREAMING_TTL).arg(BATCH_TTL);
+        match script {
+            Before::Batch => cmd.arg(BATCH_TTL),
+            Before::Streaming => cmd.arg(STREAMING_TTL).arg(BATCH_TTL),
+        };
         for (_, features) in group {
+            if let Before::Batch = script {
+                cmd.arg(0);
+            }
             cmd.arg(features.len());
             for (name, value) in features {
                 cmd.arg(name).arg(value.as_wire().as_ref());
