@@ -77,10 +77,7 @@ impl Params {
                 "ids" => self.ids = Some(json_list(key, v)?),
                 "count" => self.count = Some(json_scalar(key, v)?),
                 "ttl" | "ttl_seconds" => self.ttl = Some(json_scalar(key, v)?),
-                // Kept as JSON text: `max_age_ms()` refuses anything that
-                // is not a whole number (a string, a bool) with one message.
-                "max_age_ms" if v.is_null() => self.max_age_ms = None,
-                "max_age_ms" => self.max_age_ms = Some(v.to_string()),
+                "max_age_ms" => self.max_age_ms = json_max_age(v)?.map(|ms| ms.to_string()),
                 // `null` is "not given", as `/v1/features` reads it.
                 "entity" if v.is_null() => self.entity = None,
                 "entity" => self.entity = Some(json_string(key, v)?),
@@ -142,8 +139,34 @@ impl Params {
     }
 }
 
-/// The largest `max_age_ms`: ten years, as the longest TTL.
-pub const MAX_AGE_MS: u64 = 315_360_000_000;
+/// The largest `max_age_ms` a request may give: the registry's largest.
+const MAX_AGE_MS: u64 = crate::registry::MAX_AGE_MS as u64;
+
+/// `max_age_ms` in a JSON body: absent or `null` for none, else an integer
+/// from 0 (only values dated now or later) to [`MAX_AGE_MS`]. A number in a
+/// string, a fraction or a negative is refused: a typo must not silently
+/// serve older values than asked.
+fn json_max_age(v: &Value) -> Result<Option<u64>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_u64() {
+            Some(ms) if ms <= MAX_AGE_MS => Ok(Some(ms)),
+            _ => Err(ApiError::bad(format!(
+                "max_age_ms must be an integer from 0 to {MAX_AGE_MS}, got {n}"
+            ))),
+        },
+        // The kind, not the value: an array or object may be long.
+        other => Err(ApiError::bad(format!(
+            "max_age_ms must be an integer from 0 to {MAX_AGE_MS}, got {}",
+            match other {
+                Value::String(_) => "a string",
+                Value::Bool(_) => "a boolean",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            }
+        ))),
+    }
+}
 
 fn int_in_range(
     name: &str,
@@ -246,6 +269,7 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn form_and_json_agree() {
@@ -318,5 +342,59 @@ mod tests {
         }
         assert_eq!(percent_decode("%2B1").expect("valid"), "+1");
         assert_eq!(percent_decode("%C3%a9").expect("valid"), "\u{e9}");
+    }
+
+    /// `max_age_ms` sent as `v` in a JSON body, read as every endpoint
+    /// reads it.
+    fn age(v: Value) -> Result<Option<u64>, String> {
+        let mut p = Params::default();
+        let body = serde_json::to_vec(&json!({ "max_age_ms": v })).expect("serializes");
+        p.add_json(&body).map_err(|e| e.to_string())?;
+        p.max_age_ms().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn max_age_ms_is_an_integer_from_0_to_ten_years_or_refused() {
+        assert_eq!(Params::default().max_age_ms().ok(), Some(None));
+        assert_eq!(age(Value::Null), Ok(None));
+        assert_eq!(age(json!(0)), Ok(Some(0)));
+        assert_eq!(age(json!(60000)), Ok(Some(60_000)));
+        assert_eq!(age(json!(315_360_000_000u64)), Ok(Some(315_360_000_000)));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!(1000.0),
+            json!(315_360_000_001u64),
+            json!(u64::MAX),
+            json!("1000"),
+            json!(true),
+            json!([1000]),
+            json!({"ms": 1}),
+        ] {
+            let e = age(bad.clone()).expect_err(&bad.to_string());
+            assert!(
+                e.contains("max_age_ms must be an integer from 0 to 315360000000"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_number_is_served_as_itself_in_range_and_refused_outside(
+            n in proptest::prelude::any::<i64>(),
+            x in proptest::prelude::any::<f64>(),
+            text in ".{0,12}",
+        ) {
+            let want = (0..=MAX_AGE_MS as i64).contains(&n).then_some(n as u64);
+            proptest::prop_assert_eq!(age(json!(n)).ok().flatten(), want);
+            // A fraction is never an age, even a whole-valued one.
+            if let Some(number) = serde_json::Number::from_f64(x) {
+                proptest::prop_assert!(age(Value::Number(number)).is_err());
+            }
+            proptest::prop_assert!(age(Value::String(text)).is_err());
+        }
     }
 }

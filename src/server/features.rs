@@ -23,7 +23,7 @@ use super::body::Params;
 use super::errors::ApiError;
 use super::http::Reply;
 use super::App;
-use crate::registry::{Column, FeatureType, Resolved, Value, MAX_AGE_MS};
+use crate::registry::{Column, FeatureType, Resolved, Value};
 use crate::store::MAX_VECTOR_IDS;
 
 /// The keys a request may hold: anything else is most likely a typo
@@ -36,7 +36,6 @@ struct Request<'a> {
     entity: Option<&'a str>,
     features: Option<Vec<String>>,
     ids: Vec<String>,
-    max_age_ms: Option<u64>,
 }
 
 pub fn features(app: &App, params: &Params) -> Result<Reply, ApiError> {
@@ -47,11 +46,11 @@ pub fn features(app: &App, params: &Params) -> Result<Reply, ApiError> {
         )
     })?;
     let request = parse(body)?;
+    // Checked as every endpoint checks it (`Params::max_age_ms`).
+    let max_age_ms = params.max_age_ms()?;
     let resolved = resolve(app, &request)?;
     let started = Instant::now();
-    let vectors = app
-        .store
-        .vectors(&resolved, &request.ids, request.max_age_ms)?;
+    let vectors = app.store.vectors(&resolved, &request.ids, max_age_ms)?;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let mut answer = Map::new();
     if let Some(model) = request.model {
@@ -114,7 +113,6 @@ fn parse(body: &Map<String, Json>) -> Result<Request<'_>, ApiError> {
         entity: string("entity")?,
         features: strings("features")?,
         ids,
-        max_age_ms: max_age(body.get("max_age_ms"))?,
     };
     match (&request.model, &request.features) {
         (Some(_), Some(_)) => Err(ApiError::bad(
@@ -124,33 +122,6 @@ fn parse(body: &Map<String, Json>) -> Result<Request<'_>, ApiError> {
             "name a model, or an entity and its features (\"view.feature\")",
         )),
         _ => Ok(request),
-    }
-}
-
-/// `max_age_ms`: absent or `null` for none, else an integer from 0 (only
-/// values dated now or later) to the registry's largest bound. A number
-/// in a string, a fraction or a negative is refused: a typo must not
-/// silently serve older values than asked.
-fn max_age(v: Option<&Json>) -> Result<Option<u64>, ApiError> {
-    let max = MAX_AGE_MS as u64;
-    match v {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Number(n)) => match n.as_u64() {
-            Some(ms) if ms <= max => Ok(Some(ms)),
-            _ => Err(ApiError::bad(format!(
-                "max_age_ms must be an integer from 0 to {max}, got {n}"
-            ))),
-        },
-        // The kind, not the value: an array or object may be long.
-        Some(other) => Err(ApiError::bad(format!(
-            "max_age_ms must be an integer from 0 to {max}, got {}",
-            match other {
-                Json::String(_) => "a string",
-                Json::Bool(_) => "a boolean",
-                Json::Array(_) => "an array",
-                _ => "an object",
-            }
-        ))),
     }
 }
 
@@ -266,55 +237,6 @@ mod tests {
             .map(|v| v.as_ref().map_or(Json::Null, Value::to_json))
             .collect();
         assert_eq!(got, json!([want]));
-    }
-
-    fn age(v: Json) -> Result<Option<u64>, String> {
-        max_age(Some(&v)).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn max_age_ms_is_an_integer_from_0_to_ten_years_or_refused() {
-        assert_eq!(max_age(None).ok(), Some(None));
-        assert_eq!(age(Json::Null), Ok(None));
-        assert_eq!(age(json!(0)), Ok(Some(0)));
-        assert_eq!(age(json!(60000)), Ok(Some(60_000)));
-        assert_eq!(age(json!(315_360_000_000u64)), Ok(Some(315_360_000_000)));
-        for bad in [
-            json!(-1),
-            json!(1.5),
-            json!(1000.0),
-            json!(315_360_000_001u64),
-            json!(u64::MAX),
-            json!("1000"),
-            json!(true),
-            json!([1000]),
-            json!({"ms": 1}),
-        ] {
-            let e = age(bad.clone()).expect_err(&bad.to_string());
-            assert!(
-                e.contains("max_age_ms must be an integer from 0 to 315360000000"),
-                "{bad}: {e}"
-            );
-        }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-
-        #[test]
-        fn any_number_is_served_as_itself_in_range_and_refused_outside(
-            n in proptest::prelude::any::<i64>(),
-            x in proptest::prelude::any::<f64>(),
-            text in ".{0,12}",
-        ) {
-            let want = (0..=MAX_AGE_MS).contains(&n).then_some(n as u64);
-            proptest::prop_assert_eq!(age(json!(n)).ok().flatten(), want);
-            // A fraction is never an age, even a whole-valued one.
-            if let Some(number) = serde_json::Number::from_f64(x) {
-                proptest::prop_assert!(age(Json::Number(number)).is_err());
-            }
-            proptest::prop_assert!(age(Json::String(text)).is_err());
-        }
     }
 
     #[test]
