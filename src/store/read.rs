@@ -184,20 +184,12 @@ impl FeatureStore {
         let times: Vec<Option<u64>> = match &plan {
             Some(plan) => {
                 let first = plan.first_pass(|i| stored(&values[n + i]));
-                let mut times = first.times;
-                if !first.needs_own.is_empty() {
-                    // A partial write newer than its view's last whole one:
-                    // those features' own times, one more round trip.
-                    let own: Vec<&str> =
-                        first.needs_own.iter().map(|&j| plan.own_field(j)).collect();
-                    let got: Vec<Option<Vec<u8>>> = self
-                        .query_key(&key, &hmget(&key, &own))
-                        .and_then(|v| decode("HMGET", v))?;
-                    for (&j, v) in first.needs_own.iter().zip(&got) {
-                        times[j] = times[j].max(stored(v));
-                    }
-                }
-                times
+                // A partial write newer than its view's last whole one: those
+                // features' own times, one more round trip (as `aged` does).
+                let mut row = [Ok(((), first.times, first.needs_own))];
+                self.read_own_times(std::slice::from_ref(&key), plan, &mut row)?;
+                let [row] = row;
+                row?.1
             }
             None => {
                 // The whole hash: every time field is there to look up.
