@@ -7,7 +7,9 @@ one script).
 
   KEYS[1] .. KEYS[n]  entity hash keys, one per row, e.g. fs:user:u0001
               (on a cluster they must share a hash slot; the store groups
-              rows so that they do)
+              rows so that they do). A key may repeat: the store sends an
+              entity whose features span views as one row per view, in
+              the same call
   ARGV[1]     key TTL in seconds for every row: integer 1..315360000
   then, for each row i = 1..n, in the order of KEYS:
     T         event time, epoch milliseconds: 0 or 1..15 digits, no sign,

@@ -7,7 +7,9 @@ is atomic (the whole call is one script).
 
   KEYS[1] .. KEYS[n]  entity hash keys, one per update, e.g. fs:user:u0001
               (on a cluster they must share a hash slot; the store groups
-              updates so that they do)
+              updates so that they do). A key may repeat: the store sends an
+              entity whose features span views as one update per view, in
+              the same call
   ARGV[1]     field TTL in seconds: integer 1..315360000 (set on every
               field written, values and their times alike)
   ARGV[2]     batch TTL in seconds: integer 1..315360000, set on a key only
@@ -36,7 +38,7 @@ is atomic (the whole call is one script).
          the features skipped as stale; -1, 0 when that key holds
          something other than a hash (nothing is written to it; the others
          are)
-  Errors (the first eight are raised before any write; nothing is written):
+  Errors (the first ten are raised before any write; nothing is written):
     ERR write_streaming: no keys
     ERR write_streaming: field ttl must be an integer from 1 to 315360000
     ERR write_streaming: batch ttl must be an integer from 1 to 315360000
@@ -49,6 +51,9 @@ is atomic (the whole call is one script).
     ERR write_streaming: <HEXPIRE|EXPIRE> is refused (missing before
         Redis 7.4 / Valkey 9.0, renamed, or not allowed for this user);
         nothing written (HEXPIRE: only when HSETEX is refused too)
+    ERR write_streaming: HMGET failed on <key>: <error>
+        (reading the stored times was refused, e.g. by an ACL key pattern:
+        nothing was written to it; the updates before it stay written)
     ERR write_streaming: HSETEX failed on <key>: <error>
         (an ACL key pattern refused that key: nothing was written to it;
         the updates before it stay written)
