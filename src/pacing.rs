@@ -383,13 +383,15 @@ impl Drop for ProbeGuard {
 }
 
 impl Pacer {
-    /// A pacer for writes to the Redis at `redis_url`. The probe thread
+    /// A pacer for writes to the Redis at `redis_url` (on a cluster, the
+    /// probe measures the first node the URL names). The probe thread
     /// starts now but connects (and PINGs) only while writes are admitted.
     pub fn new(mode: PaceMode, redis_url: &str) -> Result<Pacer, StoreError> {
         if let PaceMode::MaxRate(0) = mode {
             return Err(StoreError::invalid("the max rate must be at least 1 row/s"));
         }
-        let client = redis::Client::open(redis_url)
+        let probed = crate::store::one_node_url(redis_url)?;
+        let client = redis::Client::open(probed)
             .map_err(|e| StoreError::invalid(format!("bad redis url {redis_url:?}: {e}")))?;
         let controller = Controller::new(match mode {
             PaceMode::Budget(b) => b,

@@ -22,15 +22,14 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
-use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
+use redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use serde::Serialize;
 
 use crate::capabilities;
 use crate::error::StoreError;
 use crate::event_clock;
-use crate::pool::{self, Conn, Pool, PoolConfig};
+use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
 use crate::scripts::{
     Dated, EntityArgs, LuaScript, MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY, READ_FRESH,
@@ -40,16 +39,21 @@ use crate::validate;
 use crate::value::{escape_bytes, FeatureMap, ReadValue};
 
 mod aged;
+mod cluster;
 mod dating;
 pub mod event_fields;
 mod keyspace;
+mod node;
 mod read;
+pub mod slots;
 mod transport;
 mod vectors;
 mod write;
 
 pub use aged::AgedRows;
-use transport::{decode, decode_values, hmget, server_error};
+pub use cluster::one_node_url;
+pub use transport::Backend;
+use transport::{decode, decode_values, hmget, server_error, Transport};
 pub use write::split_calls;
 pub mod views;
 
@@ -265,7 +269,9 @@ impl FreshRead {
 }
 
 pub struct FeatureStore {
-    pool: Pool,
+    /// The connections: one server's pool, or a cluster's (shared with
+    /// every store made by `with_key_prefix`).
+    transport: Arc<Transport>,
     config: StoreConfig,
     /// Shared with every store made by `with_key_prefix`, so `stats` counts
     /// the writes to every entity type.
@@ -295,7 +301,7 @@ impl FeatureStore {
             )));
         }
         Ok(FeatureStore {
-            pool: pool::build(redis_url, &config.pool)?,
+            transport: Arc::new(Transport::open(redis_url, &config.pool)?),
             config,
             counters: Arc::default(),
             views: Arc::default(),
@@ -322,7 +328,7 @@ impl FeatureStore {
     pub fn with_key_prefix(&self, prefix: &str) -> Result<FeatureStore, StoreError> {
         validate::key_prefix(prefix)?;
         Ok(FeatureStore {
-            pool: self.pool.clone(),
+            transport: self.transport.clone(),
             config: StoreConfig {
                 key_prefix: prefix.to_owned(),
                 ..self.config.clone()
@@ -345,11 +351,7 @@ impl FeatureStore {
     /// callers check it once at connect time and refuse to start when
     /// something is missing. `Err` only when Redis cannot be reached.
     pub fn missing_capabilities(&self) -> Result<Vec<capabilities::Missing>, StoreError> {
-        self.with_conn(|c| {
-            capabilities::missing(&self.config.key_prefix, |cmd| {
-                c.run(|r| cmd.query::<redis::Value>(r)).map(drop)
-            })
-        })
+        capabilities::missing(&self.config.key_prefix, |cmd| self.query(cmd).map(drop))
     }
 
     pub fn key_prefix(&self) -> &str {
@@ -385,17 +387,17 @@ impl FeatureStore {
         Ok(key)
     }
 
-    /// `INFO <section>`, as Redis prints it.
+    /// `INFO <section>`, as Redis prints it (on a cluster, the first
+    /// primary's).
     pub fn info(&self, section: &str) -> Result<String, StoreError> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg(section);
-        let reply: Value = self.with_conn(|c| c.run(|c| cmd.query(c)))?;
-        decode("INFO", reply)
+        decode("INFO", self.query(&cmd)?)
     }
 
-    /// Answers when Redis does.
+    /// Answers when Redis does (on a cluster, every primary).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|c| c.run(|c| redis::cmd("PING").query::<()>(c)))
+        self.query_each_node(&redis::cmd("PING")).map(drop)
     }
 
     // ---- batch path -------------------------------------------------------

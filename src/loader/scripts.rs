@@ -6,9 +6,9 @@ use std::io::Write;
 use super::args::CommonArgs;
 use super::error::LoaderError;
 use super::IO_TIMEOUT;
-use crate::error::StoreError;
-use crate::pool::{self, PoolConfig};
+use crate::pool::PoolConfig;
 use crate::scripts;
+use crate::{FeatureStore, StoreConfig};
 
 pub fn run(common: &CommonArgs, load: bool) -> Result<(), LoaderError> {
     let mut out = std::io::stdout().lock();
@@ -23,27 +23,20 @@ pub fn run(common: &CommonArgs, load: bool) -> Result<(), LoaderError> {
     if !load {
         return Ok(());
     }
-    let pool = pool::build(
+    let store = FeatureStore::open(
         &common.redis_url,
-        &PoolConfig {
-            max_size: 1,
-            connect_timeout: common.connect_timeout(),
-            io_timeout: IO_TIMEOUT,
-            checkout_timeout: common.connect_timeout(),
+        StoreConfig {
+            pool: PoolConfig {
+                max_size: 1,
+                connect_timeout: common.connect_timeout(),
+                io_timeout: IO_TIMEOUT,
+                checkout_timeout: common.connect_timeout(),
+            },
+            ..StoreConfig::default()
         },
     )?;
-    let mut conn = pool.get().map_err(StoreError::from)?;
-    for script in scripts::all() {
-        let sha = conn.run(|c| script.load(c))?;
-        if sha != script.sha() {
-            return Err(StoreError::Redis(format!(
-                "{}: Redis reports SHA1 {sha}, expected {}",
-                script.name,
-                script.sha()
-            ))
-            .into());
-        }
-        let _ = writeln!(out, "loaded {}  {sha}", script.name);
+    for (name, sha) in store.load_scripts()? {
+        let _ = writeln!(out, "loaded {name}  {sha}");
     }
     Ok(())
 }

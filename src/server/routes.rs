@@ -102,6 +102,7 @@ fn state(app: &App) -> Result<Reply, ApiError> {
     let ids = &snap.ids[..snap.ids.len().min(STATE_IDS)];
     json_reply(&json!({
         "mode": app.mode,
+        "backend": app.store.backend(),
         "key_prefix": app.store.key_prefix(),
         "batch_ttl_seconds": app.store.batch_ttl_seconds(),
         "streaming_ttl_seconds": app.store.streaming_ttl_seconds(),

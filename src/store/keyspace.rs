@@ -59,6 +59,9 @@ impl FeatureStore {
     /// into `into` up to `limit` as `census` does. A pass of pages bounded
     /// by a time budget is how the server counts without a full SCAN per
     /// refresh; seeing the foreign keys tells it whether `DBSIZE` is exact.
+    /// On a cluster the pass goes through every primary in turn: the top 16
+    /// bits of the cursor say which (a node's own cursor stays far below
+    /// 2^48: it counts buckets of its tables).
     pub fn census_page(
         &self,
         cursor: u64,
@@ -66,10 +69,18 @@ impl FeatureStore {
         into: &mut Census,
         limit: usize,
     ) -> Result<CensusPage, StoreError> {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor).arg("COUNT").arg(count.max(1));
-        let reply: Value = self.with_conn(|c| c.run(|c| cmd.query(c)))?;
-        let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", reply)?;
+        let (node, node_cursor) = ((cursor >> NODE_SHIFT) as usize, cursor & NODE_CURSOR);
+        let (next, keys, nodes) = self.scan_page(node, node_cursor, count)?;
+        if next > NODE_CURSOR {
+            return Err(StoreError::Redis(format!(
+                "SCAN: a cursor past 2^{NODE_SHIFT} ({next})"
+            )));
+        }
+        let next = match next {
+            0 if node + 1 < nodes => ((node + 1) as u64) << NODE_SHIFT,
+            0 => 0,
+            more => ((node as u64) << NODE_SHIFT) | more,
+        };
         let prefix = self.config.key_prefix.as_bytes();
         let (mine, foreign): (Vec<_>, Vec<_>) =
             keys.into_iter().partition(|k| k.starts_with(prefix));
@@ -81,25 +92,33 @@ impl FeatureStore {
         })
     }
 
-    /// `DBSIZE` and `samples` `RANDOMKEY`s in one round trip: the number of
-    /// keys in the database, and whether every sampled key is under the
-    /// prefix (an empty database samples nothing and says true).
+    /// `DBSIZE` and `samples` `RANDOMKEY`s in one round trip per node: the
+    /// number of keys in the database (summed over a cluster's primaries),
+    /// and whether every sampled key is under the prefix (an empty database
+    /// samples nothing and says true).
     pub fn dbsize_sampled(&self, samples: usize) -> Result<(u64, bool), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DBSIZE");
-        for _ in 0..samples {
-            pipe.cmd("RANDOMKEY");
-        }
-        let mut values = self.run_pipeline::<Vec<Value>>(&pipe)?.into_iter();
-        let size: u64 = match values.next() {
-            Some(v) => decode("DBSIZE", v)?,
-            None => return Err(StoreError::Redis("DBSIZE: an empty reply".into())),
-        };
-        let keys = values
-            .map(|v| decode::<Option<Vec<u8>>>("RANDOMKEY", v))
-            .collect::<Result<Vec<_>, _>>()?;
+        let nodes = self.nodes()?;
+        let per_node = samples.div_ceil(nodes.len().max(1));
         let prefix = self.config.key_prefix.as_bytes();
-        Ok((size, keys.iter().flatten().all(|k| k.starts_with(prefix))))
+        let (mut size, mut all_mine) = (0u64, true);
+        for node in nodes {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DBSIZE");
+            for _ in 0..per_node {
+                pipe.cmd("RANDOMKEY");
+            }
+            let mut values = node.run(&pipe)?.into_iter();
+            size += match values.next() {
+                Some(v) => decode::<u64>("DBSIZE", v)?,
+                None => return Err(StoreError::Redis("DBSIZE: an empty reply".into())),
+            };
+            for v in values {
+                if let Some(key) = decode::<Option<Vec<u8>>>("RANDOMKEY", v)? {
+                    all_mine &= key.starts_with(prefix);
+                }
+            }
+        }
+        Ok((size, all_mine))
     }
 
     /// Moves valid ids from `keys` into `ids` until it holds `limit`;
@@ -146,14 +165,7 @@ impl FeatureStore {
             if keys.is_empty() {
                 return ControlFlow::Continue(());
             }
-            let mut cmd = redis::cmd("UNLINK");
-            for key in &keys {
-                cmd.arg(key.as_slice());
-            }
-            match self
-                .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
-                .and_then(|v| decode::<u64>("UNLINK", v))
-            {
+            match self.unlink(&keys) {
                 Ok(n) => {
                     deleted += n;
                     deleted_so_far(deleted);
@@ -170,4 +182,31 @@ impl FeatureStore {
             None => Ok(deleted),
         }
     }
+
+    /// `UNLINK`s `keys` in one round trip: one command standalone; on a
+    /// cluster one per slot (a command's keys must share one), pipelined.
+    /// How many went.
+    fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+        let mut by_slot: BTreeMap<Option<u16>, Cmd> = BTreeMap::new();
+        for key in keys {
+            by_slot
+                .entry(self.slot_of(key))
+                .or_insert_with(|| redis::cmd("UNLINK"))
+                .arg(key.as_slice());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for cmd in by_slot.into_values() {
+            pipe.add_command(cmd);
+        }
+        let replies: Vec<Value> = self.run_pipeline(&pipe)?;
+        replies.into_iter().try_fold(0u64, |sum, v| match v {
+            Value::ServerError(e) => Err(server_error(e)),
+            v => Ok(sum + decode::<u64>("UNLINK", v)?),
+        })
+    }
 }
+
+/// Where the node's index starts in a census cursor.
+const NODE_SHIFT: u32 = 48;
+const NODE_CURSOR: u64 = (1 << NODE_SHIFT) - 1;

@@ -1,148 +1,216 @@
-//! The one module that talks to Redis: connections from the pool,
-//! pipelines, script calls with NOSCRIPT recovery, and the decoding of
-//! replies after the connection is done with them. A cluster backend
-//! changes this module, and the call grouping in `write`.
+//! The seam between the store and Redis: every call the store makes goes
+//! through here, to one standalone node or to a cluster's nodes by hash
+//! slot (`cluster`), and the replies are decoded here after the connection
+//! is done with them. The rest of the store does not know which backend it
+//! runs on.
 
 use super::*;
+use cluster::Cluster;
+use node::Node;
+
+/// Where the store's calls go: chosen by the URL's scheme.
+pub(crate) enum Transport {
+    Standalone(Arc<Node>),
+    Cluster(Box<Cluster>),
+}
+
+impl Transport {
+    /// `redis+cluster://...` is a cluster; anything else a standalone
+    /// server (`redis://`, `unix://`). Nothing is connected yet.
+    pub(crate) fn open(url: &str, config: &PoolConfig) -> Result<Transport, StoreError> {
+        if url.starts_with(cluster::CLUSTER_SCHEME) {
+            return Ok(Transport::Cluster(Box::new(Cluster::open(url, config)?)));
+        }
+        Ok(Transport::Standalone(Arc::new(Node::new(
+            String::new(),
+            pool::build(url, config)?,
+        ))))
+    }
+}
+
+/// Which backend a store runs on, for status pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backend {
+    /// `standalone` or `cluster`.
+    pub kind: &'static str,
+    /// Primaries serving the keyspace: 1 standalone; on a cluster as its
+    /// slot map says, `None` when no node could be asked.
+    pub nodes: Option<usize>,
+}
 
 impl FeatureStore {
-    /// Runs a pipeline on one connection: one round trip. A cluster backend
-    /// splits it by slot here. The reply is decoded after the connection is
-    /// done with it (see `error::is_transport_error`).
+    /// The backend, and on a cluster how many primaries its slot map has
+    /// (fetched when the store has none yet).
+    pub fn backend(&self) -> Backend {
+        match &*self.transport {
+            Transport::Standalone(_) => Backend {
+                kind: "standalone",
+                nodes: Some(1),
+            },
+            Transport::Cluster(c) => Backend {
+                kind: "cluster",
+                nodes: c.primaries().ok().map(|p| p.len()),
+            },
+        }
+    }
+
+    /// Runs a pipeline: on one connection standalone (one round trip), on
+    /// a cluster split by node (one round trip per node), MOVED and ASK
+    /// followed per command. On a cluster every reply comes back, errors as
+    /// values, as with `ignore_errors` (every pipeline of the store is
+    /// one). The reply is decoded after the connection is done with it
+    /// (see `error::is_transport_error`).
     pub(crate) fn run_pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
     ) -> Result<T, StoreError> {
-        let reply: Value = self.with_conn(|c| c.run(|c| pipe.query(c)))?;
+        let reply: Value = match &*self.transport {
+            Transport::Standalone(node) => node.with_conn(|c| c.run(|c| pipe.query(c)))?,
+            Transport::Cluster(c) => {
+                let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
+                Value::Array(c.pipeline(&cmds)?)
+            }
+        };
         decode("pipeline", reply)
     }
 
+    /// One command, routed by its key (any node for a command without
+    /// one); an error reply is an `Err`.
+    pub(super) fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
+        match &*self.transport {
+            Transport::Standalone(node) => node.query(cmd),
+            Transport::Cluster(c) => match c.pipeline(&[cmd])?.pop() {
+                Some(Value::ServerError(e)) => Err(server_error(e)),
+                Some(reply) => Ok(reply),
+                None => Err(StoreError::Redis("no reply".into())),
+            },
+        }
+    }
+
+    /// `cmd` on every primary (the one server standalone), in turn.
+    pub(super) fn query_each_node(&self, cmd: &Cmd) -> Result<Vec<Value>, StoreError> {
+        self.nodes()?.iter().map(|node| node.query(cmd)).collect()
+    }
+
+    /// The standalone node, or a cluster's primaries.
+    pub(super) fn nodes(&self) -> Result<Vec<Arc<Node>>, StoreError> {
+        match &*self.transport {
+            Transport::Standalone(node) => Ok(vec![node.clone()]),
+            Transport::Cluster(c) => c.primaries(),
+        }
+    }
+
+    /// `SCRIPT LOAD`s every script on every node (the one server, or each
+    /// primary), so `redis-cli EVALSHA` works by hand on any of them. The
+    /// SHA1 each node reports must be the script's own.
+    pub fn load_scripts(&self) -> Result<Vec<(&'static str, String)>, StoreError> {
+        let mut loaded = Vec::new();
+        for node in self.nodes()? {
+            for script in crate::scripts::all() {
+                let mut cmd = redis::cmd("SCRIPT");
+                cmd.arg("LOAD").arg(script.source);
+                let sha: String = decode("SCRIPT LOAD", node.query(&cmd)?)?;
+                if sha != script.sha() {
+                    return Err(StoreError::Redis(format!(
+                        "{}: Redis reports SHA1 {sha}, expected {}",
+                        script.name,
+                        script.sha()
+                    )));
+                }
+                loaded.push((script.name, sha));
+            }
+        }
+        Ok(loaded)
+    }
+
     /// Calls `each` with batches of keys under the prefix until it breaks or
-    /// the SCAN cursor returns to 0. Keys are bytes: Redis allows any, and
-    /// one key another tool named with bytes that are not UTF-8 must not
-    /// stop a count or a reset. Keys that do not start with the prefix
-    /// (impossible with an escaped pattern, checked anyway) are dropped.
+    /// every node's SCAN cursor returns to 0 (a cluster is scanned one
+    /// primary after the other). Keys are bytes: Redis allows any, and one
+    /// key another tool named with bytes that are not UTF-8 must not stop a
+    /// count or a reset. Keys that do not start with the prefix (impossible
+    /// with an escaped pattern, checked anyway) are dropped.
     pub(super) fn scan_keys(
         &self,
         mut each: impl FnMut(Vec<Vec<u8>>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let pattern = validate::scan_pattern(&self.config.key_prefix);
         let prefix = self.config.key_prefix.as_bytes();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let reply: Value = self.with_conn(|c| c.run(|c| cmd.query(c)))?;
-            let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", reply)?;
-            let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
-            if each(keys).is_break() || next == 0 {
-                return Ok(());
+        for node in self.nodes()? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", node.query(&cmd)?)?;
+                let keys: Vec<Vec<u8>> =
+                    keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
+                if each(keys).is_break() {
+                    return Ok(());
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(())
     }
 
-    /// Runs `op` on a pooled connection; when the connection fails under it
-    /// (a Redis restart leaves every pooled connection stale), runs it once
-    /// more on a fresh one. Every operation of the store is idempotent.
-    pub(super) fn with_conn<T>(
+    /// One SCAN page of node `node` (in `nodes` order) from `cursor`:
+    /// `(next cursor, keys)`, and how many nodes there are.
+    pub(super) fn scan_page(
         &self,
-        mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get()?;
-        match op(&mut conn) {
-            Err(e) if e.is_unavailable() => {
-                let failed_at = Instant::now();
-                drop(conn);
-                let mut live = pool::checkout_live(&self.pool, failed_at)?;
-                op(&mut live)
-            }
-            other => other,
+        node: usize,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>, usize), StoreError> {
+        let nodes = self.nodes()?;
+        let Some(at) = nodes.get(node) else {
+            return Ok((0, Vec::new(), nodes.len()));
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("COUNT").arg(count.max(1));
+        let (next, keys): (u64, Vec<Vec<u8>>) = decode("SCAN", at.query(&cmd)?)?;
+        Ok((next, keys, nodes.len()))
+    }
+
+    /// The slot each key lives in on a cluster; `None` standalone, where
+    /// calls may mix any keys.
+    pub(super) fn slot_of(&self, key: &[u8]) -> Option<u16> {
+        match &*self.transport {
+            Transport::Standalone(_) => None,
+            Transport::Cluster(_) => Some(slots::key_slot(key)),
         }
     }
 
-    /// One pipeline of `EVALSHA`s, one reply per command. Calls that failed
-    /// with NOSCRIPT (after `SCRIPT FLUSH`, a restart or a failover: nothing
-    /// ran for them) are re-sent after loading the script, in the same
-    /// pipeline as the `SCRIPT LOAD`, round after round while Redis keeps
-    /// answering: a script flushed again between rounds (a flush loop, a
-    /// failover storm) only costs another round. Rounds stop when a round
-    /// fails to reach Redis, or after `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS`
-    /// rounds in a row in which no call ran (a Redis that refuses to keep
-    /// the script). Calls that ran are never sent again.
+    /// Script calls in one pipeline (one per node on a cluster), one
+    /// outcome per call: its reply, or its error. Calls that failed with
+    /// NOSCRIPT are re-sent after loading the script on their node
+    /// (`node::Node::script_pipeline`); calls that ran are never sent
+    /// again.
     pub(super) fn run_script_pipeline(
         &self,
         script: &LuaScript,
         pipe: &Pipeline,
     ) -> Vec<Result<Value, StoreError>> {
-        let len = pipe.cmd_iter().count();
-        let replies: Vec<Value> = match self.run_pipeline(pipe) {
-            Ok(replies) => replies,
-            Err(e) => return vec![Err(e); len],
-        };
-        let mut outcomes = Vec::with_capacity(len);
-        let mut retry = Vec::new();
-        for (i, reply) in replies.into_iter().enumerate() {
-            outcomes.push(script_outcome(reply));
-            if is_noscript(&outcomes[i]) {
-                retry.push(i);
-            }
-        }
         let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
-        let mut idle_rounds = 0;
-        while !retry.is_empty() && idle_rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS {
-            let mut again = redis::pipe();
-            again.ignore_errors();
-            again.cmd("SCRIPT").arg("LOAD").arg(script.source);
-            for &i in &retry {
-                again.add_command(cmds[i].clone());
-            }
-            let replies: Vec<Value> = match self.run_pipeline(&again) {
-                Ok(replies) => replies,
-                Err(e) => {
-                    for &i in &retry {
-                        outcomes[i] = Err(e.clone());
-                    }
-                    return outcomes;
-                }
-            };
-            let mut replies = replies.into_iter();
-            if let Some(Value::ServerError(e)) = replies.next() {
-                // SCRIPT LOAD refused (scripting disabled, an ACL): no round
-                // can succeed.
-                let error = StoreError::Redis(format!("{}: SCRIPT LOAD: {e}", script.name));
-                for &i in &retry {
-                    outcomes[i] = Err(error.clone());
-                }
-                return outcomes;
-            }
-            let before = retry.len();
-            let mut still = Vec::new();
-            for (&i, reply) in retry.iter().zip(replies) {
-                outcomes[i] = script_outcome(reply);
-                if is_noscript(&outcomes[i]) {
-                    still.push(i);
-                }
-            }
-            idle_rounds = if still.len() < before {
-                0
-            } else {
-                idle_rounds + 1
-            };
-            retry = still;
-        }
+        let outcomes = match &*self.transport {
+            Transport::Standalone(node) => node.script_pipeline(script, &cmds, false),
+            Transport::Cluster(c) => c.script_pipeline(script, &cmds),
+        };
         outcomes
+            .into_iter()
+            .map(|o| o.and_then(script_outcome))
+            .collect()
     }
 
     /// Runs one command on the entity at `key`; a WRONGTYPE reply becomes
     /// `WrongType` naming what the key holds.
     pub(super) fn query_key(&self, key: &str, cmd: &Cmd) -> Result<Value, StoreError> {
-        self.with_conn(|c| c.run(|c| cmd.query(c)))
-            .map_err(|e| self.name_wrong_type(key, e))
+        self.query(cmd).map_err(|e| self.name_wrong_type(key, e))
     }
 
     /// A WRONGTYPE error becomes `WrongType`, with the type from `TYPE`
@@ -154,7 +222,7 @@ impl FeatureStore {
                 let mut cmd = redis::cmd("TYPE");
                 cmd.arg(key);
                 let kind = self
-                    .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+                    .query(&cmd)
                     .and_then(|v| decode::<String>("TYPE", v))
                     .unwrap_or_else(|_| "value of another type".into());
                 StoreError::WrongType {
@@ -167,40 +235,22 @@ impl FeatureStore {
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
-    /// a failover) loads the script on the same connection and calls again,
-    /// up to `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` times.
+    /// a failover) loads the script on the node and calls again.
     pub(super) fn eval_script<T: redis::FromRedisValue>(
         &self,
         script: &LuaScript,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
-        self.with_conn(|c| {
-            c.run(|c| {
-                // A script flushed again between the load and the call (a
-                // flush loop, back-to-back failovers) costs another round.
-                let mut rounds = 0;
-                loop {
-                    match cmd.query(c) {
-                        Err(e)
-                            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-                                && rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS =>
-                        {
-                            script.load(c)?;
-                            rounds += 1;
-                        }
-                        other => return other,
-                    }
-                }
-            })
-        })
+        let reply = match &*self.transport {
+            Transport::Standalone(node) => node.eval(script, cmd)?,
+            Transport::Cluster(c) => match c.script_pipeline(script, &[cmd]).pop() {
+                Some(outcome) => outcome.and_then(script_outcome)?,
+                None => return Err(StoreError::Redis(format!("{}: no reply", script.name))),
+            },
+        };
+        decode(script.name, reply)
     }
 }
-
-/// How many rounds in a row `run_script_pipeline` re-loads the script
-/// without any call running before it gives up on those calls. A flush
-/// between the `SCRIPT LOAD` and the calls of the same pipeline is rare; a
-/// Redis where eight rounds in a row lose the script is not keeping it.
-pub(super) const NOSCRIPT_ROUNDS_WITHOUT_PROGRESS: u32 = 8;
 
 pub(super) const NOSCRIPT: &str = "NOSCRIPT";
 
@@ -217,7 +267,8 @@ pub(super) fn script_outcome(reply: Value) -> Result<Value, StoreError> {
     }
 }
 
-pub(super) fn is_noscript(outcome: &Result<Value, StoreError>) -> bool {
+#[cfg(test)]
+fn is_noscript(outcome: &Result<Value, StoreError>) -> bool {
     matches!(outcome, Err(StoreError::Redis(m)) if m == NOSCRIPT)
 }
 

@@ -127,7 +127,7 @@ impl FeatureStore {
         // Decoded after the connection is done with it, like every reply
         // the store reads (see `decode`).
         let reply = self
-            .with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+            .query(&cmd)
             .and_then(|v| decode::<Vec<String>>("CONFIG GET", v));
         match reply {
             Ok(pair) => Ok(pair.get(1).and_then(|v| v.parse().ok())),
@@ -249,7 +249,7 @@ impl FeatureStore {
             if ready.is_empty() {
                 continue;
             }
-            let sizes = split_calls(ready.iter().map(|(_, e)| e.cost()), per_call);
+            let sizes = self.call_sizes(&mut ready, per_call);
             let groups: Vec<&[(usize, EntityArgs)]> = sizes
                 .iter()
                 .scan(0, |start, &len| {
@@ -295,6 +295,32 @@ impl FeatureStore {
             .skipped_stale
             .fetch_add(report.skipped_stale as u64, Relaxed);
         report
+    }
+
+    /// How many entities go in each call, in the order of `ready`
+    /// (`split_calls`). On a cluster a call's keys must share a slot:
+    /// `ready` is first grouped by slot (a stable sort, so one entity's
+    /// writes keep their order) and no call spans two slots.
+    fn call_sizes(&self, ready: &mut [(usize, EntityArgs)], per_call: usize) -> Vec<usize> {
+        if self.slot_of(b"").is_none() {
+            return split_calls(ready.iter().map(|(_, e)| e.cost()), per_call);
+        }
+        ready.sort_by_cached_key(|(_, e)| self.slot_of(e.key.as_bytes()));
+        let mut sizes = Vec::new();
+        let mut rest = &ready[..];
+        while let Some((_, first)) = rest.first() {
+            let slot = self.slot_of(first.key.as_bytes());
+            let run = rest
+                .iter()
+                .position(|(_, e)| self.slot_of(e.key.as_bytes()) != slot)
+                .unwrap_or(rest.len());
+            sizes.extend(split_calls(
+                rest[..run].iter().map(|(_, e)| e.cost()),
+                per_call,
+            ));
+            rest = &rest[run..];
+        }
+        sizes
     }
 
     /// One entity's part of a `write_streaming` call, after checking it.

@@ -1,0 +1,191 @@
+//! One Redis server: its connection pool, pipelines on one connection, and
+//! script calls with NOSCRIPT recovery. A standalone store is one node; a
+//! cluster store is one node per primary, and `cluster` routes to them.
+//!
+//! Replies come back raw (an error reply is a `Value::ServerError`, never
+//! an `Err`): what an error reply means is decided by the caller, which
+//! knows whether it is a refusal, an outage or (on a cluster) a redirect.
+
+use std::time::Instant;
+
+use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
+
+use crate::error::StoreError;
+use crate::pool::{self, Conn, Pool};
+use crate::scripts::LuaScript;
+
+/// How many rounds in a row `Node::script_pipeline` re-loads the script
+/// without any call running before it gives up on those calls. A flush
+/// between the `SCRIPT LOAD` and the calls of the same pipeline is rare; a
+/// Redis where eight rounds in a row lose the script is not keeping it.
+pub(super) const NOSCRIPT_ROUNDS_WITHOUT_PROGRESS: u32 = 8;
+
+pub(crate) struct Node {
+    /// `host:port`, as the cluster names it (empty for a standalone store).
+    pub(super) addr: String,
+    pub(super) pool: Pool,
+}
+
+impl Node {
+    pub(super) fn new(addr: String, pool: Pool) -> Node {
+        Node { addr, pool }
+    }
+
+    /// Runs `op` on a pooled connection; when the connection fails under it
+    /// (a Redis restart leaves every pooled connection stale), runs it once
+    /// more on a fresh one. Every operation of the store is idempotent.
+    pub(super) fn with_conn<T>(
+        &self,
+        mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        match op(&mut conn) {
+            Err(e) if e.is_unavailable() => {
+                let failed_at = Instant::now();
+                drop(conn);
+                let mut live = pool::checkout_live(&self.pool, failed_at)?;
+                op(&mut live)
+            }
+            other => other,
+        }
+    }
+
+    /// One command, its reply raw.
+    pub(super) fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
+        self.with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
+    }
+
+    /// One pipeline on one connection (one round trip): one raw reply per
+    /// command, error replies included; each command after an `ASKING`
+    /// when `asking`.
+    pub(super) fn pipeline<'a>(
+        &self,
+        cmds: impl Iterator<Item = &'a Cmd>,
+        asking: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.calls(None, cmds, asking)
+    }
+
+    /// `pipe` as it is on one connection, its replies raw.
+    pub(super) fn run(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let reply: Value = self.with_conn(|c| c.run(|c| pipe.query(c)))?;
+        super::decode("pipeline", reply)
+    }
+
+    /// A pipeline of script calls, one raw reply per call, or the transport
+    /// error that kept a call's reply from arriving. Calls that failed with
+    /// NOSCRIPT (after `SCRIPT FLUSH`, a restart or a failover: nothing ran
+    /// for them) are re-sent after loading the script, in the same pipeline
+    /// as the `SCRIPT LOAD`, round after round while Redis keeps answering:
+    /// a script flushed again between rounds only costs another round.
+    /// Rounds stop when a round fails to reach Redis, or after
+    /// `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` rounds in a row in which no call
+    /// ran. Calls that ran are never sent again.
+    ///
+    /// With `asking`, every call goes after an `ASKING` (a cluster slot
+    /// being imported by this node: see `cluster`).
+    pub(super) fn script_pipeline(
+        &self,
+        script: &LuaScript,
+        cmds: &[&Cmd],
+        asking: bool,
+    ) -> Vec<Result<Value, StoreError>> {
+        let replies = match self.calls(None, cmds.iter().copied(), asking) {
+            Ok(replies) => replies,
+            Err(e) => return vec![Err(e); cmds.len()],
+        };
+        let mut outcomes: Vec<Result<Value, StoreError>> = replies.into_iter().map(Ok).collect();
+        let mut retry: Vec<usize> = (0..cmds.len())
+            .filter(|&i| is_noscript(&outcomes[i]))
+            .collect();
+        let mut idle_rounds = 0;
+        while !retry.is_empty() && idle_rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS {
+            let again = retry.iter().map(|&i| cmds[i]);
+            let mut replies = match self.calls(Some(script), again, asking) {
+                Ok(replies) => replies.into_iter(),
+                Err(e) => {
+                    for &i in &retry {
+                        outcomes[i] = Err(e.clone());
+                    }
+                    return outcomes;
+                }
+            };
+            if let Some(Value::ServerError(e)) = replies.next() {
+                // SCRIPT LOAD refused (scripting disabled, an ACL): no round
+                // can succeed.
+                let error = StoreError::Redis(format!("{}: SCRIPT LOAD: {e}", script.name));
+                for &i in &retry {
+                    outcomes[i] = Err(error.clone());
+                }
+                return outcomes;
+            }
+            let before = retry.len();
+            let mut still = Vec::new();
+            for (&i, reply) in retry.iter().zip(replies) {
+                outcomes[i] = Ok(reply);
+                if is_noscript(&outcomes[i]) {
+                    still.push(i);
+                }
+            }
+            idle_rounds = if still.len() < before {
+                0
+            } else {
+                idle_rounds + 1
+            };
+            retry = still;
+        }
+        outcomes
+    }
+
+    /// One round trip: a `SCRIPT LOAD` of `load` when given (its reply
+    /// first), then `cmds`, each after an `ASKING` when `asking` (whose
+    /// replies are dropped).
+    fn calls<'a>(
+        &self,
+        load: Option<&LuaScript>,
+        cmds: impl Iterator<Item = &'a Cmd>,
+        asking: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        if let Some(script) = load {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(script.source);
+        }
+        for cmd in cmds {
+            if asking {
+                pipe.cmd("ASKING").ignore();
+            }
+            pipe.add_command(cmd.clone());
+        }
+        self.run(&pipe)
+    }
+
+    /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
+    /// a failover) loads the script on the same connection and calls again,
+    /// up to `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` times.
+    pub(super) fn eval(&self, script: &LuaScript, cmd: &Cmd) -> Result<Value, StoreError> {
+        self.with_conn(|c| {
+            c.run(|c| {
+                // A script flushed again between the load and the call (a
+                // flush loop, back-to-back failovers) costs another round.
+                let mut rounds = 0;
+                loop {
+                    match cmd.query::<Value>(c) {
+                        Err(e)
+                            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                                && rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS =>
+                        {
+                            script.load(c)?;
+                            rounds += 1;
+                        }
+                        other => return other,
+                    }
+                }
+            })
+        })
+    }
+}
+
+fn is_noscript(outcome: &Result<Value, StoreError>) -> bool {
+    matches!(outcome, Ok(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::NoScript))
+}
