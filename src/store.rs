@@ -134,6 +134,9 @@ pub struct Stats {
     /// Features a write left alone because the stored value's event time
     /// was the same or newer (replays, retries, late events).
     pub skipped_stale_total: u64,
+    /// Round trips to Redis: one per pipeline or command sent to a node (a
+    /// cluster pipeline costs one per node it touches).
+    pub redis_round_trips_total: u64,
 }
 
 #[derive(Default)]
@@ -375,6 +378,7 @@ impl FeatureStore {
             read_fields_total: self.counters.read_fields.load(Relaxed),
             invalid_values_total: self.counters.invalid_values.load(Relaxed),
             skipped_stale_total: self.counters.skipped_stale.load(Relaxed),
+            redis_round_trips_total: self.transport.round_trips(),
         }
     }
 

@@ -292,6 +292,12 @@ impl Cluster {
         Ok(SlotMap { owner, primaries })
     }
 
+    /// Round trips sent to every node routed to so far.
+    pub(super) fn round_trips(&self) -> u64 {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.values().map(|n| n.round_trips()).sum()
+    }
+
     /// The primaries, each once: for SCAN, INFO and the like.
     pub(super) fn primaries(&self) -> Result<Vec<Arc<Node>>, StoreError> {
         Ok(self.slot_map()?.primaries.clone())

@@ -6,6 +6,7 @@
 //! an `Err`): what an error reply means is decided by the caller, which
 //! knows whether it is a refusal, an outage or (on a cluster) a redirect.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
@@ -24,11 +25,21 @@ pub(crate) struct Node {
     /// `host:port`, as the cluster names it (empty for a standalone store).
     pub(super) addr: String,
     pub(super) pool: Pool,
+    /// Every time a pipeline or command went out on a connection.
+    round_trips: AtomicU64,
 }
 
 impl Node {
     pub(super) fn new(addr: String, pool: Pool) -> Node {
-        Node { addr, pool }
+        Node {
+            addr,
+            pool,
+            round_trips: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Relaxed)
     }
 
     /// Runs `op` on a pooled connection; when the connection fails under it
@@ -39,11 +50,13 @@ impl Node {
         mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
+        self.round_trips.fetch_add(1, Relaxed);
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
                 let failed_at = Instant::now();
                 drop(conn);
                 let mut live = pool::checkout_live(&self.pool, failed_at)?;
+                self.round_trips.fetch_add(1, Relaxed);
                 op(&mut live)
             }
             other => other,

@@ -15,6 +15,13 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
+    pub(super) fn round_trips(&self) -> u64 {
+        match self {
+            Transport::Standalone(node) => node.round_trips(),
+            Transport::Cluster(c) => c.round_trips(),
+        }
+    }
+
     /// `redis+cluster://...` is a cluster; anything else a standalone
     /// server (`redis://`, `unix://`). Nothing is connected yet.
     pub(crate) fn open(url: &str, config: &PoolConfig) -> Result<Transport, StoreError> {
