@@ -87,7 +87,13 @@ mod tests {
 
     #[test]
     fn ids() {
-        for ok in ["u0001", "user-42", "a.b:c@d", "{tenant7}:u1", &"x".repeat(MAX_ID_LEN)] {
+        for ok in [
+            "u0001",
+            "user-42",
+            "a.b:c@d",
+            "{tenant7}:u1",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
             assert!(entity_id(ok).is_ok(), "{ok}");
         }
         for bad in [
