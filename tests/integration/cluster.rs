@@ -423,13 +423,17 @@ fn a_slot_migrated_during_a_load_loses_no_row_and_writes_none_twice() {
     assert_every_key_has_a_ttl(&store, &all);
 }
 
+/// A batch the traffic wrote: its ids, and how many were written (or why
+/// the call failed).
+type Batch = (Vec<String>, Result<usize, String>);
+
 #[test]
 fn a_failover_during_traffic_is_survived() {
     let mut cluster = cluster(3, 1);
     let store = Arc::new(open(&cluster));
     let stop = Arc::new(AtomicBool::new(false));
     // Every batch written: its ids, and how it went.
-    let log: Arc<Mutex<Vec<(Vec<String>, Result<usize, String>)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let traffic = {
         let (store, stop, log) = (store.clone(), stop.clone(), log.clone());
         std::thread::spawn(move || {
