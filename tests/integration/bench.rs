@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 28] = [
+const ROWS: [&str; 30] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -34,6 +34,8 @@ const ROWS: [&str; 28] = [
     "script_cost_streaming",
     "idle_redis_cpu",
     "idle_state",
+    "cluster_bulk_load",
+    "cluster_batch_read",
 ];
 
 #[test]

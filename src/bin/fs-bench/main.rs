@@ -7,6 +7,7 @@
 //! It starts its own `redis-server` (never 6379), loads its own synthetic
 //! users, and spawns the real `fs-server` binary for the HTTP rows.
 
+mod cluster;
 mod event_time;
 mod http;
 mod idle;
@@ -66,8 +67,9 @@ struct Args {
     #[arg(long)]
     let_cpus_idle: bool,
     /// Run one section alone (to try a change quickly): `sharing` (loading
-    /// beside serving, the script costs) or `idle` (an idle server on a big
-    /// store).
+    /// beside serving, the script costs), `idle` (an idle server on a big
+    /// store) or `cluster` (the store on a 3-primary cluster against one
+    /// standalone Redis).
     #[arg(long, value_enum)]
     only: Option<Section>,
     /// An argument added to the paced `fs-loader` of the loading-beside-
@@ -81,6 +83,7 @@ struct Args {
 enum Section {
     Sharing,
     Idle,
+    Cluster,
 }
 
 /// How much each row does.
@@ -223,6 +226,10 @@ fn run(args: Args) -> BResult<()> {
         }
     }
 
+    if matches!(args.only, None | Some(Section::Cluster)) {
+        cluster::rows(&sizes, &mut rows)?;
+    }
+
     machine.load_end = report::loadavg();
     machine.elapsed = started.elapsed();
     println!("{}", report::table(&rows));
@@ -304,7 +311,7 @@ fn keep_cpus_awake() -> (Option<std::fs::File>, String) {
 }
 
 /// Adds a finished row and says so on stderr.
-fn step(name: &str, rows: &mut Vec<Row>, row: BResult<Row>) -> BResult<()> {
+pub(crate) fn step(name: &str, rows: &mut Vec<Row>, row: BResult<Row>) -> BResult<()> {
     let row = row.map_err(|e| format!("{name}: {e}"))?;
     eprintln!(
         "fs-bench: {name}: ratio {:.2}x{}",
