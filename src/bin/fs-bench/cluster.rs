@@ -53,19 +53,19 @@ fn bulk_load(sizes: &Sizes, on_cluster: &FeatureStore, alone: &FeatureStore) -> 
             break;
         }
         let n = batch.len() as u64;
-        let mut run_cluster = || {
+        let run_cluster = || {
             written(
                 "cluster bulk_load",
                 on_cluster.bulk_load(&batch, BATCH_TTL)?,
             )
         };
-        let mut run_alone = || written("standalone bulk_load", alone.bulk_load(&batch, BATCH_TTL)?);
+        let run_alone = || written("standalone bulk_load", alone.bulk_load(&batch, BATCH_TTL)?);
         if k.is_multiple_of(2) {
-            ours.time(n, &mut run_cluster)?;
-            base.time(n, &mut run_alone)?;
+            ours.time(n, run_cluster)?;
+            base.time(n, run_alone)?;
         } else {
-            base.time(n, &mut run_alone)?;
-            ours.time(n, &mut run_cluster)?;
+            base.time(n, run_alone)?;
+            ours.time(n, run_cluster)?;
         }
         k += 1;
     }
