@@ -43,6 +43,11 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Marks the connection never to be reused (replies left unread on it).
+    pub fn discard(&mut self) {
+        self.broken = true;
+    }
+
     /// Runs `f` on the raw connection and marks it broken when the error
     /// says the stream is in an unknown state (I/O, timeout, bad reply).
     pub fn run<T>(

@@ -310,18 +310,7 @@ impl Cluster {
     /// reached fails the whole pipeline: it is a read, and a read with
     /// missing parts is not an answer.
     pub(super) fn pipeline(&self, cmds: &[&Cmd]) -> Result<Vec<Value>, StoreError> {
-        let mut replies: Vec<Value> = vec![Value::Nil; cmds.len()];
-        self.route(cmds, |node, asking, indices| {
-            let sent = node.pipeline(indices.iter().map(|&i| cmds[i]), asking)?;
-            Ok(sent.into_iter().map(Ok).collect())
-        })
-        .into_iter()
-        .enumerate()
-        .try_for_each(|(i, reply)| {
-            replies[i] = reply?;
-            Ok::<_, StoreError>(())
-        })?;
-        Ok(replies)
+        self.route(cmds, None).into_iter().collect()
     }
 
     /// Script calls split by node, each node's part through its NOSCRIPT
@@ -333,20 +322,14 @@ impl Cluster {
         script: &LuaScript,
         cmds: &[&Cmd],
     ) -> Vec<Result<Value, StoreError>> {
-        self.route(cmds, |node, asking, indices| {
-            let part: Vec<&Cmd> = indices.iter().map(|&i| cmds[i]).collect();
-            Ok(node.script_pipeline(script, &part, asking))
-        })
+        self.route(cmds, Some(script))
     }
 
-    /// Sends every call to its node through `send` (which answers one
-    /// outcome per index it was given, or one error for all of them) and
-    /// re-sends the calls redirected, round after round.
-    fn route(
-        &self,
-        cmds: &[&Cmd],
-        send: impl Fn(&Node, bool, &[usize]) -> Result<Vec<Result<Value, StoreError>>, StoreError>,
-    ) -> Vec<Result<Value, StoreError>> {
+    /// Sends every call to its node, all nodes' parts written before any
+    /// reply is read (so the nodes work at once), then re-sends the calls
+    /// redirected, round after round. Script calls (`script`) go through
+    /// their node's NOSCRIPT rounds.
+    fn route(&self, cmds: &[&Cmd], script: Option<&LuaScript>) -> Vec<Result<Value, StoreError>> {
         let mut outcomes: Vec<Result<Value, StoreError>> = vec![Ok(Value::Nil); cmds.len()];
         let keyed = cmds.iter().find_map(|c| routing_key(c)).map(key_slot);
         let mut pending: Vec<(usize, Target)> = cmds
@@ -387,21 +370,36 @@ impl Cluster {
                     None => groups.push((node, asking, vec![i], vec![target])),
                 }
             }
+            let sent: Vec<_> = groups
+                .iter()
+                .map(|(node, asking, indices, _)| {
+                    node.send(None, indices.iter().map(|&i| cmds[i]), *asking)
+                })
+                .collect();
             let mut next = Vec::new();
             let (mut moved, mut later) = (false, false);
-            for (node, asking, indices, targets) in groups {
-                let sent = match send(&node, asking, &indices) {
-                    Ok(sent) if sent.len() == indices.len() => sent,
-                    Ok(sent) => vec![
+            for ((node, asking, indices, targets), sent) in groups.into_iter().zip(sent) {
+                let first = sent.finish(&node).and_then(|replies| {
+                    if replies.len() == indices.len() {
+                        Ok(replies)
+                    } else {
                         Err(StoreError::Redis(format!(
                             "{}: {} replies for {} calls",
                             node.addr,
-                            sent.len(),
+                            replies.len(),
                             indices.len()
-                        )));
-                        indices.len()
-                    ],
-                    Err(e) => vec![Err(e); indices.len()],
+                        )))
+                    }
+                });
+                let sent: Vec<Result<Value, StoreError>> = match script {
+                    Some(script) => {
+                        let part: Vec<&Cmd> = indices.iter().map(|&i| cmds[i]).collect();
+                        node.noscript_rounds(script, &part, asking, first)
+                    }
+                    None => match first {
+                        Ok(replies) => replies.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e); indices.len()],
+                    },
                 };
                 for ((i, target), outcome) in indices.into_iter().zip(targets).zip(sent) {
                     if matches!(&outcome, Err(e) if e.is_unavailable()) {

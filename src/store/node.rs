@@ -12,7 +12,8 @@ use std::time::Instant;
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 
 use crate::error::StoreError;
-use crate::pool::{self, Conn, Pool};
+use crate::pool::{self, Conn, Manager, Pool};
+use r2d2::PooledConnection;
 use crate::scripts::LuaScript;
 
 /// How many rounds in a row `Node::script_pipeline` re-loads the script
@@ -68,17 +69,6 @@ impl Node {
         self.with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
     }
 
-    /// One pipeline on one connection (one round trip): one raw reply per
-    /// command, error replies included; each command after an `ASKING`
-    /// when `asking`.
-    pub(super) fn pipeline<'a>(
-        &self,
-        cmds: impl Iterator<Item = &'a Cmd>,
-        asking: bool,
-    ) -> Result<Vec<Value>, StoreError> {
-        self.calls(None, cmds, asking)
-    }
-
     /// `pipe` as it is on one connection, its replies raw.
     pub(super) fn run(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let reply: Value = self.with_conn(|c| c.run(|c| pipe.query(c)))?;
@@ -103,7 +93,20 @@ impl Node {
         cmds: &[&Cmd],
         asking: bool,
     ) -> Vec<Result<Value, StoreError>> {
-        let replies = match self.calls(None, cmds.iter().copied(), asking) {
+        let first = self.calls(None, cmds.iter().copied(), asking);
+        self.noscript_rounds(script, cmds, asking, first)
+    }
+
+    /// The NOSCRIPT rounds of `script_pipeline`, after the first round's
+    /// replies (`first`, sent by the caller).
+    pub(super) fn noscript_rounds(
+        &self,
+        script: &LuaScript,
+        cmds: &[&Cmd],
+        asking: bool,
+        first: Result<Vec<Value>, StoreError>,
+    ) -> Vec<Result<Value, StoreError>> {
+        let replies = match first {
             Ok(replies) => replies,
             Err(e) => return vec![Err(e); cmds.len()],
         };
@@ -159,18 +162,47 @@ impl Node {
         cmds: impl Iterator<Item = &'a Cmd>,
         asking: bool,
     ) -> Result<Vec<Value>, StoreError> {
+        self.send(load, cmds, asking).finish(self)
+    }
+
+    /// Writes a round trip's commands (as `calls` lays them out) on a
+    /// connection and returns without reading the replies: a cluster writes
+    /// every node's part before it reads any, so the nodes work at once.
+    pub(super) fn send<'a>(
+        &self,
+        load: Option<&LuaScript>,
+        cmds: impl Iterator<Item = &'a Cmd>,
+        asking: bool,
+    ) -> Sent {
         let mut pipe = redis::pipe();
-        pipe.ignore_errors();
         if let Some(script) = load {
             pipe.cmd("SCRIPT").arg("LOAD").arg(script.source);
         }
         for cmd in cmds {
             if asking {
-                pipe.cmd("ASKING").ignore();
+                pipe.cmd("ASKING");
             }
             pipe.add_command(cmd.clone());
         }
-        self.run(&pipe)
+        let packed = pipe.get_packed_pipeline();
+        let replies = pipe.len();
+        let conn = match self.pool.get() {
+            Err(e) => Written::NoConnection(e.into()),
+            Ok(mut conn) => {
+                self.round_trips.fetch_add(1, Relaxed);
+                match conn.run(|c| c.send_packed_command(&packed)) {
+                    Ok(()) => Written::Pending(conn),
+                    Err(e) => Written::Lost(e),
+                }
+            }
+        };
+        Sent {
+            packed,
+            replies,
+            keep_from: usize::from(load.is_some()),
+            asking,
+            conn,
+        }
     }
 
     /// Runs one script call; on NOSCRIPT (after `SCRIPT FLUSH`, a restart or
@@ -201,4 +233,77 @@ impl Node {
 
 fn is_noscript(outcome: &Result<Value, StoreError>) -> bool {
     matches!(outcome, Ok(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::NoScript))
+}
+
+/// A round trip written on a connection, its replies not read yet (see
+/// `Node::send`). Finish every one: dropped unread, its connection is
+/// discarded, never reused with replies pending.
+pub(super) struct Sent {
+    packed: Vec<u8>,
+    /// How many replies the connection owes (`ASKING`s included).
+    replies: usize,
+    /// Replies before this index are the `SCRIPT LOAD`'s (kept as they are).
+    keep_from: usize,
+    asking: bool,
+    conn: Written,
+}
+
+enum Written {
+    /// Sent; the replies are on their way.
+    Pending(PooledConnection<Manager>),
+    /// The connection failed under the write: worth once more on a fresh one.
+    Lost(StoreError),
+    /// No connection to be had (the pool's wait ran out): nothing was sent.
+    NoConnection(StoreError),
+    Finished,
+}
+
+impl Sent {
+    /// Reads the replies; when the connection failed under the round trip
+    /// (a Redis restart leaves every pooled connection stale), sends it
+    /// once more on a fresh one, as `Node::with_conn` does. The replies
+    /// are raw, one per command, the `ASKING`s' dropped.
+    pub(super) fn finish(mut self, node: &Node) -> Result<Vec<Value>, StoreError> {
+        let replies = self.replies;
+        let read = |c: &mut redis::Connection| {
+            (0..replies)
+                .map(|_| c.recv_response())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let first = match std::mem::replace(&mut self.conn, Written::Finished) {
+            Written::Pending(mut conn) => conn.run(read),
+            Written::Lost(e) => Err(e),
+            Written::NoConnection(e) => return Err(e),
+            Written::Finished => return Err(StoreError::Redis("a round trip read twice".into())),
+        };
+        let replies = match first {
+            Ok(replies) => replies,
+            Err(e) if e.is_unavailable() => {
+                let failed_at = Instant::now();
+                let mut live = pool::checkout_live(&node.pool, failed_at)?;
+                node.round_trips.fetch_add(1, Relaxed);
+                live.run(|c| {
+                    c.send_packed_command(&self.packed)?;
+                    read(c)
+                })?
+            }
+            Err(e) => return Err(e),
+        };
+        if !self.asking {
+            return Ok(replies);
+        }
+        // After the SCRIPT LOAD's reply: ASKING's +OK, the call's reply, ...
+        let (load, calls) = replies.split_at(self.keep_from.min(replies.len()));
+        let mut kept = load.to_vec();
+        kept.extend(calls.iter().skip(1).step_by(2).cloned());
+        Ok(kept)
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if let Written::Pending(conn) = &mut self.conn {
+            conn.discard();
+        }
+    }
 }
