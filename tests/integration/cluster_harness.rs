@@ -365,3 +365,28 @@ fn dropping_the_cluster_frees_its_ports() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{port}");
     }
 }
+
+#[test]
+fn a_start_that_times_out_reports_every_nodes_log() {
+    // No primary can say cluster_state:ok within 1 ms of starting.
+    let err = ManagedCluster::start_with(
+        3,
+        0,
+        ClusterOptions {
+            converge_timeout: Duration::from_millis(1),
+            ..ClusterOptions::default()
+        },
+    )
+    .err()
+    .expect("a 1 ms start cannot converge");
+    let text = err.to_string();
+    assert!(text.contains("not converged"), "{text}");
+    for node in 0..3 {
+        assert!(text.contains(&format!("--- node {node} ")), "{text}");
+    }
+    assert_eq!(
+        text.matches("Ready to accept connections").count(),
+        3,
+        "every node's log, once: {text}"
+    );
+}
