@@ -296,13 +296,18 @@ impl ManagedCluster {
     pub fn role(&self, index: usize) -> Result<Role, ManagedClusterError> {
         let mut conn = self.conn(index)?;
         let reply: Vec<redis::Value> = self.query(index, &mut conn, &redis::cmd("ROLE"))?;
-        match reply.first() {
-            Some(redis::Value::BulkString(b)) if b == b"master" => Ok(Role::Primary),
-            Some(redis::Value::BulkString(b)) if b == b"slave" => Ok(Role::Replica),
-            Some(redis::Value::SimpleString(s)) if s == "master" => Ok(Role::Primary),
-            Some(redis::Value::SimpleString(s)) if s == "slave" => Ok(Role::Replica),
-            other => Err(ManagedClusterError::Invalid(format!(
-                "node {index}: unexpected ROLE reply {other:?}"
+        let role = match reply.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        // Redis and Valkey 9 say master/slave; the newer names are accepted
+        // in case a later server switches.
+        match role.as_str() {
+            "master" | "primary" => Ok(Role::Primary),
+            "slave" | "replica" => Ok(Role::Replica),
+            _ => Err(ManagedClusterError::Invalid(format!(
+                "node {index}: unexpected ROLE reply {reply:?}"
             ))),
         }
     }
@@ -376,7 +381,10 @@ impl ManagedCluster {
     }
 
     /// `CLUSTER FAILOVER` on `replica`; waits until it is a primary and
-    /// the cluster has converged on that.
+    /// the cluster has converged on that. This is the coordinated kind (no
+    /// FORCE): the replica's primary must be up, and no acknowledged write
+    /// is lost. A replica whose primary is stopped is promoted by the
+    /// cluster itself after `node_timeout`: `wait_converged` waits for it.
     pub fn failover(&mut self, replica: usize) -> Result<(), ManagedClusterError> {
         self.check_index(replica)?;
         if self.role(replica)? != Role::Replica {
