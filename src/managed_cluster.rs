@@ -329,6 +329,12 @@ impl ManagedCluster {
         })
     }
 
+    /// The node that owns `key`'s slot now.
+    pub fn primary_of_key(&mut self, key: &[u8]) -> Result<usize, ManagedClusterError> {
+        let slot = self.keyslot(key)?;
+        self.primary_of_slot(slot)
+    }
+
     /// The nodes that own slots now, as a live node sees them, in index
     /// order (after a failover, the promoted replica instead of its old
     /// primary).
