@@ -195,7 +195,9 @@ fn each_replica_follows_its_primary_and_failover_hands_it_the_slots() {
         .expect("WAIT");
     assert_eq!(acked, 1, "the replica did not acknowledge the write");
 
+    let asked = Instant::now();
     cluster.failover(replica).expect("failover");
+    eprintln!("failover converged in {} ms", asked.elapsed().as_millis());
     assert_eq!(cluster.role(replica).expect("role"), Role::Primary);
     assert_eq!(cluster.role(primary).expect("role"), Role::Replica);
     assert_eq!(cluster.primary_of_slot(slot).expect("owner"), replica);
