@@ -13,8 +13,8 @@ use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Manager, Pool};
-use r2d2::PooledConnection;
 use crate::scripts::LuaScript;
+use r2d2::PooledConnection;
 
 /// How many rounds in a row `Node::script_pipeline` re-loads the script
 /// without any call running before it gives up on those calls. A flush

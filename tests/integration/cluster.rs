@@ -511,3 +511,49 @@ fn assert_every_key_has_a_ttl(store: &FeatureStore, ids: &[String]) {
         assert!(ttl > 0, "{id} has TTL {ttl}");
     }
 }
+
+#[test]
+fn the_server_on_a_cluster_says_so_and_answers_503_while_a_primary_is_down() {
+    let mut cluster = ManagedCluster::start_with(
+        3,
+        0,
+        ClusterOptions {
+            require_full_coverage: false,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("starting the test cluster: {e}"));
+    let server = crate::server::Server::start(&cluster.url(), &[]);
+    let (status, state) = server.get("/state");
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state["backend"],
+        serde_json::json!({"kind": "cluster", "nodes": 3})
+    );
+    let (status, load) = server.post_form("/bulk-load", "count=60");
+    assert_eq!(status, 200, "{load}");
+    let ids: Vec<String> = (1..=60).map(|n| format!("u{n:04}")).collect();
+    let owner = owners(&mut cluster, &ids);
+    let on_node_0 = ids[owner.iter().position(|&o| o == 0).expect("an id on node 0")].clone();
+    let batch = serde_json::json!({ "ids": ids });
+
+    cluster.node_mut(1).stop();
+    let (status, v) = server.post_json("/batch-read", &batch);
+    assert_eq!(status, 503, "a read across the stopped primary: {v}");
+    assert_eq!(server.get("/healthz").0, 503);
+    // The other primaries still serve their entities.
+    let (status, v) = server.post_form("/read", &format!("user={on_node_0}"));
+    assert_eq!(status, 200, "{v}");
+
+    cluster.node_mut(1).restart().expect("restarting node 1");
+    cluster.wait_converged().expect("the cluster ok again");
+    wait_until("healthz back to 200", Duration::from_secs(10), || {
+        server.get("/healthz").0 == 200
+    });
+    // The restarted primary came back empty: load again, read everything.
+    let (status, load) = server.post_form("/bulk-load", "count=60");
+    assert_eq!(status, 200, "{load}");
+    let (status, v) = server.post_json("/batch-read", &batch);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["found_count"], 60, "{v}");
+}
