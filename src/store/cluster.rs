@@ -298,6 +298,13 @@ impl Cluster {
         nodes.values().map(|n| n.round_trips()).sum()
     }
 
+    /// How many primaries the slot map the store has names, without asking
+    /// the cluster (`None` before the first call fetched one).
+    pub(super) fn known_primaries(&self) -> Option<usize> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.as_ref().map(|m| m.primaries.len())
+    }
+
     /// The primaries, each once: for SCAN, INFO and the like.
     pub(super) fn primaries(&self) -> Result<Vec<Arc<Node>>, StoreError> {
         Ok(self.slot_map()?.primaries.clone())

@@ -40,14 +40,14 @@ impl Transport {
 pub struct Backend {
     /// `standalone` or `cluster`.
     pub kind: &'static str,
-    /// Primaries serving the keyspace: 1 standalone; on a cluster as its
-    /// slot map says, `None` when no node could be asked.
+    /// Primaries serving the keyspace: 1 standalone; on a cluster as the
+    /// store's slot map says, `None` before the store has fetched one.
     pub nodes: Option<usize>,
 }
 
 impl FeatureStore {
-    /// The backend, and on a cluster how many primaries its slot map has
-    /// (fetched when the store has none yet).
+    /// The backend, and on a cluster how many primaries its slot map has.
+    /// Never a call to Redis: status pages read it on every refresh.
     pub fn backend(&self) -> Backend {
         match &*self.transport {
             Transport::Standalone(_) => Backend {
@@ -56,7 +56,7 @@ impl FeatureStore {
             },
             Transport::Cluster(c) => Backend {
                 kind: "cluster",
-                nodes: c.primaries().ok().map(|p| p.len()),
+                nodes: c.known_primaries(),
             },
         }
     }
