@@ -11,11 +11,9 @@
 //!   bounded by a maximum age and typed vectors (`dating` is what dates
 //!   them);
 //! - `keyspace`: counting, listing and deleting under the prefix;
-//! - `transport`: the only part that talks to Redis (connections,
-//!   pipelines, script calls with NOSCRIPT recovery, reply decoding).
-//!
-//! A cluster backend changes `transport` (pipelines split by node, SCAN on
-//! every primary) and the call grouping in `write` (calls by hash slot).
+//! - `transport`: the seam every call to Redis goes through, to one
+//!   server (`node`) or to a cluster's primaries by hash slot (`cluster`,
+//!   `slots`); writes group their calls by slot there (`write`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
