@@ -13,7 +13,7 @@
 //! - `keyspace`: counting, listing and deleting under the prefix;
 //! - `transport`: the seam every call to Redis goes through, to one
 //!   server (`node`) or to a cluster's primaries by hash slot (`cluster`,
-//!   `slots`); writes group their calls by slot there (`write`).
+//!   `slots`); on a cluster, `write` groups its calls by slot.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
