@@ -63,6 +63,7 @@ pub mod commandstats;
 pub mod demo;
 pub mod error;
 pub mod event_clock;
+pub mod managed_cluster;
 pub mod managed_redis;
 pub mod pacing;
 pub mod pool;
@@ -73,6 +74,7 @@ pub mod validate;
 pub mod value;
 
 pub use error::StoreError;
+pub use managed_cluster::ManagedCluster;
 pub use managed_redis::ManagedRedis;
 pub use store::{FeatureStore, StoreConfig};
 pub use value::{FeatureMap, FeatureValue, ReadValue};

@@ -5,6 +5,7 @@ mod common;
 
 mod bench;
 mod census;
+mod cluster_harness;
 mod ensure_redis;
 mod entities;
 mod event_time;
