@@ -9,7 +9,7 @@ use crate::server::Server;
 
 /// Writes `n` entities (`fs:user:u1` ...) straight into Redis, one script
 /// call per 50,000 so no call holds Redis long.
-fn load_raw(conn: &mut redis::Connection, n: u64) {
+fn load_raw(conn: &mut impl redis::ConnectionLike, n: u64) {
     let script = redis::Script::new(
         "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
            local k = 'fs:user:u' .. i \
@@ -27,7 +27,7 @@ fn load_raw(conn: &mut redis::Connection, n: u64) {
 }
 
 /// (calls, usec) of SCAN so far, from `INFO commandstats`.
-fn scan_stats(conn: &mut redis::Connection) -> (u64, u64) {
+fn scan_stats(conn: &mut impl redis::ConnectionLike) -> (u64, u64) {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(conn)

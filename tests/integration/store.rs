@@ -887,7 +887,9 @@ fn prefixes_are_validated_and_isolated() {
 
 #[test]
 fn redis_down_is_unavailable_quickly_and_the_store_recovers() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let store = common::store(&redis);
     store
         .bulk_load(&synth::users(3, 1).collect::<Vec<_>>(), 600)
@@ -927,7 +929,9 @@ fn redis_down_is_unavailable_quickly_and_the_store_recovers() {
 
 #[test]
 fn a_restart_under_pooled_connections_costs_no_failed_call() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let store = common::store(&redis);
     store
         .bulk_load(&synth::users(1, 1).collect::<Vec<_>>(), 600)
