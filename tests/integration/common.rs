@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use feature_store::commandstats::CommandStats;
 use feature_store::managed_cluster::ManagedCluster;
 use feature_store::pool::PoolConfig;
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
@@ -61,6 +62,28 @@ impl TestRedis {
 
     pub fn is_cluster(&self) -> bool {
         matches!(self, TestRedis::Cluster(_))
+    }
+
+    /// `INFO commandstats` summed over every node (on a cluster the
+    /// store's own `info` is one primary's).
+    pub fn command_stats(&self) -> CommandStats {
+        let nodes: Vec<&ManagedRedis> = match self {
+            TestRedis::Standalone(r) => vec![r],
+            TestRedis::Cluster(c) => (0..c.len()).map(|i| c.node(i)).collect(),
+        };
+        let mut sum = CommandStats::new();
+        for node in nodes {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut node.raw())
+                .expect("INFO commandstats");
+            for (name, stat) in feature_store::commandstats::parse(&info) {
+                let total = sum.entry(name).or_default();
+                total.calls += stat.calls;
+                total.usec += stat.usec;
+            }
+        }
+        sum
     }
 
     /// Every node's log, for failure messages.
@@ -142,6 +165,11 @@ pub enum Raw {
     Cluster(redis::cluster::ClusterConnection),
 }
 
+/// `INFO commandstats` summed over every node of `redis`.
+pub fn command_stats(redis: &TestRedis) -> CommandStats {
+    redis.command_stats()
+}
+
 pub fn raw<B: Backend>(redis: &B) -> B::Conn {
     redis.raw()
 }
@@ -154,9 +182,9 @@ impl ConnectionLike for Raw {
         }
     }
 
-    /// The cluster client sends a whole pipeline to one node; a check's
-    /// pipeline may span slots, so on a cluster each command goes alone
-    /// (a check needs the replies, not one round trip).
+    /// A plain pipeline on the cluster client goes to one node; a check's
+    /// pipeline may span slots, so on a cluster it goes through the crate's
+    /// cluster pipeline instead (split by node, one round trip per node).
     fn req_packed_commands(
         &mut self,
         cmd: &[u8],
@@ -166,10 +194,11 @@ impl ConnectionLike for Raw {
         match self {
             Raw::Standalone(c) => c.req_packed_commands(cmd, offset, count),
             Raw::Cluster(c) => {
-                let mut replies = Vec::new();
-                for one in split_packed(cmd)? {
-                    replies.push(c.req_packed_command(one)?);
+                let mut pipe = redis::cluster::cluster_pipe();
+                for one in unpack(cmd)? {
+                    pipe.add_command(one);
                 }
+                let replies: Vec<Value> = pipe.query(c)?;
                 Ok(replies.into_iter().skip(offset).take(count).collect())
             }
         }
@@ -201,17 +230,37 @@ impl ConnectionLike for Raw {
     }
 }
 
-/// Splits packed RESP commands into one slice per command.
-fn split_packed(mut bytes: &[u8]) -> RedisResult<Vec<&[u8]>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let mut reader = std::io::Cursor::new(bytes);
-        redis::Parser::new().parse_value(&mut reader)?;
-        let used = reader.position() as usize;
-        out.push(&bytes[..used]);
-        bytes = &bytes[used..];
+/// Packed commands (`*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per
+/// argument, as the client packs them) back into commands.
+fn unpack(mut bytes: &[u8]) -> RedisResult<Vec<Cmd>> {
+    fn number<'a>(bytes: &mut &'a [u8], tag: u8) -> usize {
+        let end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a packed line ends in CRLF");
+        assert_eq!(
+            bytes[0], tag,
+            "a packed command's line starts with {}",
+            tag as char
+        );
+        let n = std::str::from_utf8(&bytes[1..end])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("a packed length");
+        *bytes = &bytes[end + 2..];
+        n
     }
-    Ok(out)
+    let mut cmds = Vec::new();
+    while !bytes.is_empty() {
+        let mut cmd = redis::Cmd::new();
+        for _ in 0..number(&mut bytes, b'*') {
+            let len = number(&mut bytes, b'$');
+            cmd.arg(&bytes[..len]);
+            bytes = &bytes[len + 2..];
+        }
+        cmds.push(cmd);
+    }
+    Ok(cmds)
 }
 
 pub fn store_config() -> StoreConfig {

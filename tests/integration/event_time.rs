@@ -531,8 +531,10 @@ fn refused_before_any_write(
     stream: Option<[Vec<String>; 2]>,
     why: &str,
 ) {
-    const OLD: &str = "fs:user:old";
-    const FRESH: &str = "fs:user:fresh";
+    // One hash tag: a call's keys share a slot, so the same call runs on
+    // one server and on a cluster.
+    const OLD: &str = "fs:user:{t}:old";
+    const FRESH: &str = "fs:user:{t}:fresh";
     flushall(c);
     counts(batch_call(
         c,
@@ -714,8 +716,10 @@ impl Group {
 /// Two entities, so most events meet another of the same entity.
 const ENTITIES: usize = 2;
 
+/// One hash tag for every entity: a call groups several, and its keys must
+/// share a slot on a cluster.
 fn entity_key(e: usize) -> String {
-    format!("fs:user:e{e}")
+    format!("fs:user:{{e}}:e{e}")
 }
 
 /// One event: a batch row or a streaming update for one entity at one
