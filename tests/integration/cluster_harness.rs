@@ -80,10 +80,7 @@ fn cluster_slots(cluster: &ManagedCluster, node: usize) -> Vec<(i64, i64, i64)> 
 fn key_owned_by(cluster: &mut ManagedCluster, node: usize) -> String {
     (0..10_000)
         .map(|i| format!("user:{i}"))
-        .find(|key| {
-            let slot = cluster.keyslot(key.as_bytes()).expect("keyslot");
-            cluster.primary_of_slot(slot).expect("owner") == node
-        })
+        .find(|key| cluster.primary_of_key(key.as_bytes()).expect("owner") == node)
         .expect("some key lands on every primary")
 }
 
@@ -198,7 +195,9 @@ fn each_replica_follows_its_primary_and_failover_hands_it_the_slots() {
         .expect("WAIT");
     assert_eq!(acked, 1, "the replica did not acknowledge the write");
 
+    let asked = Instant::now();
     cluster.failover(replica).expect("failover");
+    eprintln!("failover converged in {} ms", asked.elapsed().as_millis());
     assert_eq!(cluster.role(replica).expect("role"), Role::Primary);
     assert_eq!(cluster.role(primary).expect("role"), Role::Replica);
     assert_eq!(cluster.primary_of_slot(slot).expect("owner"), replica);
@@ -364,4 +363,81 @@ fn dropping_the_cluster_frees_its_ports() {
             .expect_err("a dropped cluster's port still accepts connections");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{port}");
     }
+}
+
+#[test]
+fn a_start_that_times_out_reports_every_nodes_log() {
+    // No primary can say cluster_state:ok within 1 ms of starting.
+    let err = ManagedCluster::start_with(
+        3,
+        0,
+        ClusterOptions {
+            converge_timeout: Duration::from_millis(1),
+            ..ClusterOptions::default()
+        },
+    )
+    .err()
+    .expect("a 1 ms start cannot converge");
+    let text = err.to_string();
+    assert!(text.contains("not converged"), "{text}");
+    for node in 0..3 {
+        assert!(text.contains(&format!("--- node {node} ")), "{text}");
+    }
+    assert_eq!(
+        text.matches("Ready to accept connections").count(),
+        3,
+        "every node's log, once: {text}"
+    );
+}
+
+#[test]
+fn a_stopped_primary_is_replaced_by_its_replica_and_rejoins_as_its_replica() {
+    // Three primaries: electing a replacement takes a majority of them.
+    let mut cluster = cluster_with(
+        3,
+        1,
+        ClusterOptions {
+            node_timeout: Duration::from_millis(1000),
+            ..ClusterOptions::default()
+        },
+    );
+    let (primary, replica) = (0, 3);
+    let key = key_owned_by(&mut cluster, primary);
+    let slot = cluster.keyslot(key.as_bytes()).expect("keyslot");
+    set(&cluster, primary, &key, "kept");
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut conn(&cluster, primary))
+        .expect("WAIT");
+    assert_eq!(acked, 1, "the replica did not acknowledge the write");
+
+    // The running nodes converge without it: its replica took its slots.
+    cluster.node_mut(primary).stop();
+    let stopped = Instant::now();
+    cluster
+        .wait_converged()
+        .expect("converged without the primary");
+    eprintln!("replica took over in {} ms", stopped.elapsed().as_millis());
+    assert_eq!(cluster.role(replica).expect("role"), Role::Primary);
+    assert_eq!(cluster.primary_of_slot(slot).expect("owner"), replica);
+    assert_eq!(cluster.primaries().expect("primaries"), vec![1, 2, replica]);
+    assert_eq!(get(&cluster, replica, &key).as_deref(), Some("kept"));
+
+    // Back, with its old id, it follows the node that replaced it.
+    let restarted = Instant::now();
+    cluster.node_mut(primary).restart().expect("restart");
+    cluster.wait_converged().expect("converged with it back");
+    eprintln!(
+        "old primary rejoined as a replica in {} ms",
+        restarted.elapsed().as_millis()
+    );
+    assert_eq!(cluster.role(primary).expect("role"), Role::Replica);
+    let info = info(&cluster, primary, "replication");
+    assert_eq!(
+        info_field(&info, "master_port"),
+        Some(cluster.port(replica).to_string())
+    );
+    let err = get_error(&cluster, primary, &key);
+    assert_redirect(&err, "MOVED", cluster.port(replica), slot);
 }
