@@ -1265,3 +1265,23 @@ fn managed_redis_started_from_a_finished_thread_keeps_running() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(redis.is_running(), "{}", redis.log());
 }
+
+/// The suite runs where `FS_TEST_BACKEND` says: a server on the suite's
+/// Redis reports that backend, and a cluster's three primaries, in
+/// `/state`. Before, the variable was ignored and every test ran on one
+/// server.
+#[test]
+fn state_reports_the_backend_fs_test_backend_chose() {
+    let redis = common::redis();
+    assert_eq!(redis.is_cluster(), common::backend_is_cluster());
+    let server = Server::start(&redis.url(), &[]);
+    let (status, state) = server.get("/state");
+    assert_eq!(status, 200, "{state}");
+    let (kind, nodes) = if common::backend_is_cluster() {
+        ("cluster", 3)
+    } else {
+        ("standalone", 1)
+    };
+    assert_eq!(state["backend"]["kind"], kind, "{state}");
+    assert_eq!(state["backend"]["nodes"], nodes, "{state}");
+}
