@@ -1,23 +1,266 @@
-//! Shared test fixtures: a throwaway Redis per test, a store on it, polling.
+//! Shared test fixtures: a throwaway Redis (one server or a local cluster)
+//! per test, a store on it, polling.
+//!
+//! `FS_TEST_BACKEND` picks what `redis()` starts: `standalone` (the
+//! default) or `cluster` (3 primaries, no replicas). Tests whose subject is
+//! one Redis process (stop, restart, server args, raw multi-key script
+//! calls) use `standalone_redis()` on both.
 
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
+use feature_store::commandstats::CommandStats;
+use feature_store::managed_cluster::ManagedCluster;
 use feature_store::pool::PoolConfig;
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
+use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
-/// A fresh, empty redis-server for one test; stopped when dropped.
-pub fn redis() -> ManagedRedis {
+/// The backend the suite runs on, from `FS_TEST_BACKEND`.
+pub fn backend_is_cluster() -> bool {
+    match std::env::var("FS_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("standalone") => false,
+        Ok("cluster") => true,
+        Ok(other) => panic!("FS_TEST_BACKEND={other}: expected `standalone` or `cluster`"),
+    }
+}
+
+/// A fresh, empty Redis for one test, on the backend `FS_TEST_BACKEND`
+/// chooses; stopped when dropped.
+pub fn redis() -> TestRedis {
+    if backend_is_cluster() {
+        TestRedis::Cluster(
+            ManagedCluster::start(3, 0)
+                .unwrap_or_else(|e| panic!("starting the test cluster: {e}")),
+        )
+    } else {
+        TestRedis::Standalone(standalone_redis())
+    }
+}
+
+/// A fresh, empty single redis-server, whatever the backend: for tests
+/// whose subject is one Redis process.
+pub fn standalone_redis() -> ManagedRedis {
     ManagedRedis::start().unwrap_or_else(|e| panic!("starting the test redis-server: {e}"))
 }
 
-/// A raw connection, for checking what is really in Redis.
-pub fn raw(redis: &ManagedRedis) -> redis::Connection {
-    let client = redis::Client::open(redis.url()).expect("url");
-    client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("connecting to the test redis")
+/// The Redis a test runs on: one server or a local cluster.
+pub enum TestRedis {
+    Standalone(ManagedRedis),
+    Cluster(ManagedCluster),
+}
+
+impl TestRedis {
+    /// What the store, the server and the loader are given: `redis://...`
+    /// or `redis+cluster://...`.
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Standalone(r) => r.url(),
+            TestRedis::Cluster(c) => c.url(),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, TestRedis::Cluster(_))
+    }
+
+    /// `INFO commandstats` summed over every node (on a cluster the
+    /// store's own `info` is one primary's).
+    pub fn command_stats(&self) -> CommandStats {
+        let nodes: Vec<&ManagedRedis> = match self {
+            TestRedis::Standalone(r) => vec![r],
+            TestRedis::Cluster(c) => (0..c.len()).map(|i| c.node(i)).collect(),
+        };
+        let mut sum = CommandStats::new();
+        for node in nodes {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut node.raw())
+                .expect("INFO commandstats");
+            for (name, stat) in feature_store::commandstats::parse(&info) {
+                let total = sum.entry(name).or_default();
+                total.calls += stat.calls;
+                total.usec += stat.usec;
+            }
+        }
+        sum
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn log(&self) -> String {
+        match self {
+            TestRedis::Standalone(r) => r.log(),
+            TestRedis::Cluster(c) => c.logs(),
+        }
+    }
+}
+
+/// What the fixtures need from a Redis, standalone or cluster.
+pub trait Backend {
+    /// A raw connection to it: a plain `redis::Connection` to one server,
+    /// a `Raw` to the chosen backend.
+    type Conn: ConnectionLike + Send + 'static;
+    /// The URL the store, the server and the loader are given.
+    fn url(&self) -> String;
+    fn raw(&self) -> Self::Conn;
+}
+
+impl Backend for ManagedRedis {
+    type Conn = redis::Connection;
+    fn url(&self) -> String {
+        ManagedRedis::url(self)
+    }
+    fn raw(&self) -> redis::Connection {
+        let client = redis::Client::open(ManagedRedis::url(self)).expect("url");
+        client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connecting to the test redis")
+    }
+}
+
+impl Backend for TestRedis {
+    type Conn = Raw;
+    fn url(&self) -> String {
+        TestRedis::url(self)
+    }
+    fn raw(&self) -> Raw {
+        match self {
+            TestRedis::Standalone(r) => Raw::Standalone(r.raw()),
+            TestRedis::Cluster(c) => {
+                let nodes: Vec<String> = (0..c.len())
+                    .map(|i| format!("redis://127.0.0.1:{}/", c.port(i)))
+                    .collect();
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(Duration::from_secs(2))
+                    .response_timeout(Duration::from_secs(2))
+                    .build()
+                    .expect("cluster client");
+                Raw::Cluster(Box::new(
+                    client
+                        .get_connection()
+                        .expect("connecting to the test cluster"),
+                ))
+            }
+        }
+    }
+}
+
+/// A backend shared across proptest cases behind a lock.
+impl<B: Backend> Backend for std::sync::MutexGuard<'_, B> {
+    type Conn = B::Conn;
+    fn url(&self) -> String {
+        (**self).url()
+    }
+    fn raw(&self) -> B::Conn {
+        (**self).raw()
+    }
+}
+
+/// A raw connection, for checking what is really in Redis: the redis
+/// crate's own client, independent of the store's transport. On a cluster
+/// it routes key commands by slot and KEYS, DBSIZE, FLUSHALL and SCRIPT
+/// LOAD/FLUSH to every primary.
+pub enum Raw {
+    Standalone(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+/// `INFO commandstats` summed over every node of `redis`.
+pub fn command_stats(redis: &TestRedis) -> CommandStats {
+    redis.command_stats()
+}
+
+pub fn raw<B: Backend>(redis: &B) -> B::Conn {
+    redis.raw()
+}
+
+impl ConnectionLike for Raw {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        match self {
+            Raw::Standalone(c) => c.req_packed_command(cmd),
+            Raw::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    /// A plain pipeline on the cluster client goes to one node; a check's
+    /// pipeline may span slots, so on a cluster it goes through the crate's
+    /// cluster pipeline instead (split by node, one round trip per node).
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Raw::Standalone(c) => c.req_packed_commands(cmd, offset, count),
+            Raw::Cluster(c) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for one in unpack(cmd) {
+                    pipe.add_command(one);
+                }
+                let replies: Vec<Value> = pipe.query(c)?;
+                Ok(replies.into_iter().skip(offset).take(count).collect())
+            }
+        }
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Raw::Standalone(c) => c.req_command(cmd),
+            Raw::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Raw::Standalone(c) => c.check_connection(),
+            Raw::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Raw::Standalone(c) => c.is_open(),
+            Raw::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+/// Packed commands (`*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per
+/// argument, as the client packs them) back into commands.
+fn unpack(mut bytes: &[u8]) -> Vec<Cmd> {
+    fn number(bytes: &mut &[u8], tag: u8) -> usize {
+        let end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a packed line ends in CRLF");
+        assert_eq!(
+            bytes[0], tag,
+            "a packed command's line starts with {}",
+            tag as char
+        );
+        let n = std::str::from_utf8(&bytes[1..end])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("a packed length");
+        *bytes = &bytes[end + 2..];
+        n
+    }
+    let mut cmds = Vec::new();
+    while !bytes.is_empty() {
+        let mut cmd = redis::Cmd::new();
+        for _ in 0..number(&mut bytes, b'*') {
+            let len = number(&mut bytes, b'$');
+            cmd.arg(&bytes[..len]);
+            bytes = &bytes[len + 2..];
+        }
+        cmds.push(cmd);
+    }
+    cmds
 }
 
 pub fn store_config() -> StoreConfig {
@@ -32,11 +275,11 @@ pub fn store_config() -> StoreConfig {
     }
 }
 
-pub fn store(redis: &ManagedRedis) -> FeatureStore {
+pub fn store(redis: &impl Backend) -> FeatureStore {
     store_with(redis, store_config())
 }
 
-pub fn store_with(redis: &ManagedRedis, config: StoreConfig) -> FeatureStore {
+pub fn store_with(redis: &impl Backend, config: StoreConfig) -> FeatureStore {
     FeatureStore::open(&redis.url(), config).expect("opening the store")
 }
 
@@ -54,7 +297,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 /// Every key in the database (tests only: KEYS is fine on a tiny test db).
-pub fn all_keys(conn: &mut redis::Connection) -> Vec<String> {
+pub fn all_keys(conn: &mut impl ConnectionLike) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).expect("KEYS");
     keys.sort();
     keys
@@ -65,7 +308,7 @@ pub fn all_keys(conn: &mut redis::Connection) -> Vec<String> {
 /// batch field one. With `only_demo_fields`, any other field fails too.
 /// Keys and fields that expire while being checked are skipped.
 pub fn check_entity_ttls(
-    conn: &mut redis::Connection,
+    conn: &mut impl ConnectionLike,
     key: &str,
     step: &str,
     only_demo_fields: bool,
@@ -117,7 +360,7 @@ pub fn check_entity_ttls(
 /// An entity's features as `HGETALL` shows them, without the event-time
 /// fields the write scripts keep beside them (`@<view>`, `<feature>@t`).
 pub fn features(
-    conn: &mut redis::Connection,
+    conn: &mut impl ConnectionLike,
     key: &str,
 ) -> std::collections::HashMap<String, String> {
     let all: std::collections::HashMap<String, String> =

@@ -14,14 +14,14 @@ use crate::registry::TWO_ENTITIES;
 use crate::server::Server;
 
 /// A server on `redis` serving `TWO_ENTITIES`; the tempdir holds the file.
-fn two_entity_server(redis: &feature_store::ManagedRedis) -> (Server, tempfile::TempDir) {
+fn two_entity_server(redis: &impl common::Backend) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "features.toml", TWO_ENTITIES);
     let path = path.display().to_string();
     (Server::start(&redis.url(), &["--registry", &path]), dir)
 }
 
-fn hset(conn: &mut redis::Connection, key: &str, pairs: &[(&str, &str)]) {
+fn hset(conn: &mut impl redis::ConnectionLike, key: &str, pairs: &[(&str, &str)]) {
     let mut cmd = redis::cmd("HSET");
     cmd.arg(key);
     for (f, v) in pairs {
@@ -32,7 +32,7 @@ fn hset(conn: &mut redis::Connection, key: &str, pairs: &[(&str, &str)]) {
 
 /// Two merchants and a user that shares an id with one of them, so a read
 /// under the wrong prefix shows.
-fn seed(redis: &feature_store::ManagedRedis) {
+fn seed(redis: &impl common::Backend) {
     let mut conn = common::raw(redis);
     hset(
         &mut conn,

@@ -22,14 +22,14 @@ fn s<T: ToString>(x: T) -> String {
     x.to_string()
 }
 
-fn load(c: &mut redis::Connection) {
+fn load(c: &mut impl redis::ConnectionLike) {
     for script in scripts::all() {
         script.load(c).expect("SCRIPT LOAD");
     }
 }
 
 fn evalsha(
-    c: &mut redis::Connection,
+    c: &mut impl redis::ConnectionLike,
     script: &LuaScript,
     keys: &[String],
     args: &[String],
@@ -63,7 +63,7 @@ fn update(t: u64, mode: u8, view: &str, set: &[(&str, &str)]) -> Vec<String> {
 
 /// One `write_batch_rows` call: `ttl`, then each (key, row) in order.
 fn batch_call(
-    c: &mut redis::Connection,
+    c: &mut impl redis::ConnectionLike,
     ttl: u64,
     rows: &[(&str, Vec<String>)],
 ) -> RedisResult<Value> {
@@ -78,7 +78,7 @@ fn batch_call(
 /// One `write_streaming` call: the field TTL, the batch TTL, then each
 /// (key, update) in order.
 fn stream_call(
-    c: &mut redis::Connection,
+    c: &mut impl redis::ConnectionLike,
     field_ttl: u64,
     batch_ttl: u64,
     updates: &[(&str, Vec<String>)],
@@ -98,15 +98,15 @@ fn counts(reply: RedisResult<Value>) -> Vec<(i64, i64)> {
     flat.chunks(2).map(|p| (p[0], p[1])).collect()
 }
 
-fn hgetall(c: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+fn hgetall(c: &mut impl redis::ConnectionLike, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL").arg(key).query(c).expect("HGETALL")
 }
 
-fn pttl(c: &mut redis::Connection, key: &str) -> i64 {
+fn pttl(c: &mut impl redis::ConnectionLike, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(c).expect("PTTL")
 }
 
-fn hpttl(c: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
+fn hpttl(c: &mut impl redis::ConnectionLike, key: &str, fields: &[&str]) -> Vec<i64> {
     redis::cmd("HPTTL")
         .arg(key)
         .arg("FIELDS")
@@ -120,7 +120,7 @@ fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (s(k), s(v))).collect()
 }
 
-fn flushall(c: &mut redis::Connection) {
+fn flushall(c: &mut impl redis::ConnectionLike) {
     redis::cmd("FLUSHALL").query::<()>(c).expect("FLUSHALL");
 }
 
@@ -128,7 +128,7 @@ fn flushall(c: &mut redis::Connection) {
 /// HPTTL.
 type Snapshot = BTreeMap<String, (i64, BTreeMap<String, (String, i64)>)>;
 
-fn snapshot(c: &mut redis::Connection) -> Snapshot {
+fn snapshot(c: &mut impl redis::ConnectionLike) -> Snapshot {
     let mut out = Snapshot::new();
     for key in common::all_keys(c) {
         let fields = hgetall(c, &key);
@@ -213,7 +213,13 @@ impl Way {
 
     /// Writes features a and b of view v at `t`, both set to `value`, with
     /// TTLs chosen by `long` (so a write that touched a TTL shows).
-    fn write(self, c: &mut redis::Connection, t: u64, value: &str, long: bool) -> Vec<(i64, i64)> {
+    fn write(
+        self,
+        c: &mut impl redis::ConnectionLike,
+        t: u64,
+        value: &str,
+        long: bool,
+    ) -> Vec<(i64, i64)> {
         let set = [("a", value), ("b", value)];
         let (field_ttl, batch_ttl) = if long {
             (FIELD_TTL, BATCH_TTL)
@@ -390,8 +396,7 @@ fn partial_rows_an_older_retraction_cannot_delete_a_newer_value_nor_an_older_val
             row(t, 1, "v", &[], &[("a", value)])
         }
     };
-    let write =
-        |c: &mut redis::Connection, r: Vec<String>| counts(batch_call(c, BATCH_TTL, &[(KEY, r)]));
+    let write = |c: &mut common::Raw, r: Vec<String>| counts(batch_call(c, BATCH_TTL, &[(KEY, r)]));
     assert_eq!(write(&mut c, part(T0 + 10, false, "1")), vec![(1, 0)]);
     assert_eq!(write(&mut c, part(T0 + 5, true, "")), vec![(0, 1)]);
     assert_eq!(
@@ -437,7 +442,7 @@ fn a_newer_partial_write_keeps_its_feature_against_an_older_whole_write_which_ta
         // Whole at T0, part (b) at T0+20, then a late whole at T0+10;
         // streaming parts get a longer field TTL, so it shows who wrote.
         let write =
-            |c: &mut redis::Connection, t: u64, mode: u8, set: &[(&str, &str)], field_ttl: u64| {
+            |c: &mut common::Raw, t: u64, mode: u8, set: &[(&str, &str)], field_ttl: u64| {
                 counts(if streaming {
                     stream_call(c, field_ttl, BATCH_TTL, &[(KEY, update(t, mode, "v", set))])
                 } else {
@@ -520,14 +525,16 @@ fn a_newer_partial_write_keeps_its_feature_against_an_older_whole_write_which_ta
 /// nothing: the existing entity (its row newer than the stored one) is
 /// unchanged and the fresh one not created.
 fn refused_before_any_write(
-    c: &mut redis::Connection,
+    c: &mut impl redis::ConnectionLike,
     what: &str,
     batch: Option<[Vec<String>; 2]>,
     stream: Option<[Vec<String>; 2]>,
     why: &str,
 ) {
-    const OLD: &str = "fs:user:old";
-    const FRESH: &str = "fs:user:fresh";
+    // One hash tag: a call's keys share a slot, so the same call runs on
+    // one server and on a cluster.
+    const OLD: &str = "fs:user:{t}:old";
+    const FRESH: &str = "fs:user:{t}:fresh";
     flushall(c);
     counts(batch_call(
         c,
@@ -709,8 +716,10 @@ impl Group {
 /// Two entities, so most events meet another of the same entity.
 const ENTITIES: usize = 2;
 
+/// One hash tag for every entity: a call groups several, and its keys must
+/// share a slot on a cluster.
 fn entity_key(e: usize) -> String {
-    format!("fs:user:e{e}")
+    format!("fs:user:{{e}}:e{e}")
 }
 
 /// One event: a batch row or a streaming update for one entity at one
@@ -822,7 +831,7 @@ fn events() -> impl Strategy<Value = (Vec<Event>, Vec<usize>)> {
 /// Sends the arrivals in order; consecutive events for the same script go
 /// in one call of up to 3 entities (an entity may come twice in a call).
 /// Returns the features written.
-fn deliver(c: &mut redis::Connection, arrivals: &[&Event]) -> i64 {
+fn deliver(c: &mut impl redis::ConnectionLike, arrivals: &[&Event]) -> i64 {
     let mut written = 0;
     let mut i = 0;
     while i < arrivals.len() {
@@ -861,7 +870,7 @@ fn deciding_events<'a>(arrivals: &[&'a Event]) -> HashMap<(usize, Group, usize),
 }
 
 fn check_arrival_order(
-    c: &mut redis::Connection,
+    c: &mut impl redis::ConnectionLike,
     events: &[Event],
     order: &[usize],
 ) -> Result<(), TestCaseError> {
@@ -967,7 +976,7 @@ fn check_arrival_order(
     Ok(())
 }
 
-fn every_arrival_order_ends_at_the_newest_events(redis: &feature_store::ManagedRedis) {
+fn every_arrival_order_ends_at_the_newest_events(redis: &impl common::Backend) {
     // The runner takes a `Fn`: the connection is borrowed per case.
     let conn = std::cell::RefCell::new(common::raw(redis));
     load(&mut conn.borrow_mut());

@@ -11,7 +11,7 @@ use crate::server::Server;
 /// A streaming feature of the demo's stream view.
 const STREAM_FEATURE: &str = "last_login_ts";
 
-fn demo_server(redis: &feature_store::managed_redis::ManagedRedis) -> Server {
+fn demo_server(redis: &impl common::Backend) -> Server {
     Server::start(
         &redis.url(),
         &[

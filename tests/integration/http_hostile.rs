@@ -121,7 +121,7 @@ fn one_attack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn huge_content_length_does_not_kill_the_server() {
     let _attack = one_attack_at_a_time();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let threads = 2;
     let mut server = Server::start(&redis.url(), &["--threads", &threads.to_string()]);
     for length in HUGE_LENGTHS {
@@ -154,7 +154,7 @@ fn huge_content_length_does_not_kill_the_server() {
 #[test]
 fn trickled_bodies_get_408_and_never_starve_healthz() {
     let _attack = one_attack_at_a_time();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let server = Server::start(
         &redis.url(),
         &[
@@ -218,7 +218,7 @@ fn trickled_bodies_get_408_and_never_starve_healthz() {
 #[test]
 fn head_tricklers_beyond_max_connections_are_closed_and_threads_stay_bounded() {
     let _attack = one_attack_at_a_time();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let max = 20;
     let server = Server::start(
         &redis.url(),
@@ -290,7 +290,7 @@ fn head_tricklers_beyond_max_connections_are_closed_and_threads_stay_bounded() {
 #[test]
 fn an_endless_request_head_is_cut_off_before_it_costs_memory() {
     let _attack = one_attack_at_a_time();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let server = Server::start(&redis.url(), &[]);
     let pid = server.pid();
     let mut s = TcpStream::connect(server.addr).expect("connecting");
@@ -338,7 +338,7 @@ fn an_endless_request_head_is_cut_off_before_it_costs_memory() {
 #[test]
 fn healthz_answers_within_a_second_under_the_acceptance_attack() {
     let _attack = one_attack_at_a_time();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut server = Server::start(&redis.url(), &["--max-connections", "1024"]);
     let addr = server.addr;
     let pid = server.pid();
@@ -410,7 +410,7 @@ fn healthz_answers_within_a_second_under_the_acceptance_attack() {
     drop(held);
 }
 
-fn entity_keys(redis: &feature_store::ManagedRedis) -> usize {
+fn entity_keys(redis: &impl common::Backend) -> usize {
     common::all_keys(&mut common::raw(redis)).len()
 }
 
@@ -419,7 +419,7 @@ fn entity_keys(redis: &feature_store::ManagedRedis) -> usize {
 /// an `--allowed-origin` one still work.
 #[test]
 fn cross_origin_posts_are_refused_and_bodies_need_their_declared_type() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let server = Server::start(
         &redis.url(),
         &["--allowed-origin", "http://ops.example:8443"],
@@ -516,7 +516,7 @@ fn a_page_on_another_origin_cannot_reset_the_store() {
         eprintln!("SKIPPED a_page_on_another_origin_cannot_reset_the_store: no chromium");
         return;
     };
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let server = Server::start(&redis.url(), &[]);
     assert_eq!(server.post_form("/bulk-load", "count=5").0, 200);
     let target = format!("http://{}", server.addr);
@@ -741,7 +741,7 @@ fn send_hostile(addr: SocketAddr, h: &Hostile) -> (u16, Vec<u8>) {
 /// the process stays alive, and no key outside the prefix appears.
 #[test]
 fn malformed_requests_get_a_json_4xx_never_a_5xx_or_a_foreign_key() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut server = Server::start(&redis.url(), &["--request-timeout-ms", "2000"]);
     assert_eq!(server.post_form("/bulk-load", "count=3").0, 200);
     let addr = server.addr;

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::common;
 
-fn check_invariants(conn: &mut redis::Connection, step: &str) {
+fn check_invariants(conn: &mut impl redis::ConnectionLike, step: &str) {
     let keys = common::all_keys(conn);
     for key in keys {
         assert!(

@@ -17,7 +17,7 @@ use crate::common::{self, raw, wait_until};
 const LOADER: &str = env!("CARGO_BIN_EXE_fs-loader");
 
 /// The loader with no environment that could point it elsewhere.
-pub(crate) fn loader_cmd(redis: &ManagedRedis) -> Command {
+pub(crate) fn loader_cmd(redis: &impl common::Backend) -> Command {
     let mut cmd = Command::new(LOADER);
     cmd.env_remove("FS_REDIS_URL")
         .env_remove("FS_KEY_PREFIX")
@@ -29,14 +29,14 @@ pub(crate) fn loader_cmd(redis: &ManagedRedis) -> Command {
     cmd
 }
 
-pub(crate) fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
+pub(crate) fn run(redis: &impl common::Backend, args: &[&str]) -> Output {
     loader_cmd(redis)
         .args(args)
         .output()
         .expect("running fs-loader")
 }
 
-pub(crate) fn run_with_stdin(redis: &ManagedRedis, args: &[&str], input: &str) -> Output {
+pub(crate) fn run_with_stdin(redis: &impl common::Backend, args: &[&str], input: &str) -> Output {
     let mut child = loader_cmd(redis)
         .args(args)
         .stdin(Stdio::piped())
@@ -90,11 +90,11 @@ pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn dbsize(conn: &mut redis::Connection) -> u64 {
+fn dbsize(conn: &mut impl redis::ConnectionLike) -> u64 {
     redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }
 
-pub(crate) fn hash(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+pub(crate) fn hash(conn: &mut impl redis::ConnectionLike, key: &str) -> HashMap<String, String> {
     crate::common::features(conn, key)
 }
 
@@ -451,7 +451,9 @@ fn feed(child: &mut Child, from: usize, to: usize) {
 
 #[test]
 fn loader_redis_lost_mid_load_is_accounted_exactly_and_a_rerun_completes() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let dir = tempfile::tempdir().expect("tempdir");
     let failures = dir.path().join("failed.csv");
     let mut child = loader_cmd(&redis)
@@ -521,7 +523,9 @@ fn loader_redis_lost_mid_load_is_accounted_exactly_and_a_rerun_completes() {
 
 #[test]
 fn loader_redis_down_from_the_start_reads_nothing_and_exits_3() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     redis.stop();
     let out = run(
         &redis,
@@ -617,7 +621,9 @@ fn reply_matches(expected: &str, actual: &str) -> bool {
 
 #[test]
 fn loader_readme_redis_cli_examples_run_verbatim() {
-    let redis = common::redis();
+    // Standalone on both backends: the README's redis-cli lines call
+    // multi-key scripts on one server, as a user pasting them would.
+    let redis = common::standalone_redis();
     let examples = readme_examples();
     assert!(examples.len() >= 4, "{examples:?}");
     for script in feature_store::scripts::all() {
@@ -760,7 +766,9 @@ fn loader_reads_several_inputs_in_turn_with_lines_per_source() {
 
 #[test]
 fn loader_retries_only_the_unconfirmed_rows_until_redis_is_back() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let mut child = loader_cmd(&redis)
         .args(["--from", "-", "--chunk-size", "10"])
         .args([
@@ -833,7 +841,7 @@ fn base_rows(dir: &Path, n: usize) -> PathBuf {
     write_file(dir, "base.jsonl", &text)
 }
 
-fn hget(conn: &mut redis::Connection, key: &str, field: &str) -> Option<String> {
+fn hget(conn: &mut impl redis::ConnectionLike, key: &str, field: &str) -> Option<String> {
     conn.hget(key, field).expect("HGET")
 }
 
@@ -1042,7 +1050,7 @@ struct FaultLoop {
 }
 
 impl FaultLoop {
-    fn start(redis: &ManagedRedis, fault: Fault, every: Duration) -> FaultLoop {
+    fn start(redis: &impl common::Backend, fault: Fault, every: Duration) -> FaultLoop {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = match fault {
             Fault::None => None,
@@ -1079,7 +1087,7 @@ impl Drop for FaultLoop {
     }
 }
 
-fn assert_state(conn: &mut redis::Connection, rows: &[GenRow], prefix: &str) {
+fn assert_state(conn: &mut impl redis::ConnectionLike, rows: &[GenRow], prefix: &str) {
     let expected = expected_state(rows);
     for (id, features) in &expected {
         let actual = hash(conn, &format!("{prefix}{id}"));
@@ -1147,7 +1155,7 @@ mod last_row_wins {
     }
 
     fn library_run(
-        redis: &ManagedRedis,
+        redis: &impl common::Backend,
         dir: &Path,
         (stream, rows, writers, chunk, fault, files): &(
             bool,
@@ -1286,8 +1294,8 @@ mod last_row_wins {
     }
 
     /// One Redis for every case of these properties (each case flushes it).
-    fn shared_redis() -> &'static std::sync::Mutex<ManagedRedis> {
-        static REDIS: std::sync::OnceLock<std::sync::Mutex<ManagedRedis>> =
+    fn shared_redis() -> &'static std::sync::Mutex<common::TestRedis> {
+        static REDIS: std::sync::OnceLock<std::sync::Mutex<common::TestRedis>> =
             std::sync::OnceLock::new();
         REDIS.get_or_init(|| std::sync::Mutex::new(common::redis()))
     }
@@ -1714,7 +1722,7 @@ mod hostile_input {
     }
 
     /// Every key in Redis is under the prefix and has a TTL.
-    fn assert_keys_contained(redis: &ManagedRedis, prefix: &str) {
+    fn assert_keys_contained(redis: &impl common::Backend, prefix: &str) {
         let mut conn = raw(redis);
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
         for key in keys {
@@ -1727,13 +1735,13 @@ mod hostile_input {
         }
     }
 
-    fn shared_redis() -> &'static std::sync::Mutex<ManagedRedis> {
-        static REDIS: std::sync::OnceLock<std::sync::Mutex<ManagedRedis>> =
+    fn shared_redis() -> &'static std::sync::Mutex<common::TestRedis> {
+        static REDIS: std::sync::OnceLock<std::sync::Mutex<common::TestRedis>> =
             std::sync::OnceLock::new();
         REDIS.get_or_init(|| std::sync::Mutex::new(common::redis()))
     }
 
-    fn load(redis: &ManagedRedis, path: &Path, csv: bool) -> Counts {
+    fn load(redis: &impl common::Backend, path: &Path, csv: bool) -> Counts {
         let store = FeatureStore::open(&redis.url(), common::store_config()).expect("store");
         let options = ReadOptions {
             id_column: None,
@@ -1776,7 +1784,7 @@ mod hostile_input {
     use feature_store::loader::args::Format;
 
     /// Empties the shared Redis and writes `bytes` as a temporary input file.
-    fn fresh_input(redis: &ManagedRedis, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    fn fresh_input(redis: &impl common::Backend, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let _: () = redis::cmd("FLUSHALL")
             .query(&mut raw(redis))
             .expect("FLUSHALL");
@@ -1920,7 +1928,8 @@ fn loader_refuses_a_redis_without_hexpire_before_reading_input() {
 
 #[test]
 fn loader_refuses_a_user_denied_expire() {
-    let redis = common::redis();
+    // Standalone on both backends: the ACL user is set on one server.
+    let redis = common::standalone_redis();
     let mut conn = raw(&redis);
     redis::cmd("ACL")
         .arg(&[

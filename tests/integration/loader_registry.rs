@@ -34,7 +34,7 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn dbsize(conn: &mut redis::Connection) -> u64 {
+fn dbsize(conn: &mut impl redis::ConnectionLike) -> u64 {
     redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }
 

@@ -21,7 +21,7 @@ const LOADER: &str = env!("CARGO_BIN_EXE_fs-loader");
 
 /// The loader with no environment that could point it elsewhere or pace it
 /// differently.
-fn loader_cmd(redis: &ManagedRedis) -> Command {
+fn loader_cmd(redis: &impl common::Backend) -> Command {
     let mut cmd = Command::new(LOADER);
     for var in [
         "FS_REDIS_URL",
@@ -38,7 +38,7 @@ fn loader_cmd(redis: &ManagedRedis) -> Command {
     cmd
 }
 
-fn run(redis: &ManagedRedis, args: &[&str]) -> Output {
+fn run(redis: &impl common::Backend, args: &[&str]) -> Output {
     loader_cmd(redis)
         .arg("--quiet")
         .args(args)
@@ -64,7 +64,7 @@ fn show(out: &Output) -> String {
     )
 }
 
-fn dbsize(conn: &mut redis::Connection) -> u64 {
+fn dbsize(conn: &mut impl redis::ConnectionLike) -> u64 {
     redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }
 
@@ -202,7 +202,7 @@ fn paced_load_backs_off_while_another_client_stalls_redis_and_recovers_after() {
 
 #[test]
 fn max_rate_caps_the_load_rate() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let (rows, cap) = (6000u64, 2000u64);
     let started = Instant::now();
     let out = run(
@@ -235,7 +235,7 @@ fn max_rate_caps_the_load_rate() {
 
 #[test]
 fn full_speed_and_a_zero_latency_budget_turn_pacing_off() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     for flags in [&["--full-speed"][..], &["--latency-budget-ms", "0"]] {
         let mut args = vec!["--count", "500"];
         args.extend_from_slice(flags);
@@ -256,7 +256,7 @@ fn full_speed_and_a_zero_latency_budget_turn_pacing_off() {
 
 #[test]
 fn conflicting_pacing_flags_are_refused_before_anything_is_written() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     for (flags, names) in [
         (
             &["--full-speed", "--max-rate", "100"][..],
@@ -284,7 +284,7 @@ fn conflicting_pacing_flags_are_refused_before_anything_is_written() {
     assert_eq!(dbsize(&mut raw(&redis)), 0);
 }
 
-fn probe_clients(conn: &mut redis::Connection) -> usize {
+fn probe_clients(conn: &mut impl redis::ConnectionLike) -> usize {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(conn)
@@ -309,7 +309,7 @@ fn probe_threads() -> Option<usize> {
 /// binaries), so the probe-thread count is its own.
 #[test]
 fn the_pacer_probe_measures_while_writes_run_and_stops_when_the_pacer_is_dropped() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut conn = raw(&redis);
     let pacer =
         Pacer::new(PaceMode::Budget(Duration::from_millis(1)), &redis.url()).expect("a pacer");
@@ -357,7 +357,7 @@ fn the_pacer_probe_measures_while_writes_run_and_stops_when_the_pacer_is_dropped
 #[test]
 fn server_bulk_load_goes_through_the_pacer_and_state_shows_it() {
     use crate::server::Server;
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let server = Server::start(&redis.url(), &[]);
     let (status, state) = server.get("/state");
     assert_eq!(status, 200, "{state}");

@@ -14,7 +14,7 @@ use crate::registry::TWO_ENTITIES;
 use crate::server::{send, Server};
 
 /// A server with the two-entity registry (and room for a 1001-row body).
-fn start(redis: &feature_store::ManagedRedis) -> (Server, tempfile::TempDir) {
+fn start(redis: &impl common::Backend) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("features.toml");
     std::fs::write(&path, TWO_ENTITIES).expect("writing the registry");
@@ -30,17 +30,17 @@ fn start(redis: &feature_store::ManagedRedis) -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
-fn hgetall(conn: &mut redis::Connection, key: &str) -> Vec<(String, String)> {
+fn hgetall(conn: &mut impl redis::ConnectionLike, key: &str) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = crate::common::features(conn, key).into_iter().collect();
     pairs.sort();
     pairs
 }
 
-fn ttl(conn: &mut redis::Connection, key: &str) -> i64 {
+fn ttl(conn: &mut impl redis::ConnectionLike, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query(conn).expect("TTL")
 }
 
-fn httl(conn: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
+fn httl(conn: &mut impl redis::ConnectionLike, key: &str, fields: &[&str]) -> Vec<i64> {
     redis::cmd("HTTL")
         .arg(key)
         .arg("FIELDS")
@@ -367,7 +367,9 @@ fn malformed_pushes_are_400_with_the_range_and_unknown_views_404() {
 
 #[test]
 fn a_push_while_redis_is_down_is_503_and_works_again_after() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let (server, _dir) = start(&redis);
     let body = json!({"view": "user_activity",
                       "rows": [{"id": "u0001", "features": {"tx_count_5m": 1}}]});

@@ -23,7 +23,7 @@ fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 /// `EVALSHA <sha> <numkeys> <keys..> <args..>`, exactly what redis-cli sends.
 fn evalsha(
-    conn: &mut redis::Connection,
+    conn: &mut impl redis::ConnectionLike,
     script: &LuaScript,
     keys: &[&str],
     args: &[&str],
@@ -39,7 +39,7 @@ fn evalsha(
 /// A call that must succeed, and its reply as integers (for the write
 /// scripts two per entity: features written, features skipped as stale).
 fn write_ok(
-    conn: &mut redis::Connection,
+    conn: &mut impl redis::ConnectionLike,
     script: &LuaScript,
     keys: &[&str],
     args: &[&str],
@@ -49,7 +49,7 @@ fn write_ok(
     ints(reply)
 }
 
-fn load_all(conn: &mut redis::Connection) {
+fn load_all(conn: &mut impl redis::ConnectionLike) {
     for s in scripts::all() {
         let sha = s.load(conn).expect("SCRIPT LOAD");
         assert_eq!(sha, s.sha(), "{}: Redis computes the SHA1 we print", s.name);
@@ -60,20 +60,20 @@ fn ints(v: Value) -> Vec<i64> {
     redis::from_redis_value(v).expect("an array of integers")
 }
 
-fn hgetall(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+fn hgetall(conn: &mut impl redis::ConnectionLike, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL").arg(key).query(conn).expect("HGETALL")
 }
 
-fn ttl(conn: &mut redis::Connection, key: &str) -> i64 {
+fn ttl(conn: &mut impl redis::ConnectionLike, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query(conn).expect("TTL")
 }
 
 /// Milliseconds: shows whether a call refreshed a key TTL within the second.
-fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+fn pttl(conn: &mut impl redis::ConnectionLike, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
 }
 
-fn httl(conn: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
+fn httl(conn: &mut impl redis::ConnectionLike, key: &str, fields: &[&str]) -> Vec<i64> {
     redis::cmd("HTTL")
         .arg(key)
         .arg("FIELDS")
@@ -92,7 +92,7 @@ fn error_text(r: RedisResult<Value>) -> String {
 
 #[test]
 fn batch_rows_set_fields_and_key_ttl() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0001";
@@ -144,7 +144,7 @@ fn batch_rows_set_fields_and_key_ttl() {
 
 #[test]
 fn batch_rows_write_several_entities_in_one_call() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     redis::cmd("SET")
@@ -192,7 +192,7 @@ fn batch_rows_write_several_entities_in_one_call() {
 
 #[test]
 fn batch_rows_retract_in_the_same_call() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:u0002";
@@ -230,7 +230,7 @@ fn batch_rows_retract_in_the_same_call() {
 
 #[test]
 fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:moved";
@@ -262,7 +262,7 @@ fn batch_row_clears_a_field_ttl_left_by_the_streaming_side() {
 
 #[test]
 fn batch_row_refusals_write_nothing() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:existing";
@@ -439,7 +439,7 @@ fn batch_row_refusals_write_nothing() {
 
 #[test]
 fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:new";
@@ -534,7 +534,7 @@ fn streaming_write_sets_field_ttls_and_pins_a_missing_key_ttl() {
 
 #[test]
 fn streaming_writes_several_entities_in_one_call() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     write_ok(
@@ -572,7 +572,7 @@ fn streaming_writes_several_entities_in_one_call() {
 
 #[test]
 fn streaming_refusals_write_nothing() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     // A valid first update, so a refusal that comes with the second shows
@@ -721,7 +721,7 @@ fn streaming_write_fails_loudly_unless_every_hexpire_code_is_1() {
 
 #[test]
 fn read_fresh_reports_values_field_ttls_key_ttl_and_redis_clock() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let key = "fs:user:r";
@@ -802,7 +802,7 @@ fn read_fresh_reports_values_field_ttls_key_ttl_and_redis_clock() {
 }
 
 /// Redis's clock, as `TIME` gives it, in epoch ms.
-fn redis_now_ms(c: &mut redis::Connection) -> i64 {
+fn redis_now_ms(c: &mut impl redis::ConnectionLike) -> i64 {
     let (sec, usec): (i64, i64) = redis::cmd("TIME").query(c).expect("TIME");
     sec * 1000 + usec / 1000
 }
@@ -810,7 +810,7 @@ fn redis_now_ms(c: &mut redis::Connection) -> i64 {
 #[test]
 fn read_fresh_runs_on_a_read_only_replica_path() {
     // `flags=no-writes` lets EVALSHA_RO run it; the write scripts refuse.
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     let ok: RedisResult<Value> = redis::cmd("EVALSHA_RO")
@@ -832,7 +832,7 @@ fn read_fresh_runs_on_a_read_only_replica_path() {
 
 #[test]
 fn after_script_flush_evalsha_says_noscript_and_the_store_reloads() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     load_all(&mut c);
     redis::cmd("SCRIPT")
@@ -936,7 +936,7 @@ fn connect_as(redis: &feature_store::ManagedRedis, user: &str) -> redis::Connect
 }
 
 /// Every key with no TTL (TTL -1): what a refused TTL must never leave.
-fn keys_without_ttl(c: &mut redis::Connection) -> Vec<String> {
+fn keys_without_ttl(c: &mut impl redis::ConnectionLike) -> Vec<String> {
     common::all_keys(c)
         .into_iter()
         .filter(|k| ttl(c, k) == -1)
@@ -944,7 +944,7 @@ fn keys_without_ttl(c: &mut redis::Connection) -> Vec<String> {
 }
 
 /// A batch row for `key` written (with its TTL) through a working path.
-fn seed_batch_row(c: &mut redis::Connection, key: &str) {
+fn seed_batch_row(c: &mut impl redis::ConnectionLike, key: &str) {
     redis::cmd("HSET")
         .arg(key)
         .arg("country_iso")
@@ -1053,7 +1053,7 @@ fn batch_rows_without_expire_write_nothing_and_leave_no_key_without_a_ttl() {
 
 #[test]
 fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
     redis::cmd("ACL")
@@ -1096,7 +1096,7 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
 /// entity's fields (values and times) back, and keep the first one whole.
 #[test]
 fn a_ttl_refused_after_the_write_takes_the_entity_back() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
     for (user, cmds) in [
@@ -1203,7 +1203,7 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
 /// features, so an older row still cannot overwrite them.
 #[test]
 fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
     redis::cmd("ACL")
@@ -1293,7 +1293,7 @@ fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
 // ---- HSETEX, and the HSET + HEXPIRE path without it --------------------
 
 /// Calls of each command since the last look (`INFO commandstats`).
-fn calls(c: &mut redis::Connection, name: &str) -> u64 {
+fn calls(c: &mut impl redis::ConnectionLike, name: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(c)
@@ -1306,7 +1306,7 @@ fn calls(c: &mut redis::Connection, name: &str) -> u64 {
 /// One streaming call for a new entity (a whole view), an entity with a
 /// batch TTL (part of a view) and an update naming a feature twice; what
 /// every path must leave behind.
-fn streaming_call_leaves_fields_with_ttls(c: &mut redis::Connection) {
+fn streaming_call_leaves_fields_with_ttls(c: &mut impl redis::ConnectionLike) {
     load_all(c);
     seed_batch_row(c, "fs:user:old");
     let reply = write_ok(
@@ -1348,7 +1348,7 @@ fn streaming_call_leaves_fields_with_ttls(c: &mut redis::Connection) {
 
 #[test]
 fn streaming_write_sets_fields_and_their_ttls_with_one_hsetex_per_entity() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     streaming_call_leaves_fields_with_ttls(&mut c);
     assert_eq!(calls(&mut c, "hsetex"), 3);
@@ -1385,7 +1385,7 @@ fn streaming_write_with_hsetex_needs_no_hexpire() {
 /// field that exists. Everything else is the shipped script.
 #[test]
 fn streaming_write_fails_loudly_unless_hsetex_set_every_field() {
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let mut c = common::raw(&redis);
     let call = "redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', k, unpack(pairs_list, a, b))";
     assert!(

@@ -154,7 +154,7 @@ fn error_text(v: &Value) -> &str {
         .unwrap_or_else(|| panic!("expected {{\"error\": ...}}, got {v}"))
 }
 
-fn keys(redis: &feature_store::ManagedRedis) -> Vec<String> {
+fn keys(redis: &impl common::Backend) -> Vec<String> {
     common::all_keys(&mut common::raw(redis))
 }
 
@@ -448,7 +448,9 @@ fn server_answers_every_mistake_with_a_json_4xx() {
 
 #[test]
 fn server_answers_503_while_redis_is_down_and_recovers_by_itself() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let mut server = Server::start(&redis.url(), &[]);
     assert_eq!(server.post_form("/bulk-load", "count=10").0, 200);
 
@@ -1247,7 +1249,8 @@ fn managed_redis_dies_when_the_server_is_killed() {
 /// (or restarted) on a helper thread must not die when that thread ends.
 #[test]
 fn managed_redis_started_from_a_finished_thread_keeps_running() {
-    let mut redis = std::thread::spawn(common::redis)
+    // Standalone on both backends: the subject is `ManagedRedis` itself.
+    let mut redis = std::thread::spawn(common::standalone_redis)
         .join()
         .expect("the starting thread");
     let mut conn = common::raw(&redis);
@@ -1261,4 +1264,24 @@ fn managed_redis_started_from_a_finished_thread_keeps_running() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(redis.is_running(), "{}", redis.log());
+}
+
+/// The suite runs where `FS_TEST_BACKEND` says: a server on the suite's
+/// Redis reports that backend, and a cluster's three primaries, in
+/// `/state`. Before, the variable was ignored and every test ran on one
+/// server.
+#[test]
+fn state_reports_the_backend_fs_test_backend_chose() {
+    let redis = common::redis();
+    assert_eq!(redis.is_cluster(), common::backend_is_cluster());
+    let server = Server::start(&redis.url(), &[]);
+    let (status, state) = server.get("/state");
+    assert_eq!(status, 200, "{state}");
+    let (kind, nodes) = if common::backend_is_cluster() {
+        ("cluster", 3)
+    } else {
+        ("standalone", 1)
+    };
+    assert_eq!(state["backend"]["kind"], kind, "{state}");
+    assert_eq!(state["backend"]["nodes"], nodes, "{state}");
 }

@@ -887,7 +887,9 @@ fn prefixes_are_validated_and_isolated() {
 
 #[test]
 fn redis_down_is_unavailable_quickly_and_the_store_recovers() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let store = common::store(&redis);
     store
         .bulk_load(&synth::users(3, 1).collect::<Vec<_>>(), 600)
@@ -927,7 +929,9 @@ fn redis_down_is_unavailable_quickly_and_the_store_recovers() {
 
 #[test]
 fn a_restart_under_pooled_connections_costs_no_failed_call() {
-    let mut redis = common::redis();
+    // Standalone on both backends: the subject is one redis-server stopped
+    // and restarted (a cluster primary going down is a cluster fault case).
+    let mut redis = common::standalone_redis();
     let store = common::store(&redis);
     store
         .bulk_load(&synth::users(1, 1).collect::<Vec<_>>(), 600)
@@ -1039,7 +1043,8 @@ fn bulk_writes_recover_from_scripts_flushed_again_and_again() {
 /// width.
 #[test]
 fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
-    use feature_store::commandstats::{command_usec, delta};
+    use common::command_stats as command_usec;
+    use feature_store::commandstats::delta;
     use feature_store::store::{MAX_ARGS_PER_CALL, MAX_ARG_BYTES_PER_CALL};
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
@@ -1109,9 +1114,36 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
                 }
                 calls + 1
             };
-            let before = command_usec(&store).expect("INFO");
+            // On a cluster a call holds one slot's rows: the rule cuts each
+            // slot's rows (in order) on its own. The slots are Redis's own
+            // (`CLUSTER KEYSLOT`), not the store's.
+            let slot_of = |id: &str| -> i64 {
+                if !redis.is_cluster() {
+                    return 0;
+                }
+                redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(format!("fs:user:{id}"))
+                    .query(&mut *conn.borrow_mut())
+                    .expect("CLUSTER KEYSLOT")
+            };
+            let expected_calls = |rows: &[BatchRow], streaming: bool| {
+                let mut by_slot: std::collections::BTreeMap<i64, Vec<BatchRow>> =
+                    Default::default();
+                for row in rows {
+                    by_slot
+                        .entry(slot_of(&row.id))
+                        .or_default()
+                        .push(row.clone());
+                }
+                by_slot
+                    .values()
+                    .map(|slot_rows| expected_calls(slot_rows, streaming))
+                    .sum::<u64>()
+            };
+            let before = command_usec(&redis);
             let report = store.write_batch_rows(&rows, 600).expect("batch");
-            let d = delta(&before, &command_usec(&store).expect("INFO"));
+            let d = delta(&before, &command_usec(&redis));
             prop_assert_eq!(report.written, rows.len());
             prop_assert_eq!(d["evalsha"].calls, expected_calls(&rows, false));
             // One HSET per row, more for a row past the scripts' slice
@@ -1127,11 +1159,11 @@ fn rows_of_any_width_are_written_once_in_calls_within_the_budget() {
                     ..r.clone()
                 })
                 .collect();
-            let before = command_usec(&store).expect("INFO");
+            let before = command_usec(&redis);
             let report = store
                 .update_streaming_rows(&streaming_rows, 300)
                 .expect("streaming");
-            let d = delta(&before, &command_usec(&store).expect("INFO"));
+            let d = delta(&before, &command_usec(&redis));
             prop_assert_eq!(report.written, rows.len());
             prop_assert_eq!(d["evalsha"].calls, expected_calls(&streaming_rows, true));
             let writes = d.get("hsetex").or(d.get("hset")).map_or(0, |s| s.calls);

@@ -69,7 +69,7 @@ fn shown(section: &str, name: &str) -> Value {
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let section = section();
-    let redis = common::redis();
+    let redis = common::standalone_redis();
     let url = redis.url();
     let swap = |args: Vec<String>| -> Vec<String> {
         args.into_iter()
