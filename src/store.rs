@@ -51,7 +51,7 @@ mod write;
 pub use aged::AgedRows;
 pub use cluster::one_node_url;
 pub use transport::Backend;
-use transport::{decode, decode_values, hmget, server_error, Transport};
+use transport::{decode, decode_values, hmget, ok_reply, server_error, Transport};
 pub use write::split_calls;
 pub mod views;
 
@@ -223,6 +223,9 @@ pub struct CensusPage {
     pub next: u64,
     /// Keys on the page outside the prefix.
     pub foreign: u64,
+    /// This page ended one node's scan (a cluster is scanned one primary
+    /// after the other; standalone, the last page of the pass).
+    pub node_done: bool,
 }
 
 /// One feature as `read_fresh` sees it.

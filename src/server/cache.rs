@@ -16,7 +16,8 @@
 //!   tick. A completed pass publishes its ids and unlisted count.
 //!
 //! Nothing runs before the server listens; `/bulk-load` and `/reset` run
-//! one early tick (at least one page), never a whole pass.
+//! one early tick (at least one page, one per node on a cluster), never a
+//! whole pass.
 //!
 //! A reset `clear`s the snapshot after its delete: the worker picks its ids
 //! here, so a list from before the reset must never come back, whether the
@@ -209,8 +210,9 @@ impl EntityCache {
     }
 
     /// An early tick (after a bulk load or a reset): at least one page of
-    /// the pass, whatever the budget says, so a small keyspace is counted
-    /// and listed before this returns; never a whole big pass.
+    /// the pass (one per node on a cluster), whatever the budget says, so a
+    /// small keyspace is counted and listed before this returns; never a
+    /// whole big pass.
     pub fn refresh(&self, store: &FeatureStore) {
         self.tick(store, true);
     }
@@ -261,9 +263,12 @@ impl EntityCache {
             pass.foreign = 0;
             pass.started = Instant::now();
         }
+        // A forced tick scans at least one page of each node it reaches
+        // (one page standalone): a small keyspace is counted whole.
         let mut pages = 0;
+        let mut node_done = false;
         while let Some(cursor) = pass.cursor {
-            if !(pass.credit > 0.0 || (forced && pages == 0))
+            if !(pass.credit > 0.0 || (forced && (pages == 0 || node_done)))
                 || self.generation.load(Relaxed) != pass.generation
             {
                 break;
@@ -273,6 +278,7 @@ impl EntityCache {
             pass.charge(t);
             let page = page?;
             pages += 1;
+            node_done = page.node_done;
             pass.foreign += page.foreign;
             pass.cursor = (page.next != 0).then_some(page.next);
             if pass.cursor.is_none() {

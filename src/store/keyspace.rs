@@ -89,31 +89,29 @@ impl FeatureStore {
         Ok(CensusPage {
             next,
             foreign: foreign.len() as u64,
+            node_done: next & NODE_CURSOR == 0,
         })
     }
 
-    /// `DBSIZE` and `samples` `RANDOMKEY`s in one round trip per node: the
-    /// number of keys in the database (summed over a cluster's primaries),
-    /// and whether every sampled key is under the prefix (an empty database
+    /// `DBSIZE` and `samples` `RANDOMKEY`s in one round trip (to every
+    /// primary at once on a cluster, the samples shared among them): the
+    /// number of keys in the database (summed over the primaries), and
+    /// whether every sampled key is under the prefix (an empty database
     /// samples nothing and says true).
     pub fn dbsize_sampled(&self, samples: usize) -> Result<(u64, bool), StoreError> {
-        let nodes = self.nodes()?;
-        let per_node = samples.div_ceil(nodes.len().max(1));
+        let per_node = samples.div_ceil(self.nodes()?.len().max(1));
+        let mut cmds = vec![redis::cmd("DBSIZE")];
+        cmds.extend((0..per_node).map(|_| redis::cmd("RANDOMKEY")));
         let prefix = self.config.key_prefix.as_bytes();
         let (mut size, mut all_mine) = (0u64, true);
-        for node in nodes {
-            let mut pipe = redis::pipe();
-            pipe.cmd("DBSIZE");
-            for _ in 0..per_node {
-                pipe.cmd("RANDOMKEY");
-            }
-            let mut values = node.run(&pipe)?.into_iter();
+        for replies in self.pipeline_on_each_node(&cmds)? {
+            let mut values = replies.into_iter();
             size += match values.next() {
-                Some(v) => decode::<u64>("DBSIZE", v)?,
+                Some(v) => decode::<u64>("DBSIZE", ok_reply(v)?)?,
                 None => return Err(StoreError::Redis("DBSIZE: an empty reply".into())),
             };
             for v in values {
-                if let Some(key) = decode::<Option<Vec<u8>>>("RANDOMKEY", v)? {
+                if let Some(key) = decode::<Option<Vec<u8>>>("RANDOMKEY", ok_reply(v)?)? {
                     all_mine &= key.starts_with(prefix);
                 }
             }

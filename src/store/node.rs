@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Manager, Pool};
@@ -67,12 +67,6 @@ impl Node {
     /// One command, its reply raw.
     pub(super) fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
         self.with_conn(|c| c.run(|c| cmd.query::<Value>(c)))
-    }
-
-    /// `pipe` as it is on one connection, its replies raw.
-    pub(super) fn run(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let reply: Value = self.with_conn(|c| c.run(|c| pipe.query(c)))?;
-        super::decode("pipeline", reply)
     }
 
     /// A pipeline of script calls, one raw reply per call, or the transport

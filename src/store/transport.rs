@@ -94,9 +94,37 @@ impl FeatureStore {
         }
     }
 
-    /// `cmd` on every primary (the one server standalone), in turn.
+    /// `cmd` on every primary (the one server standalone); an error reply
+    /// from any is an `Err`.
     pub(super) fn query_each_node(&self, cmd: &Cmd) -> Result<Vec<Value>, StoreError> {
-        self.nodes()?.iter().map(|node| node.query(cmd)).collect()
+        self.pipeline_on_each_node(std::slice::from_ref(cmd))?
+            .into_iter()
+            .map(|mut replies| match replies.pop() {
+                Some(reply) => ok_reply(reply),
+                None => Err(StoreError::Redis("no reply".into())),
+            })
+            .collect()
+    }
+
+    /// The same commands on every primary (the one server standalone) in
+    /// one round trip: written to every node before any reply is read. The
+    /// replies raw, per node.
+    pub(super) fn pipeline_on_each_node(
+        &self,
+        cmds: &[Cmd],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let nodes = self.nodes()?;
+        let sent: Vec<_> = nodes
+            .iter()
+            .map(|node| node.send(None, cmds.iter(), false))
+            .collect();
+        // Every round trip is read, even after one failed.
+        let replies: Vec<_> = nodes
+            .iter()
+            .zip(sent)
+            .map(|(node, sent)| sent.finish(node))
+            .collect();
+        replies.into_iter().collect()
     }
 
     /// The standalone node, or a cluster's primaries.
@@ -299,6 +327,15 @@ pub(super) fn decode<T: redis::FromRedisValue>(what: &str, reply: Value) -> Resu
 pub(crate) fn decode_values(what: &str, reply: Value) -> Result<FeatureRow, StoreError> {
     let values: Vec<Option<Vec<u8>>> = decode(what, reply)?;
     Ok(values.into_iter().map(|v| v.map(ReadValue::from)).collect())
+}
+
+/// A raw reply, its error reply an `Err` (through the one conversion, so
+/// LOADING is an outage and a refusal is a refusal).
+pub(super) fn ok_reply(reply: Value) -> Result<Value, StoreError> {
+    match reply {
+        Value::ServerError(e) => Err(server_error(e)),
+        other => Ok(other),
+    }
 }
 
 /// A pipelined command's own error reply (the others in the pipeline ran).
