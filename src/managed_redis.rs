@@ -179,7 +179,7 @@ impl ManagedRedis {
                     log: self.log(),
                 });
             }
-            if ping(&addr) {
+            if answers_as(&addr, self.pid()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -262,14 +262,24 @@ fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut Command) {}
 
-fn ping(url: &str) -> bool {
+/// Whether the server at `url` answers and is the process `pid`: another
+/// server that took the port first (two starts picking the same free port
+/// at once) must not pass for ours, whose bind then fails.
+fn answers_as(url: &str, pid: Option<u32>) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };
     let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
         return false;
     };
-    redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn) else {
+        return false;
+    };
+    let answered = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    answered.is_some() && answered == pid
 }
 
 fn free_port() -> io::Result<u16> {
