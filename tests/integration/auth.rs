@@ -259,6 +259,9 @@ fn a_non_loopback_host_is_refused_without_tokens_unless_insecure_no_auth() {
     assert_eq!(call(guarded.addr, "GET", "/state", Some(READ), None).0, 200);
 }
 
+/// Flags, environment, and what the refusal must say.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn short_empty_or_spaced_tokens_are_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -266,7 +269,7 @@ fn short_empty_or_spaced_tokens_are_refused_at_start() {
     std::fs::write(&file, format!("read {READ}\nadmin tiny-token-99\n")).expect("write");
     let file = file.display().to_string();
     let url = "redis://127.0.0.1:1/";
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    let cases: [Refusal; 5] = [
         (&["--read-token", "abc123"], &[], "at least 16"),
         (&["--read-token", ""], &[], "empty"),
         (
