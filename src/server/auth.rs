@@ -525,6 +525,45 @@ mod tests {
         assert!(!shown.contains(READ) && !shown.contains(ADMIN), "{shown}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the header, only a known token gets through.
+        #[test]
+        fn no_header_but_a_known_token_passes(h in "(Bearer |bearer |Basic )?[ -~]{0,60}") {
+            let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+            let known = bearer(&h).is_some_and(|t| t == READ || t == ADMIN);
+            proptest::prop_assert_eq!(auth.check(Need::Read, Some(&h)).is_ok(), known);
+        }
+
+        /// A token one byte off, anywhere, is refused.
+        #[test]
+        fn a_token_one_byte_off_is_refused(i in 0..ADMIN.len(), b in 0x21u8..0x7f) {
+            let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+            let mut t = ADMIN.as_bytes().to_vec();
+            proptest::prop_assume!(t[i] != b);
+            t[i] = b;
+            let t = String::from_utf8(t).unwrap();
+            let got = auth.check(Need::Read, Some(&format!("Bearer {t}")));
+            proptest::prop_assert_eq!(got.map_err(|e| e.status()).err(), Some(401));
+        }
+
+        /// Any file text parses or is refused naming a line, never with a
+        /// token in the message (the tokens here are upper case, which no
+        /// message is).
+        #[test]
+        fn a_token_file_error_never_holds_a_token(lines in proptest::collection::vec(
+            ("(read|admin|write|#|)", "[ \t]{0,2}", "[A-Z][A-Z0-9]{3,23}", "( [A-Z][A-Z0-9]{3,9})?"), 0..6)) {
+            let text: Vec<String> = lines.iter().map(|(r, sp, t, more)| format!("{r}{sp}{t}{more}")).collect();
+            if let Err(e) = TokenSet::parse_file(&text.join("\n")) {
+                for (_, _, t, more) in &lines {
+                    proptest::prop_assert!(!e.contains(t.as_str()), "{e} holds {t}");
+                    proptest::prop_assert!(more.is_empty() || !e.contains(more.trim()), "{e} holds {more}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn only_loopback_hosts_may_serve_without_tokens() {
         let open = Auth::open();
