@@ -14,6 +14,7 @@ use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::registry::Registry;
 use feature_store::server::args::Args;
+use feature_store::server::auth::{self, Auth};
 use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
@@ -28,6 +29,14 @@ fn main() -> ExitCode {
     feature_store::server::install_panic_hook();
     // Before anything starts: a registry with problems is a configuration
     // error to fix (exit 2, as for a bad flag), with every problem listed.
+    // Tokens and the bind address are checked before anything starts too.
+    let auth = match server_auth(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fs-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let registry = match &args.registry {
         Some(path) => match Registry::load(path) {
             Ok(r) => r,
@@ -45,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args, registry) {
+    match run(args, registry, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fs-server: {e}");
@@ -76,7 +85,21 @@ fn move_first_entity(mut registry: Registry, prefix: Option<&str>) -> Result<Reg
     Ok(registry)
 }
 
-fn run(args: Args, registry: Registry) -> Result<(), String> {
+/// The server's tokens from the flags; refuses a non-loopback --host
+/// without any (unless --insecure-no-auth).
+fn server_auth(args: &Args) -> Result<Arc<Auth>, String> {
+    let auth = Auth::new(
+        args.read_token.as_ref().map(|s| s.expose()),
+        args.admin_token.as_ref().map(|s| s.expose()),
+        args.api_token_file.as_deref(),
+    )?;
+    auth::check_bind(&args.host, &auth, args.insecure_no_auth)?;
+    let auth = Arc::new(auth);
+    Auth::watch_file(&auth);
+    Ok(auth)
+}
+
+fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
     // Kept alive until the end of `run`; dropping it stops redis-server.
     let mut managed = None;
     let (mode, url) = match &args.redis_url {
@@ -204,6 +227,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_connections,
             allowed_origins: args.allowed_origins.clone(),
+            auth: auth.clone(),
         },
         events,
     )
@@ -242,6 +266,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         "http: {} threads, at most {max_connections} connections, request timeout {} ms",
         args.threads, args.request_timeout_ms
     );
+    println!("auth: {}", auth.describe());
     println!("open http://{addr}/");
 
     let reason = wake.recv().unwrap_or(Event::Signal);

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::auth::Secret;
+
 /// Serve the feature store's page, JSON API and streaming worker.
 ///
 /// Without --redis-url it starts its own throwaway Redis, seeds demo users
@@ -97,4 +99,31 @@ pub struct Args {
     #[arg(long, env = "FS_WRITE_LATENCY_BUDGET_MS", value_name = "MS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub write_latency_budget_ms: u64,
+    /// A bearer token that may call the read routes (see README, "Tokens").
+    /// At least 16 visible ASCII characters. Any token given: every route
+    /// but the page and /healthz asks for one.
+    #[arg(
+        long,
+        env = "FS_READ_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub read_token: Option<Secret>,
+    /// A bearer token that may also write and control (bulk load, worker,
+    /// reset, push).
+    #[arg(
+        long,
+        env = "FS_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<Secret>,
+    /// A file of tokens, one `read <token>` or `admin <token>` a line (`#`
+    /// comments), several per role for rotation; re-read within a second
+    /// when it changes, no restart needed.
+    #[arg(long, env = "FS_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --host without tokens (refused otherwise).
+    #[arg(long, env = "FS_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }

@@ -26,7 +26,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body not received in time")]
     BodyTimeout,
-    /// A mutating request from another origin (a cross-site form or fetch).
+    /// No bearer token, or one the server does not know (see `auth`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A mutating request from another origin (a cross-site form or fetch),
+    /// or a read token on a route that writes.
     #[error("{0}")]
     Forbidden(String),
     /// A body whose declared type is not one we parse.
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::BodyTimeout => 408,
             ApiError::Conflict(_) => 409,

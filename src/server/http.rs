@@ -169,6 +169,8 @@ pub struct Headers {
     no_store: Header,
     allow_get: Header,
     allow_post: Header,
+    /// On every 401: the scheme the client must use.
+    www_authenticate: Header,
 }
 
 impl Default for Headers {
@@ -183,6 +185,7 @@ impl Default for Headers {
             no_store: h("Cache-Control", "no-store"),
             allow_get: h("Allow", "GET"),
             allow_post: h("Allow", "POST"),
+            www_authenticate: h("WWW-Authenticate", "Bearer realm=\"fs-server\""),
         }
     }
 }
@@ -216,6 +219,7 @@ pub fn respond(
                     Some(&headers.allow_get)
                 }
                 ApiError::MethodNotAllowed { .. } => Some(&headers.allow_post),
+                ApiError::Unauthorized(_) => Some(&headers.www_authenticate),
                 _ => None,
             };
             (e.status(), body, &headers.json, allow)

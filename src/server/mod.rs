@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod args;
+pub mod auth;
 pub mod bodies;
 pub mod body;
 pub mod cache;
@@ -73,6 +74,8 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Origins besides our own allowed to POST (see `origin`).
     pub allowed_origins: Vec<String>,
+    /// Who may call what (see `auth`); `Auth::open()`: everyone.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// Why the server wants to stop.
@@ -95,6 +98,7 @@ struct Shared {
     conns: Arc<Connections>,
     headers: Headers,
     origins: OriginPolicy,
+    auth: Arc<auth::Auth>,
     body_limit: usize,
     /// Where requests with a body still on the socket are read.
     bodies: Arc<BodyPool>,
@@ -130,6 +134,7 @@ impl HttpServer {
             conns: conns.clone(),
             headers: Headers::default(),
             origins: OriginPolicy::new(&config.allowed_origins),
+            auth: config.auth.clone(),
             body_limit: config.max_body_bytes,
             bodies: BodyPool::new(max_connections),
             body_handlers: Permits::new(threads),
@@ -270,6 +275,11 @@ fn route(
             allowed,
         });
     }
+    // Before the body is read: a caller without a token gets nothing more.
+    let need = auth::Need::of(endpoint, allowed);
+    shared
+        .auth
+        .check(need, http::header(req, "Authorization"))?;
     // Before anything else reads it; GET bodies are never read, so any
     // over the cap is refused too.
     if let Some(n) = req.body_length().filter(|n| *n > shared.body_limit) {

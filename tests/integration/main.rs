@@ -3,6 +3,7 @@
 
 mod common;
 
+mod auth;
 mod bench;
 mod census;
 mod cluster;

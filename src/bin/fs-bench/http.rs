@@ -147,6 +147,8 @@ pub struct HttpClient {
     start: usize,
     end: usize,
     request: Vec<u8>,
+    /// Sent as `Authorization: Bearer ...` on every request when set.
+    token: Option<String>,
 }
 
 impl HttpClient {
@@ -161,7 +163,14 @@ impl HttpClient {
             start: 0,
             end: 0,
             request: Vec::with_capacity(4096),
+            token: None,
         })
+    }
+
+    /// This client sends `token` as a bearer token.
+    pub fn with_token(mut self, token: &str) -> HttpClient {
+        self.token = Some(token.to_owned());
+        self
     }
 
     /// Sends one request and reads the whole response; returns the status
@@ -170,9 +179,13 @@ impl HttpClient {
         self.request.clear();
         write!(
             self.request,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         )?;
+        if let Some(t) = &self.token {
+            write!(self.request, "Authorization: Bearer {t}\r\n")?;
+        }
+        self.request.extend_from_slice(b"\r\n");
         self.request.extend_from_slice(body);
         self.stream.write_all(&self.request)?;
         self.read_response()
@@ -329,6 +342,11 @@ pub fn rows(ctx: &mut Ctx, server_bin: &Path, rows: &mut Vec<Row>) -> BResult<()
     let server = Server::start(server_bin, &ctx.redis.url())?;
     crate::step("http /read, 1 client", rows, read_one_client(ctx, &server))?;
     crate::step("http /read, 8 clients", rows, read_concurrent(ctx, &server))?;
+    crate::step(
+        "http /read with tokens",
+        rows,
+        read_with_auth(ctx, server_bin),
+    )?;
     crate::step("http /batch-read", rows, batch_read(ctx, &server))?;
     crate::step(
         "http /v1/features",
@@ -382,6 +400,76 @@ fn read_one_client(ctx: &mut Ctx, server: &Server) -> BResult<Row> {
              this process.",
             n / 10,
             ctx.sizes.rounds
+        ),
+    })
+}
+
+/// The bench's tokens (only ever given to its own servers).
+const BENCH_READ_TOKEN: &str = "fs-bench-read-token-0001";
+const BENCH_ADMIN_TOKEN: &str = "fs-bench-admin-token-0001";
+
+/// `POST /read` on a server with tokens (the read token sent, checked on
+/// every request), against the same read on a server without. Both are
+/// started here, side by side with the same flags but the tokens, so
+/// neither is warmer (the shared server has served the other rows).
+fn read_with_auth(ctx: &mut Ctx, server_bin: &Path) -> BResult<Row> {
+    let plain = Server::start(server_bin, &ctx.redis.url())?;
+    let mut flags = server_flags();
+    flags.extend(
+        [
+            "--read-token",
+            BENCH_READ_TOKEN,
+            "--admin-token",
+            BENCH_ADMIN_TOKEN,
+        ]
+        .map(String::from),
+    );
+    let guarded = Server::start_with_flags(server_bin, &ctx.redis.url(), &flags)?;
+    // Twice /read's count, in rounds of 10 requests a side: a 5% bound
+    // needs the two sides to share the machine's noise closely.
+    let n = ctx.sizes.http_iters * 2;
+    let rounds = n / 10;
+    let ids = library::read_ids(ctx.streamed, n, 8);
+    let bodies: Vec<Vec<u8>> = ids.iter().map(|id| read_body(id)).collect();
+    let mut with = HttpClient::connect(guarded.addr)?.with_token(BENCH_READ_TOKEN);
+    let mut without = HttpClient::connect(plain.addr)?;
+    // The guarded server really asks: no token, no read.
+    let (status, _) = HttpClient::connect(guarded.addr)?.post("/read", &bodies[0])?;
+    if status != 401 {
+        return Err(format!("POST /read without a token: HTTP {status}, expected 401").into());
+    }
+    let (status, body) = with.post("/read", &bodies[0])?;
+    check_ok("POST /read with the read token", status, &body)?;
+    expect_field(&body, "returned_count", READ_FIELDS.len() as u64)?;
+    let (ours, base) = paired(
+        n / 10,
+        n,
+        rounds,
+        |i| -> BResult<()> {
+            let (status, body) = with.post("/read", &bodies[i])?;
+            check_ok("POST /read with the read token", status, &body)
+        },
+        |i| -> BResult<()> {
+            let (status, body) = without.post("/read", &bodies[i])?;
+            check_ok("POST /read", status, &body)
+        },
+    )?;
+    Ok(Row {
+        id: "http_read_auth",
+        operation: "HTTP `POST /read` on a server with tokens, read token sent, one client".into(),
+        unit: "req",
+        ours: Figures::Timed(ours),
+        baseline_name: "the same `POST /read` on a server without tokens".into(),
+        baseline: Figures::Timed(base),
+        ratio_on: RatioOn::P50,
+        goal: vec![Check::RatioAtMost(1.05)],
+        note: format!(
+            "{n} requests after {} warm-up ones over random users, each server on its own \
+             keep-alive connection, interleaved in {rounds} rounds of 10 a side; both servers \
+             started for this row with the same flags but the tokens. The guarded one hashes \
+             the bearer token (SHA-256) and compares it with each known digest in constant \
+             time before reading the body.",
+            n / 10,
         ),
     })
 }
