@@ -97,4 +97,16 @@ pub struct Args {
     #[arg(long, env = "FS_WRITE_LATENCY_BUDGET_MS", value_name = "MS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub write_latency_budget_ms: u64,
+    /// Log one `event=access` line per request (method, route, status,
+    /// ms, bytes; never the query string, a header or the body).
+    #[arg(long, env = "FS_ACCESS_LOG")]
+    pub access_log: bool,
+    /// Requests that take longer are logged (`event=slow_request`, warn).
+    #[arg(long, env = "FS_SLOW_REQUEST_MS", value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub slow_request_ms: u64,
+    /// Turn `/metrics` and its per-request counting off: only there to
+    /// measure what the counting costs (the bench does).
+    #[arg(long, env = "FS_NO_METRICS", hide = true)]
+    pub no_metrics: bool,
 }
