@@ -95,18 +95,21 @@ impl ErrorClass {
             StoreError::Redis(_) => ErrorClass::Server,
             StoreError::Unavailable(m) => {
                 let m = m.to_ascii_lowercase();
-                if m.contains("waiting for connection") {
-                    ErrorClass::PoolTimeout
-                } else if m.contains("refused") {
-                    ErrorClass::Refused
-                } else if m.contains("timed out")
-                    || m.contains("timeout")
-                    // A socket read timeout is EAGAIN on Linux.
-                    || m.contains("temporarily unavailable")
-                {
-                    ErrorClass::Timeout
-                } else {
-                    ErrorClass::Unavailable
+                let timed_out = |m: &str| {
+                    m.contains("timed out")
+                        || m.contains("timeout")
+                        // A socket read timeout is EAGAIN on Linux.
+                        || m.contains("temporarily unavailable")
+                };
+                // r2d2 says "timed out waiting for connection", followed by
+                // the last connect error when there was one: that error is
+                // the cause, the pool only waited for it.
+                match m.split_once("waiting for connection") {
+                    _ if m.contains("refused") => ErrorClass::Refused,
+                    Some((_, cause)) if cause.trim().is_empty() => ErrorClass::PoolTimeout,
+                    Some((_, cause)) if timed_out(cause) => ErrorClass::Timeout,
+                    None if timed_out(&m) => ErrorClass::Timeout,
+                    _ => ErrorClass::Unavailable,
                 }
             }
         })
@@ -454,5 +457,30 @@ impl Drop for Sent {
         if let Written::Pending(conn) = &mut self.conn {
             conn.discard();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorClass;
+    use crate::error::StoreError;
+
+    #[test]
+    fn an_error_is_classed_by_its_cause_not_by_the_pool_that_waited_for_it() {
+        let class = |m: &str| ErrorClass::of(&StoreError::Unavailable(m.into()));
+        let refused = "timed out waiting for connection: Connection refused (os error 111)";
+        assert_eq!(class(refused), Some(ErrorClass::Refused));
+        assert_eq!(
+            class("timed out waiting for connection"),
+            Some(ErrorClass::PoolTimeout)
+        );
+        assert_eq!(
+            class("Resource temporarily unavailable (os error 11)"),
+            Some(ErrorClass::Timeout)
+        );
+        assert_eq!(class("broken pipe"), Some(ErrorClass::Unavailable));
+        let wrong = StoreError::Redis("WRONGTYPE Operation against a key".into());
+        assert_eq!(ErrorClass::of(&wrong), Some(ErrorClass::WrongType));
+        assert_eq!(ErrorClass::of(&StoreError::invalid("bad id")), None);
     }
 }
