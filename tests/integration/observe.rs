@@ -280,3 +280,67 @@ fn no_log_line_carries_a_token_a_url_password_or_a_feature_value() {
         assert!(leaks.is_empty(), "{secret:?} logged: {leaks:?}");
     }
 }
+
+#[test]
+fn loader_metrics_file_parses_and_equals_the_summary() {
+    use crate::loader::{count, run, show, summary, write_file};
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write_file(
+        dir.path(),
+        "users.csv",
+        "user_id,ts,country_iso,tx_count_7d\n\
+         u1,1700000000000,US,3\n\
+         u2,1700000000000,GB,4\n\
+         bad id,1700000000000,DE,1\n\
+         u4,1700000000000\n",
+    );
+    let prom = dir.path().join("fs_loader.prom");
+    let args = [
+        "--from",
+        csv.to_str().expect("utf-8 path"),
+        "--event-time-column",
+        "ts",
+        "--metrics-file",
+        prom.to_str().expect("utf-8 path"),
+    ];
+    run(&redis, &args);
+    // Again: the same event times leave every feature as it is.
+    let out = run(&redis, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let s = summary(&out);
+    assert_eq!(count(&s, "skipped_stale"), 4, "{s:?}");
+
+    let text = std::fs::read_to_string(&prom).expect("the metrics file");
+    let scrape =
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parsing the metrics file");
+    for (metric, name) in [
+        ("fs_loader_rows_read_total", "read"),
+        ("fs_loader_rows_written_total", "written"),
+        ("fs_loader_rows_rejected_total", "rejected"),
+        ("fs_loader_rows_failed_total", "failed"),
+        ("fs_loader_lines_malformed_total", "malformed"),
+        ("fs_loader_skipped_stale_total", "skipped_stale"),
+    ] {
+        assert_eq!(
+            value(&scrape, metric, &[]),
+            count(&s, name) as f64,
+            "{metric}\n{text}"
+        );
+    }
+    assert_eq!(value(&scrape, "fs_loader_retries_total", &[]), 0.0);
+    assert_eq!(value(&scrape, "fs_loader_exit_code", &[]), 1.0);
+    let elapsed: f64 = s["elapsed"]
+        .trim_end_matches(" s")
+        .parse()
+        .expect("elapsed seconds");
+    let in_file = value(&scrape, "fs_loader_elapsed_seconds", &[]);
+    assert!((in_file - elapsed).abs() < 0.002, "{in_file} vs {elapsed}");
+    // Written through a temporary file that is renamed, none left behind.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("listing")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fs_loader.prom", "users.csv"]);
+}
