@@ -344,3 +344,27 @@ fn loader_metrics_file_parses_and_equals_the_summary() {
     names.sort();
     assert_eq!(names, ["fs_loader.prom", "users.csv"]);
 }
+
+#[test]
+fn a_script_flush_shows_as_one_noscript_reload_and_the_calls_sent_again() {
+    let redis = common::standalone_redis();
+    let server = LoggedServer::start(&redis.url(), &[], "info");
+    assert_eq!(server.post("/bulk-load", "count=3"), 200);
+    let before = server.scrape();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut common::raw(&redis))
+        .expect("SCRIPT FLUSH");
+    assert_eq!(server.post("/bulk-load", "count=3"), 200);
+    let after = server.scrape();
+    let delta = |metric: &str| value(&after, metric, &[]) - value(&before, metric, &[]);
+    // The 3 rows (one script call) hit NOSCRIPT once, are sent again
+    // after one SCRIPT LOAD, and nothing failed.
+    assert_eq!(delta("fs_redis_noscript_reloads_total"), 1.0);
+    assert_eq!(delta("fs_redis_script_calls_total"), 2.0);
+    assert_eq!(delta("fs_store_batch_writes_total"), 3.0);
+    assert_eq!(
+        value(&after, "fs_redis_errors_total", &[("kind", "server")]),
+        0.0
+    );
+}
