@@ -314,3 +314,49 @@ impl Collector for Scrape {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::routes::lookup;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever paths and statuses clients cause, every request is
+        /// counted once, under a route label of the fixed set.
+        #[test]
+        fn any_traffic_is_counted_once_under_a_bounded_label(
+            reqs in prop::collection::vec(
+                ("/[a-z/.-]{0,12}|/read|/batch-read|/metrics", 0u16..1000, 0u64..20_000_000),
+                1..64,
+            )
+        ) {
+            let m = HttpMetrics::default();
+            for (path, status, micros) in &reqs {
+                let endpoint = lookup(path).map(|(e, _)| e);
+                m.record(endpoint, *status, Duration::from_micros(*micros));
+            }
+            let allowed: Vec<&str> = ENDPOINTS
+                .iter()
+                .map(|e| e.path())
+                .chain(["unmatched"])
+                .collect();
+            let mut total = 0;
+            for ([(_, route), (_, _status)], series) in m.requests() {
+                prop_assert!(allowed.contains(&route.as_str()), "{route}");
+                let Series::Counter(n) = series else { unreachable!() };
+                total += n;
+            }
+            prop_assert_eq!(total, reqs.len() as u64);
+            let mut observed = 0;
+            for (_, series) in m.latencies() {
+                let Series::Histogram { count, buckets, .. } = series else { unreachable!() };
+                prop_assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), count);
+                observed += count;
+            }
+            prop_assert_eq!(observed, reqs.len() as u64);
+        }
+    }
+}
