@@ -50,6 +50,7 @@ mod write;
 
 pub use aged::AgedRows;
 pub use cluster::one_node_url;
+pub use node::ErrorClass;
 pub use transport::Backend;
 use transport::{decode, decode_values, hmget, ok_reply, server_error, Transport};
 pub use write::split_calls;
@@ -135,6 +136,29 @@ pub struct Stats {
     /// Round trips to Redis: one per pipeline or command sent to a node (a
     /// cluster pipeline costs one per node it touches).
     pub redis_round_trips_total: u64,
+}
+
+/// What the store's Redis connections did since it was opened (summed over
+/// a cluster's nodes), and its pools now: what `/metrics` shows of Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RedisStats {
+    pub round_trips_total: u64,
+    /// Script calls sent (`EVALSHA`), a call re-sent after NOSCRIPT again.
+    pub script_calls_total: u64,
+    /// Rounds that re-loaded a script Redis had lost (NOSCRIPT: after a
+    /// restart, a failover or `SCRIPT FLUSH`).
+    pub noscript_reloads_total: u64,
+    /// Failed operations (after the store's one retry on a fresh
+    /// connection), indexed like `ErrorClass::ALL`.
+    pub errors_total: [u64; ErrorClass::ALL.len()],
+    /// Checkouts that found no connection within the checkout timeout.
+    pub pool_checkout_timeouts_total: u64,
+    /// Time spent waiting for a pooled connection, in microseconds.
+    pub pool_checkout_wait_micros_total: u64,
+    /// Connections open now, idle now, and the most the pools may open.
+    pub pool_connections: u64,
+    pub pool_idle: u64,
+    pub pool_max: u64,
 }
 
 #[derive(Default)]
@@ -381,6 +405,11 @@ impl FeatureStore {
             skipped_stale_total: self.counters.skipped_stale.load(Relaxed),
             redis_round_trips_total: self.transport.round_trips(),
         }
+    }
+
+    /// Counters and pool state of the connections to Redis (no Redis call).
+    pub fn redis_stats(&self) -> RedisStats {
+        self.transport.redis_stats()
     }
 
     /// `<prefix><id>`, after checking the id.

@@ -10,6 +10,7 @@ use clap::Parser;
 use feature_store::capabilities;
 use feature_store::demo;
 use feature_store::demo::worker::{Worker, WorkerConfig};
+use feature_store::logging::{redact_url, value};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
 use feature_store::registry::Registry;
@@ -17,6 +18,7 @@ use feature_store::server::args::Args;
 use feature_store::server::auth::{self, Auth};
 use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
+use feature_store::server::metrics::HttpMetrics;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
@@ -26,6 +28,7 @@ static ALLOC: HugeAllocSafe = HugeAllocSafe;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    feature_store::logging::init();
     feature_store::server::install_panic_hook();
     // Before anything starts: a registry with problems is a configuration
     // error to fix (exit 2, as for a bad flag), with every problem listed.
@@ -137,7 +140,10 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
     match store.missing_capabilities() {
         Ok(missing) if missing.is_empty() => {}
         Ok(missing) => return Err(capabilities::describe(&missing)),
-        Err(e) => eprintln!("fs-server: could not check what this Redis supports: {e}"),
+        Err(e) => log::warn!(
+            "event=capabilities_unknown cause={}",
+            value(format!("could not check what this Redis supports: {e}"))
+        ),
     }
 
     // What the demo writes: its own users on its registry, values of each
@@ -205,6 +211,7 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
         control: Default::default(),
         reset: Default::default(),
         demo: source,
+        metrics: (!args.no_metrics).then(HttpMetrics::default),
     });
 
     let (events, wake) = mpsc::channel();
@@ -228,6 +235,8 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
             max_connections,
             allowed_origins: args.allowed_origins.clone(),
             auth: auth.clone(),
+            access_log: args.access_log,
+            slow_request: Duration::from_millis(args.slow_request_ms),
         },
         events,
     )
@@ -246,7 +255,7 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
         }
         _ => println!("mode: external Redis: nothing written until asked (worker stopped)"),
     }
-    println!("redis: {}", redact(&url));
+    println!("redis: {}", redact_url(&url));
     println!("{registry_line}");
     println!(
         "key prefix {:?}, batch TTL {}s, streaming TTL {}s",
@@ -267,10 +276,22 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
         args.threads, args.request_timeout_ms
     );
     println!("auth: {}", auth.describe());
+    log::info!(
+        "event=start mode={mode} backend={} redis={} redis_version={} registry={} listen={addr} threads={} metrics={}",
+        app.store.backend().kind,
+        value(redis_address(&url)),
+        value(redis_version(&app.store)),
+        value(args.registry.as_ref().map_or_else(
+            || "demo".to_owned(),
+            |p| p.display().to_string()
+        )),
+        args.threads,
+        !args.no_metrics,
+    );
     println!("open http://{addr}/");
 
     let reason = wake.recv().unwrap_or(Event::Signal);
-    eprintln!("fs-server: stopping ({reason:?})");
+    log::info!("event=stop reason={}", value(format!("{reason:?}")));
     app.worker.stop();
     cache.shutdown();
     http.shutdown();
@@ -281,13 +302,27 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
     }
 }
 
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
+/// The URL's `host:port` part (no scheme, user, password or path): what
+/// the start-up event names.
+fn redis_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+/// `redis_version` (or Valkey's `valkey_version`) from `INFO server`;
+/// `unknown` when Redis cannot be asked now.
+fn redis_version(store: &FeatureStore) -> String {
+    let Ok(info) = store.info("server") else {
+        return "unknown".to_owned();
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    match field("valkey_version") {
+        Some(v) => format!("valkey-{v}"),
+        None => field("redis_version").unwrap_or_else(|| "unknown".to_owned()),
     }
 }

@@ -147,6 +147,13 @@ pub struct CommonArgs {
     /// id, kind, reason) instead of to stderr.
     #[arg(long, global = true, value_name = "PATH")]
     pub failures: Option<PathBuf>,
+    /// At the end, write the run's counters (rows read, written, rejected,
+    /// failed, malformed, skipped_stale, retries, elapsed seconds, exit
+    /// code) here in the Prometheus text format, atomically (a temporary
+    /// file renamed over it): for node_exporter's textfile collector, name
+    /// it `*.prom` in its directory.
+    #[arg(long, global = true, env = "FS_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Stop at the first malformed line, or row without a valid event time
     /// (the default skips and counts it).
     #[arg(long, global = true)]

@@ -32,6 +32,12 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the metrics file {path}: {source}")]
+    MetricsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `--registry` names a file that cannot be read or has problems
     /// (each listed with its line).
     #[error("{0}")]
@@ -63,7 +69,7 @@ impl LoaderError {
         match self {
             LoaderError::Store(e) if e.is_unavailable() => exit::UNAVAILABLE,
             LoaderError::Store(StoreError::Redis(_)) => exit::INCOMPLETE,
-            LoaderError::FailuresFile { .. } => exit::INCOMPLETE,
+            LoaderError::FailuresFile { .. } | LoaderError::MetricsFile { .. } => exit::INCOMPLETE,
             _ => exit::USAGE,
         }
     }

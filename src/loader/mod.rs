@@ -357,8 +357,12 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
             failures_to: failures.describe(),
             pace: None,
         };
-        let text = summary::render(plan.what, &Default::default(), started.elapsed(), &ending);
+        let elapsed = started.elapsed();
+        let text = summary::render(plan.what, &Default::default(), elapsed, &ending);
         let _ = std::io::stdout().write_all(text.as_bytes());
+        if let Some(path) = &common.metrics_file {
+            summary::write_metrics_file(path, &Default::default(), elapsed, 0, exit::UNAVAILABLE)?;
+        }
         return Ok(exit::UNAVAILABLE);
     }
     // Also before any input is read: an unsuitable Redis fails every row.
@@ -392,18 +396,26 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     // A closed stdout must not turn a finished load into a panic.
     let text = summary::render(plan.what, &outcome.counts, elapsed, &ending);
     let _ = std::io::stdout().write_all(text.as_bytes());
-    if let Some(e) = outcome.error.or(finish_error) {
-        return Err(e);
+    let result = match outcome.error.or(finish_error) {
+        Some(e) => Err(e),
+        None if outcome.unavailable => Ok(exit::UNAVAILABLE),
+        None if outcome.interrupted => Ok(exit::INTERRUPTED),
+        None if outcome.counts.complete() && outcome.stopped.is_none() => Ok(exit::OK),
+        None => Ok(exit::INCOMPLETE),
+    };
+    if let Some(path) = &common.metrics_file {
+        let code = match &result {
+            Ok(code) => *code,
+            Err(e) => e.exit_code(),
+        };
+        let written =
+            summary::write_metrics_file(path, &outcome.counts, elapsed, outcome.retries, code);
+        // The load's own error says more than the metrics file's.
+        if let (Err(e), Ok(_)) = (written, &result) {
+            return Err(e);
+        }
     }
-    Ok(if outcome.unavailable {
-        exit::UNAVAILABLE
-    } else if outcome.interrupted {
-        exit::INTERRUPTED
-    } else if outcome.counts.complete() && outcome.stopped.is_none() {
-        exit::OK
-    } else {
-        exit::INCOMPLETE
-    })
+    result
 }
 
 /// The `--from` inputs, checked to exist now (a typo fails before anything

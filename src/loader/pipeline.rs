@@ -8,7 +8,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -67,6 +67,9 @@ pub struct Outcome {
     pub last_read: Option<String>,
     /// An error that ended the run (an unreadable input, the failures file).
     pub error: Option<LoaderError>,
+    /// Pipelines sent again after Redis was unavailable (each waited out
+    /// its backoff first).
+    pub retries: u64,
 }
 
 /// State the reader and the writers share.
@@ -82,6 +85,7 @@ struct Shared<'a> {
     halted: AtomicBool,
     halt_reason: Mutex<Option<String>>,
     sink_error: Mutex<Option<LoaderError>>,
+    retries: AtomicU64,
 }
 
 impl Shared<'_> {
@@ -152,6 +156,7 @@ pub fn run_paced(
         halted: AtomicBool::new(false),
         halt_reason: Mutex::new(None),
         sink_error: Mutex::new(None),
+        retries: AtomicU64::new(0),
     };
     let writers = settings.writers.max(1);
     let (free_tx, free_rx) = mpsc::channel::<Chunk>();
@@ -198,6 +203,7 @@ pub fn run_paced(
         interrupted: INTERRUPTED.load(Relaxed),
         last_read: read.last_read,
         error: read.error.or(sink_error),
+        retries: shared.retries.load(Relaxed),
     }
 }
 
@@ -602,6 +608,7 @@ fn write_chunk(shared: &Shared, chunk: &mut Chunk, settings: Settings) {
             settings.retries
         );
         std::thread::sleep(delay);
+        shared.retries.fetch_add(1, Relaxed);
         attempt += 1;
     }
 }

@@ -9,6 +9,122 @@ use std::time::Duration;
 
 use super::error::LoaderError;
 
+/// The run's account in the Prometheus text format, written to `path`
+/// atomically: a temporary file in the same directory, renamed over it, so
+/// node_exporter's textfile collector never reads half a file. The
+/// counters are the last run's (each run starts them over, as a restarted
+/// process does).
+pub fn write_metrics_file(
+    path: &Path,
+    counts: &Counts,
+    elapsed: Duration,
+    retries: u64,
+    exit_code: u8,
+) -> Result<(), LoaderError> {
+    let error = |source| LoaderError::MetricsFile {
+        path: path.to_owned(),
+        source,
+    };
+    let finished = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let text = crate::metrics::render(RunMetrics {
+        counts: *counts,
+        elapsed,
+        retries,
+        exit_code,
+        finished,
+    })
+    .map_err(|e| error(io::Error::other(e.to_string())))?;
+    let name = path.file_name().ok_or_else(|| {
+        error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    // Not `*.prom`: the collector skips it until the rename.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(error)
+}
+
+/// What `write_metrics_file` shows.
+#[derive(Debug)]
+struct RunMetrics {
+    counts: Counts,
+    elapsed: Duration,
+    retries: u64,
+    exit_code: u8,
+    finished: Duration,
+}
+
+impl prometheus_client::collector::Collector for RunMetrics {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let mut w = crate::metrics::Writer(encoder);
+        let c = &self.counts;
+        w.counter("fs_loader_rows_read", "Rows read from the input.", c.read)?;
+        w.counter(
+            "fs_loader_rows_written",
+            "Rows written to Redis.",
+            c.written,
+        )?;
+        w.counter(
+            "fs_loader_rows_rejected",
+            "Rows refused before Redis saw them (bad id, feature or value).",
+            c.rejected,
+        )?;
+        w.counter(
+            "fs_loader_rows_failed",
+            "Rows Redis failed (an error reply, or unavailable after the retries).",
+            c.failed,
+        )?;
+        w.counter(
+            "fs_loader_lines_malformed",
+            "Input lines that are not rows.",
+            c.malformed,
+        )?;
+        w.counter(
+            "fs_loader_skipped_stale",
+            "Features of written rows left alone: the stored event time was as new or newer.",
+            c.skipped_stale,
+        )?;
+        w.counter(
+            "fs_loader_retries",
+            "Pipelines sent again after Redis was unavailable.",
+            self.retries,
+        )?;
+        w.gauge(
+            "fs_loader_elapsed_seconds",
+            "How long the run took.",
+            self.elapsed.as_secs_f64(),
+        )?;
+        w.gauge(
+            "fs_loader_exit_code",
+            "The run's exit status (0: every row written; see fs-loader --help).",
+            f64::from(self.exit_code),
+        )?;
+        w.gauge(
+            "fs_loader_finished_timestamp_seconds",
+            "When the run ended (Unix time): alert when it gets old.",
+            self.finished.as_secs_f64(),
+        )
+    }
+}
+
 /// Every row read ends in exactly one of written, rejected, failed:
 /// `read == written + rejected + failed` once the writers are done.
 /// Malformed lines are not rows and are counted apart. `skipped_stale`

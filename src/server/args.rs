@@ -126,4 +126,16 @@ pub struct Args {
     /// Serve a non-loopback --host without tokens (refused otherwise).
     #[arg(long, env = "FS_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Log one `event=access` line per request (method, route, status,
+    /// ms, bytes; never the query string, a header or the body).
+    #[arg(long, env = "FS_ACCESS_LOG")]
+    pub access_log: bool,
+    /// Requests that take longer are logged (`event=slow_request`, warn).
+    #[arg(long, env = "FS_SLOW_REQUEST_MS", value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub slow_request_ms: u64,
+    /// Turn `/metrics` and its per-request counting off: only there to
+    /// measure what the counting costs (the bench does).
+    #[arg(long, env = "FS_NO_METRICS", hide = true)]
+    pub no_metrics: bool,
 }

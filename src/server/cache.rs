@@ -188,6 +188,10 @@ pub struct EntityCache {
     pass: Mutex<Pass>,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the last tick reached Redis: the refresher runs every
+    /// `--refresh-ms` whatever the traffic, so it is where Redis going away
+    /// and coming back is seen, and logged once per transition.
+    redis_up: AtomicBool,
 }
 
 impl EntityCache {
@@ -198,7 +202,30 @@ impl EntityCache {
             pass: Mutex::new(Pass::new(0)),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            redis_up: AtomicBool::new(true),
         })
+    }
+
+    /// False from a tick that could not reach Redis until one that did.
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Relaxed)
+    }
+
+    /// Logs Redis going away (an outage, not a refusal) and coming back.
+    fn note_reachability(&self, result: &Result<u64, StoreError>) {
+        use crate::logging::value;
+        match result {
+            Err(e) if e.is_unavailable() => {
+                if self.redis_up.swap(false, Relaxed) {
+                    log::error!("event=redis_down cause={}", value(e));
+                }
+            }
+            _ => {
+                if !self.redis_up.swap(true, Relaxed) {
+                    log::info!("event=redis_up");
+                }
+            }
+        }
     }
 
     pub fn get(&self) -> Arc<Snapshot> {
@@ -230,6 +257,7 @@ impl EntityCache {
         }
         pass.refill();
         let result = self.step(&mut pass, store, forced);
+        self.note_reachability(&result);
         let mut cur = lock(&self.current);
         if self.generation.load(Relaxed) != generation {
             return;

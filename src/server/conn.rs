@@ -417,13 +417,14 @@ impl Connections {
                     // What an operator needs to see, at most every LOG_EVERY.
                     let (open, closed) = me.counts();
                     if closed > logged && logged_at.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                        eprintln!(
-                            "fs-server: closed {} client connection(s) that sent no request \
-                             in time, sent an oversized head, or exceeded --max-connections \
-                             ({} open, cap {})",
+                        log::warn!(
+                            "event=connections_closed closed={} open={open} cap={} \
+                             why={}",
                             closed - logged,
-                            open,
-                            me.config.max_connections
+                            me.config.max_connections,
+                            crate::logging::value(
+                                "no request in time, an oversized head, or over --max-connections"
+                            )
                         );
                         (logged, logged_at) = (closed, Some(Instant::now()));
                     }

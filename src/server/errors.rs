@@ -67,6 +67,21 @@ impl ApiError {
         }
     }
 
+    /// Logs a 5xx with its cause: called once per answered request, where
+    /// the error becomes its status. The cause is the error's own words
+    /// (a Redis or store message: never a feature value, a header or the
+    /// query string); a 4xx is the caller's and is not logged.
+    pub fn log_if_server_error(&self, method: &tiny_http::Method, route: &str) {
+        let status = self.status();
+        if status >= 500 {
+            log::error!(
+                "event=server_error method={} route={route} status={status} cause={}",
+                crate::logging::value(method),
+                crate::logging::value(self)
+            );
+        }
+    }
+
     /// `{"error": "..."}`
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({ "error": self.to_string() }))

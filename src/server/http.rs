@@ -161,11 +161,14 @@ pub fn header<'r>(req: &'r Request, name: &'static str) -> Option<&'r str> {
 pub enum Reply {
     Json(Vec<u8>),
     Html(&'static str),
+    /// The Prometheus text format (`/metrics`).
+    Metrics(String),
 }
 
 pub struct Headers {
     json: Header,
     html: Header,
+    metrics: Header,
     no_store: Header,
     allow_get: Header,
     allow_post: Header,
@@ -182,6 +185,7 @@ impl Default for Headers {
         Headers {
             json: h("Content-Type", "application/json"),
             html: h("Content-Type", "text/html; charset=utf-8"),
+            metrics: h("Content-Type", crate::metrics::CONTENT_TYPE),
             no_store: h("Cache-Control", "no-store"),
             allow_get: h("Allow", "GET"),
             allow_post: h("Allow", "POST"),
@@ -196,6 +200,7 @@ impl Default for Headers {
 const CLOSING_BODY_MAX: usize = 640;
 
 /// Sends `result`; errors become `{"error": ...}` with their status.
+/// Returns the body's length (for the access log).
 /// `on_sent`: the connection is closed after this response (an error path
 /// that did not read the body); called once tiny_http has taken the whole
 /// response, right before its one write.
@@ -204,11 +209,12 @@ pub fn respond(
     result: Result<Reply, ApiError>,
     headers: &Headers,
     on_sent: Option<Box<dyn FnOnce() + Send>>,
-) {
+) -> usize {
     let closing = on_sent.is_some();
     let (status, body, ctype, allow) = match result {
         Ok(Reply::Json(body)) => (200, body, &headers.json, None),
         Ok(Reply::Html(page)) => (200, page.as_bytes().to_vec(), &headers.html, None),
+        Ok(Reply::Metrics(text)) => (200, text.into_bytes(), &headers.metrics, None),
         Err(e) => {
             let mut body = e.to_json();
             if closing && body.len() > CLOSING_BODY_MAX {
@@ -241,6 +247,7 @@ pub fn respond(
             req.respond(Response::new(status, fields, data, Some(len), None))
         }
     };
+    len
 }
 
 /// A response body that calls `on_end` when tiny_http has read all of it.

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod errors;
 pub mod features;
 pub mod http;
+pub mod metrics;
 pub mod origin;
 pub mod push;
 pub mod reset;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tiny_http::{Method, Request};
 
@@ -58,6 +59,9 @@ pub struct App {
     pub reset: reset::ResetProgress,
     /// What the demo writes on this registry (the worker holds the same).
     pub demo: crate::demo::Source,
+    /// The request counters `/metrics` shows; `None` with `--no-metrics`
+    /// (there only to measure what they cost).
+    pub metrics: Option<metrics::HttpMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +80,10 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Who may call what (see `auth`); `Auth::open()`: everyone.
     pub auth: Arc<auth::Auth>,
+    /// One `event=access` line per request (`--access-log`).
+    pub access_log: bool,
+    /// Requests slower than this are logged (`--slow-request-ms`).
+    pub slow_request: Duration,
 }
 
 /// Why the server wants to stop.
@@ -104,6 +112,8 @@ struct Shared {
     bodies: Arc<BodyPool>,
     /// How many of those may be in a handler at once (`--threads`).
     body_handlers: Permits,
+    access_log: bool,
+    slow_request: Duration,
 }
 
 impl HttpServer {
@@ -138,6 +148,8 @@ impl HttpServer {
             body_limit: config.max_body_bytes,
             bodies: BodyPool::new(max_connections),
             body_handlers: Permits::new(threads),
+            access_log: config.access_log,
+            slow_request: config.slow_request,
         });
         let threads = (0..threads)
             .map(|_| {
@@ -223,6 +235,9 @@ fn handle(shared: &Arc<Shared>, req: Request) {
 /// still in the socket (`http::body_on_socket`). `permits`: taken before
 /// the handler runs (on body threads).
 fn answer(shared: &Shared, mut req: Request, on_socket: bool, permits: Option<&Permits>) {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let endpoint = routes::lookup(path_of(req.url())).map(|(e, _)| e);
     let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
     let mut body_read = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -244,10 +259,55 @@ fn answer(shared: &Shared, mut req: Request, on_socket: bool, permits: Option<&P
             on_sent = Some(Box::new(move || conns.response_handed_over(peer)));
         }
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => {
+            e.log_if_server_error(&method, metrics::route_label(endpoint));
+            e.status()
+        }
+    };
+    let bytes = catch_unwind(AssertUnwindSafe(|| {
         http::respond(req, result, &shared.headers, on_sent)
-    }));
+    }))
+    .unwrap_or(0);
     drop(ticket);
+    observe(shared, &method, endpoint, status, started.elapsed(), bytes);
+}
+
+/// `url` without its query string.
+fn path_of(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
+}
+
+/// Counts an answered request, and logs it when slow or asked to
+/// (`--access-log`). Never the query string, a header or the body: the
+/// route is the route table's fixed path.
+fn observe(
+    shared: &Shared,
+    method: &Method,
+    endpoint: Option<routes::Endpoint>,
+    status: u16,
+    took: Duration,
+    bytes: usize,
+) {
+    if let Some(m) = &shared.app.metrics {
+        m.record(endpoint, status, took);
+    }
+    let slow = took >= shared.slow_request;
+    if !(slow || shared.access_log) {
+        return;
+    }
+    let route = metrics::route_label(endpoint);
+    let ms = took.as_secs_f64() * 1e3;
+    let method = crate::logging::value(method);
+    if slow {
+        log::warn!("event=slow_request method={method} route={route} status={status} ms={ms:.3} bytes={bytes}");
+    }
+    if shared.access_log {
+        log::info!(
+            "event=access method={method} route={route} status={status} ms={ms:.3} bytes={bytes}"
+        );
+    }
 }
 
 fn route(
@@ -333,7 +393,13 @@ pub fn install_panic_hook() {
             .unwrap_or(false);
         if first {
             default(info);
-            eprintln!("fs-server: further panics at {at} are not logged (a request thread catches its own and lives on)");
+            log::error!(
+                "event=panic at={} note={}",
+                crate::logging::value(&at),
+                crate::logging::value(
+                    "further panics here are not logged; the request thread lives on"
+                )
+            );
         }
     }));
 }

@@ -44,6 +44,46 @@ pub enum Endpoint {
     Registry,
     Features,
     Push,
+    Metrics,
+}
+
+/// Every endpoint, in the order of its discriminant (metrics index by it).
+pub const ENDPOINTS: [Endpoint; 13] = [
+    Endpoint::Page,
+    Endpoint::Healthz,
+    Endpoint::State,
+    Endpoint::BulkLoad,
+    Endpoint::Toggle,
+    Endpoint::Read,
+    Endpoint::BatchRead,
+    Endpoint::Inspect,
+    Endpoint::Reset,
+    Endpoint::Registry,
+    Endpoint::Features,
+    Endpoint::Push,
+    Endpoint::Metrics,
+];
+
+impl Endpoint {
+    /// The path the endpoint answers at (`/` for the page): the `route`
+    /// label of its metrics and log lines.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Page => "/",
+            Endpoint::Healthz => "/healthz",
+            Endpoint::State => "/state",
+            Endpoint::BulkLoad => "/bulk-load",
+            Endpoint::Toggle => "/worker/toggle",
+            Endpoint::Read => "/read",
+            Endpoint::BatchRead => "/batch-read",
+            Endpoint::Inspect => "/inspect",
+            Endpoint::Reset => "/reset",
+            Endpoint::Registry => "/v1/registry",
+            Endpoint::Features => "/v1/features",
+            Endpoint::Push => "/v1/push",
+            Endpoint::Metrics => "/metrics",
+        }
+    }
 }
 
 /// The endpoint at `path` and the one method it accepts.
@@ -61,6 +101,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/v1/registry" => (Endpoint::Registry, "GET"),
         "/v1/features" => (Endpoint::Features, "POST"),
         "/v1/push" => (Endpoint::Push, "POST"),
+        "/metrics" => (Endpoint::Metrics, "GET"),
         _ => return None,
     })
 }
@@ -79,6 +120,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Registry => json_reply(&app.registry.to_json()),
         Endpoint::Features => super::features::features(app, params),
         Endpoint::Push => push(app, params),
+        Endpoint::Metrics => metrics(app),
     }
 }
 
@@ -90,6 +132,17 @@ fn json_reply(value: &impl Serialize) -> Result<Reply, ApiError> {
 
 fn ms_since(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// 404 when the server runs with `--no-metrics` (kept only to measure
+/// what the metrics cost).
+fn metrics(app: &App) -> Result<Reply, ApiError> {
+    let Some(http) = &app.metrics else {
+        return Err(ApiError::NotFound("metrics are off (--no-metrics)".into()));
+    };
+    super::metrics::render(app, http)
+        .map(Reply::Metrics)
+        .map_err(|e| ApiError::Internal(format!("encoding the metrics: {e}")))
 }
 
 fn healthz(app: &App) -> Result<Reply, ApiError> {

@@ -24,6 +24,7 @@ use super::slots::{key_slot, routing_key, SLOTS};
 use crate::error::StoreError;
 use crate::pool::{self, PoolConfig};
 use crate::scripts::LuaScript;
+use crate::store::RedisStats;
 
 /// The URL scheme that selects the cluster backend.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
@@ -298,6 +299,14 @@ impl Cluster {
         nodes.values().map(|n| n.round_trips()).sum()
     }
 
+    /// Every node's counters and pool state, summed.
+    pub(super) fn add_stats(&self, into: &mut RedisStats) {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for node in nodes.values() {
+            node.add_stats(into);
+        }
+    }
+
     /// How many primaries the slot map the store has names, without asking
     /// the cluster (`None` before the first call fetched one).
     pub(super) fn known_primaries(&self) -> Option<usize> {
@@ -401,6 +410,7 @@ impl Cluster {
                 let sent: Vec<Result<Value, StoreError>> = match script {
                     Some(script) => {
                         let part: Vec<&Cmd> = indices.iter().map(|&i| cmds[i]).collect();
+                        node.count_script_calls(part.len());
                         node.noscript_rounds(script, &part, asking, first)
                     }
                     None => match first {

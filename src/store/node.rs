@@ -14,6 +14,7 @@ use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 use crate::error::StoreError;
 use crate::pool::{self, Conn, Manager, Pool};
 use crate::scripts::LuaScript;
+use crate::store::RedisStats;
 use r2d2::PooledConnection;
 
 /// How many rounds in a row `Node::script_pipeline` re-loads the script
@@ -28,6 +29,91 @@ pub(crate) struct Node {
     pub(super) pool: Pool,
     /// Every time a pipeline or command went out on a connection.
     round_trips: AtomicU64,
+    /// The rest of what `/metrics` shows of this node: atomics bumped next
+    /// to the round trip, never a lock.
+    counters: NodeCounters,
+}
+
+/// What a node counts besides its round trips (see `RedisStats`).
+#[derive(Default)]
+struct NodeCounters {
+    script_calls: AtomicU64,
+    noscript_reloads: AtomicU64,
+    checkout_timeouts: AtomicU64,
+    checkout_wait_micros: AtomicU64,
+    /// Failed operations, by `ErrorClass` (after the store's own retry).
+    errors: [AtomicU64; ErrorClass::ALL.len()],
+}
+
+/// How a failed operation failed, for the `kind` label of
+/// `fs_redis_errors_total`. Told from the error's text: the store's error
+/// type keeps the words, not redis-rs's kinds (its variants say what a
+/// caller should do, not why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A connect, read or write ran past `--redis-timeout-ms`.
+    Timeout,
+    /// Nothing listens at the address (Redis down, wrong port).
+    Refused,
+    /// No pooled connection came free within the checkout timeout.
+    PoolTimeout,
+    /// Any other outage: a dropped connection, LOADING, CLUSTERDOWN ...
+    Unavailable,
+    /// A key of another type than the store's hashes.
+    WrongType,
+    /// Redis answered with an error (a script refusal, OOM, an ACL ...).
+    Server,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 6] = [
+        ErrorClass::Timeout,
+        ErrorClass::Refused,
+        ErrorClass::PoolTimeout,
+        ErrorClass::Unavailable,
+        ErrorClass::WrongType,
+        ErrorClass::Server,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Refused => "refused",
+            ErrorClass::PoolTimeout => "pool_timeout",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::WrongType => "wrong_type",
+            ErrorClass::Server => "server",
+        }
+    }
+
+    /// The class of `e`; `None` for input refused before Redis was asked.
+    pub fn of(e: &StoreError) -> Option<ErrorClass> {
+        Some(match e {
+            StoreError::InvalidInput(_) => return None,
+            StoreError::WrongType { .. } => ErrorClass::WrongType,
+            StoreError::Redis(m) if m.contains("WRONGTYPE") => ErrorClass::WrongType,
+            StoreError::Redis(_) => ErrorClass::Server,
+            StoreError::Unavailable(m) => {
+                let m = m.to_ascii_lowercase();
+                let timed_out = |m: &str| {
+                    m.contains("timed out")
+                        || m.contains("timeout")
+                        // A socket read timeout is EAGAIN on Linux.
+                        || m.contains("temporarily unavailable")
+                };
+                // r2d2 says "timed out waiting for connection", followed by
+                // the last connect error when there was one: that error is
+                // the cause, the pool only waited for it.
+                match m.split_once("waiting for connection") {
+                    _ if m.contains("refused") => ErrorClass::Refused,
+                    Some((_, cause)) if cause.trim().is_empty() => ErrorClass::PoolTimeout,
+                    Some((_, cause)) if timed_out(cause) => ErrorClass::Timeout,
+                    None if timed_out(&m) => ErrorClass::Timeout,
+                    _ => ErrorClass::Unavailable,
+                }
+            }
+        })
+    }
 }
 
 impl Node {
@@ -36,6 +122,7 @@ impl Node {
             addr,
             pool,
             round_trips: AtomicU64::new(0),
+            counters: NodeCounters::default(),
         }
     }
 
@@ -43,14 +130,64 @@ impl Node {
         self.round_trips.load(Relaxed)
     }
 
+    /// Adds this node's counters and pool state to `into`.
+    pub(super) fn add_stats(&self, into: &mut RedisStats) {
+        let c = &self.counters;
+        into.round_trips_total += self.round_trips();
+        into.script_calls_total += c.script_calls.load(Relaxed);
+        into.noscript_reloads_total += c.noscript_reloads.load(Relaxed);
+        into.pool_checkout_timeouts_total += c.checkout_timeouts.load(Relaxed);
+        into.pool_checkout_wait_micros_total += c.checkout_wait_micros.load(Relaxed);
+        for (total, n) in into.errors_total.iter_mut().zip(&c.errors) {
+            *total += n.load(Relaxed);
+        }
+        // One short lock inside r2d2, at scrape time only.
+        let state = self.pool.state();
+        into.pool_connections += u64::from(state.connections);
+        into.pool_idle += u64::from(state.idle_connections);
+        into.pool_max += u64::from(self.pool.max_size());
+    }
+
+    /// A pooled connection, the wait (and a wait that ran out) counted.
+    fn checkout(&self) -> Result<PooledConnection<Manager>, StoreError> {
+        let started = Instant::now();
+        let conn = self.pool.get();
+        let waited = started.elapsed().as_micros() as u64;
+        self.counters
+            .checkout_wait_micros
+            .fetch_add(waited, Relaxed);
+        conn.map_err(|e| {
+            self.counters.checkout_timeouts.fetch_add(1, Relaxed);
+            e.into()
+        })
+    }
+
+    /// Counts a failed operation by its class; returns `result` as it is.
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            if let Some(class) = ErrorClass::of(e) {
+                self.counters.errors[class as usize].fetch_add(1, Relaxed);
+            }
+        }
+        result
+    }
+
     /// Runs `op` on a pooled connection; when the connection fails under it
     /// (a Redis restart leaves every pooled connection stale), runs it once
     /// more on a fresh one. Every operation of the store is idempotent.
     pub(super) fn with_conn<T>(
         &self,
+        op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.with_conn_uncounted(op);
+        self.note(result)
+    }
+
+    fn with_conn_uncounted<T>(
+        &self,
         mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.checkout()?;
         self.round_trips.fetch_add(1, Relaxed);
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
@@ -88,6 +225,7 @@ impl Node {
         asking: bool,
     ) -> Vec<Result<Value, StoreError>> {
         let first = self.calls(None, cmds.iter().copied(), asking);
+        self.count_script_calls(cmds.len());
         self.noscript_rounds(script, cmds, asking, first)
     }
 
@@ -110,6 +248,8 @@ impl Node {
             .collect();
         let mut idle_rounds = 0;
         while !retry.is_empty() && idle_rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS {
+            self.counters.noscript_reloads.fetch_add(1, Relaxed);
+            self.count_script_calls(retry.len());
             let again = retry.iter().map(|&i| cmds[i]);
             let mut replies = match self.calls(Some(script), again, asking) {
                 Ok(replies) => replies.into_iter(),
@@ -147,6 +287,11 @@ impl Node {
         outcomes
     }
 
+    /// `n` script calls sent (a NOSCRIPT re-send counts again).
+    pub(super) fn count_script_calls(&self, n: usize) {
+        self.counters.script_calls.fetch_add(n as u64, Relaxed);
+    }
+
     /// One round trip: a `SCRIPT LOAD` of `load` when given (its reply
     /// first), then `cmds`, each after an `ASKING` when `asking` (whose
     /// replies are dropped).
@@ -180,8 +325,8 @@ impl Node {
         }
         let packed = pipe.get_packed_pipeline();
         let replies = pipe.len();
-        let conn = match self.pool.get() {
-            Err(e) => Written::NoConnection(e.into()),
+        let conn = match self.checkout() {
+            Err(e) => Written::NoConnection(e),
             Ok(mut conn) => {
                 self.round_trips.fetch_add(1, Relaxed);
                 match conn.run(|c| c.send_packed_command(&packed)) {
@@ -204,6 +349,7 @@ impl Node {
     /// up to `NOSCRIPT_ROUNDS_WITHOUT_PROGRESS` times.
     pub(super) fn eval(&self, script: &LuaScript, cmd: &Cmd) -> Result<Value, StoreError> {
         self.with_conn(|c| {
+            self.count_script_calls(1);
             c.run(|c| {
                 // A script flushed again between the load and the call (a
                 // flush loop, back-to-back failovers) costs another round.
@@ -214,6 +360,8 @@ impl Node {
                             if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
                                 && rounds < NOSCRIPT_ROUNDS_WITHOUT_PROGRESS =>
                         {
+                            self.counters.noscript_reloads.fetch_add(1, Relaxed);
+                            self.count_script_calls(1);
                             script.load(c)?;
                             rounds += 1;
                         }
@@ -257,7 +405,11 @@ impl Sent {
     /// (a Redis restart leaves every pooled connection stale), sends it
     /// once more on a fresh one, as `Node::with_conn` does. The replies
     /// are raw, one per command, the `ASKING`s' dropped.
-    pub(super) fn finish(mut self, node: &Node) -> Result<Vec<Value>, StoreError> {
+    pub(super) fn finish(self, node: &Node) -> Result<Vec<Value>, StoreError> {
+        node.note(self.finish_uncounted(node))
+    }
+
+    fn finish_uncounted(mut self, node: &Node) -> Result<Vec<Value>, StoreError> {
         let replies = self.replies;
         let read = |c: &mut redis::Connection| {
             (0..replies)
@@ -299,5 +451,30 @@ impl Drop for Sent {
         if let Written::Pending(conn) = &mut self.conn {
             conn.discard();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorClass;
+    use crate::error::StoreError;
+
+    #[test]
+    fn an_error_is_classed_by_its_cause_not_by_the_pool_that_waited_for_it() {
+        let class = |m: &str| ErrorClass::of(&StoreError::Unavailable(m.into()));
+        let refused = "timed out waiting for connection: Connection refused (os error 111)";
+        assert_eq!(class(refused), Some(ErrorClass::Refused));
+        assert_eq!(
+            class("timed out waiting for connection"),
+            Some(ErrorClass::PoolTimeout)
+        );
+        assert_eq!(
+            class("Resource temporarily unavailable (os error 11)"),
+            Some(ErrorClass::Timeout)
+        );
+        assert_eq!(class("broken pipe"), Some(ErrorClass::Unavailable));
+        let wrong = StoreError::Redis("WRONGTYPE Operation against a key".into());
+        assert_eq!(ErrorClass::of(&wrong), Some(ErrorClass::WrongType));
+        assert_eq!(ErrorClass::of(&StoreError::invalid("bad id")), None);
     }
 }

@@ -22,6 +22,16 @@ impl Transport {
         }
     }
 
+    /// What the connections did, summed over the nodes.
+    pub(super) fn redis_stats(&self) -> RedisStats {
+        let mut stats = RedisStats::default();
+        match self {
+            Transport::Standalone(node) => node.add_stats(&mut stats),
+            Transport::Cluster(c) => c.add_stats(&mut stats),
+        }
+        stats
+    }
+
     /// `redis+cluster://...` is a cluster; anything else a standalone
     /// server (`redis://`, `unix://`). Nothing is connected yet.
     pub(crate) fn open(url: &str, config: &PoolConfig) -> Result<Transport, StoreError> {

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 31] = [
+const ROWS: [&str; 32] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -20,6 +20,7 @@ const ROWS: [&str; 31] = [
     "event_time_streaming",
     "event_time_replay",
     "http_read",
+    "http_read_metrics",
     "http_read_concurrent",
     "http_read_auth",
     "http_batch_read",

@@ -17,6 +17,7 @@ mod invariants;
 mod loader;
 mod loader_event_time;
 mod loader_registry;
+mod observe;
 mod pacing;
 mod push;
 mod registry;

@@ -341,6 +341,11 @@ pub fn rows(ctx: &mut Ctx, server_bin: &Path, rows: &mut Vec<Row>) -> BResult<()
     eprintln!("fs-bench: starting {} ...", server_bin.display());
     let server = Server::start(server_bin, &ctx.redis.url())?;
     crate::step("http /read, 1 client", rows, read_one_client(ctx, &server))?;
+    crate::step(
+        "http /read, metrics on vs off",
+        rows,
+        read_metrics_cost(ctx, server_bin, &server),
+    )?;
     crate::step("http /read, 8 clients", rows, read_concurrent(ctx, &server))?;
     crate::step(
         "http /read with tokens",
@@ -470,6 +475,55 @@ fn read_with_auth(ctx: &mut Ctx, server_bin: &Path) -> BResult<Row> {
              the bearer token (SHA-256) and compares it with each known digest in constant \
              time before reading the body.",
             n / 10,
+        ),
+    })
+}
+
+/// What `/metrics` costs `/read`: the server as shipped against the same
+/// binary started with `--no-metrics` (a hidden flag kept only for this
+/// row), each on one keep-alive client, interleaved round by round on the
+/// same Redis so both see the same machine.
+fn read_metrics_cost(ctx: &mut Ctx, server_bin: &Path, server: &Server) -> BResult<Row> {
+    let n = ctx.sizes.http_iters;
+    let mut flags = server_flags();
+    flags.push("--no-metrics".into());
+    let bare = Server::start_with_flags(server_bin, &ctx.redis.url(), &flags)?;
+    let ids = library::read_ids(ctx.streamed, n, 7);
+    let bodies: Vec<Vec<u8>> = ids.iter().map(|id| read_body(id)).collect();
+    let mut with = HttpClient::connect(server.addr)?;
+    let mut without = HttpClient::connect(bare.addr)?;
+    let (status, body) = without.request("GET", "/metrics", b"")?;
+    if status != 404 {
+        return Err(format!("--no-metrics still serves /metrics ({status}): {body:?}").into());
+    }
+    let (ours, base) = paired(
+        n / 10,
+        n,
+        ctx.sizes.rounds,
+        |i| -> BResult<()> {
+            let (status, body) = with.post("/read", &bodies[i])?;
+            check_ok("POST /read", status, &body)
+        },
+        |i| -> BResult<()> {
+            let (status, body) = without.post("/read", &bodies[i])?;
+            check_ok("POST /read (--no-metrics)", status, &body)
+        },
+    )?;
+    Ok(Row {
+        id: "http_read_metrics",
+        operation: "HTTP `POST /read`, 5 fields, one keep-alive client, metrics counted".into(),
+        unit: "req",
+        ours: Figures::Timed(ours),
+        baseline_name: "the same server binary with `--no-metrics`".into(),
+        baseline: Figures::Timed(base),
+        ratio_on: RatioOn::P50,
+        goal: vec![Check::RatioAtMost(1.05)],
+        note: format!(
+            "{n} requests after {} warm-up ones to each of two servers on the same Redis, one \
+             counting every request for `/metrics` (route and status counters, a latency \
+             histogram) and one started with `--no-metrics`; interleaved in {} rounds.",
+            n / 10,
+            ctx.sizes.rounds
         ),
     })
 }
