@@ -138,8 +138,8 @@ fn batch_read(sizes: &Sizes, on_cluster: &FeatureStore, alone: &FeatureStore) ->
         goal: Vec::new(),
         note: format!(
             "{n} batches of 100 random loaded users each side, interleaved; the cluster sends one \
-             pipeline per node ({PRIMARIES} round trips, one after the other) where standalone \
-             sends one."
+             pipeline per node ({PRIMARIES} round trips, all written before any reply is read) \
+             where standalone sends one."
         ),
     })
 }
