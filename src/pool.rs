@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, RedisResult};
 
 use crate::error::{is_transport_error, StoreError};
+use crate::tls::TlsConfig;
 
 /// Timeouts and size of the pool.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct PoolConfig {
     pub io_timeout: Duration,
     /// How long a caller waits for a free connection before `Unavailable`.
     pub checkout_timeout: Duration,
+    /// CA and client certificate for `rediss://` (each cluster node's pool
+    /// gets the same).
+    pub tls: TlsConfig,
 }
 
 impl Default for PoolConfig {
@@ -31,6 +35,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(2),
             checkout_timeout: Duration::from_secs(2),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -135,8 +140,7 @@ pub fn checkout_live(
 /// Builds the pool without connecting: the first request connects, so a
 /// server can start (and answer 503) while Redis is still down.
 pub fn build(url: &str, config: &PoolConfig) -> Result<Pool, StoreError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| StoreError::invalid(format!("bad redis url {url:?}: {e}")))?;
+    let client = config.tls.client(url)?;
     let manager = Manager {
         client,
         connect_timeout: config.connect_timeout,

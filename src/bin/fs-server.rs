@@ -12,11 +12,13 @@ use feature_store::demo;
 use feature_store::demo::worker::{Worker, WorkerConfig};
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
+use feature_store::redis_url::redact;
 use feature_store::registry::Registry;
 use feature_store::server::args::Args;
 use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
+use feature_store::tls::TlsConfig;
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
 /// Survives tiny_http's drain of a body declared 100 GB long (see the module).
@@ -45,7 +47,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args, registry) {
+    // TLS files that cannot be used, or given for a Redis that is not
+    // rediss://: a configuration error, as a bad flag.
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("fs-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !tls.is_empty() {
+        let url = args
+            .redis_url
+            .as_deref()
+            .unwrap_or("redis://(the managed Redis)/");
+        if let Err(e) = tls.client(url) {
+            eprintln!("fs-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match run(args, registry, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fs-server: {e}");
@@ -76,7 +97,7 @@ fn move_first_entity(mut registry: Registry, prefix: Option<&str>) -> Result<Reg
     Ok(registry)
 }
 
-fn run(args: Args, registry: Registry) -> Result<(), String> {
+fn run(args: Args, registry: Registry, tls: TlsConfig) -> Result<(), String> {
     // Kept alive until the end of `run`; dropping it stops redis-server.
     let mut managed = None;
     let (mode, url) = match &args.redis_url {
@@ -101,6 +122,7 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
             connect_timeout: timeout,
             io_timeout: timeout.max(Duration::from_secs(2)),
             checkout_timeout: timeout,
+            tls: tls.clone(),
         },
         ..StoreConfig::default()
     };
@@ -145,8 +167,12 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
         Box::new(move || cache.ids())
     };
     // One pacer for all the server's bulk writes: /bulk-load and the worker.
-    let pacer = Pacer::new(PaceMode::budget_ms(args.write_latency_budget_ms), &url)
-        .map_err(|e| e.to_string())?;
+    let pacer = Pacer::with_tls(
+        PaceMode::budget_ms(args.write_latency_budget_ms),
+        &url,
+        &tls,
+    )
+    .map_err(|e| e.to_string())?;
     let worker = Worker::new(
         store.clone(),
         ids,
@@ -253,16 +279,5 @@ fn run(args: Args, registry: Registry) -> Result<(), String> {
     match reason {
         Event::Signal => Ok(()),
         Event::AcceptFailed(e) => Err(format!("the accept loop stopped: {e}")),
-    }
-}
-
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
     }
 }

@@ -622,6 +622,7 @@ fn after_a_reset_the_worker_recreates_no_entity_even_when_the_rescan_fails() {
                 connect_timeout: Duration::from_millis(200),
                 io_timeout: Duration::from_millis(200),
                 checkout_timeout: Duration::from_millis(200),
+                ..PoolConfig::default()
             },
             ..StoreConfig::default()
         },
