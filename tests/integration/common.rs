@@ -44,9 +44,9 @@ pub fn acl_is_on() -> bool {
 pub const ACL_USER: &str = "fsuser";
 pub const ACL_PASSWORD: &str = "fs-test-Pw7";
 
-/// The least privilege the store needs, after `ACL SETUSER <user> on
-/// ><password>`: keys under `fs:` only, no Pub/Sub channels, and only the
-/// commands the store and its Lua scripts call. docs/operating.md gives the
+/// The least privilege the store needs, the rules after
+/// `ACL SETUSER <user> on >PASSWORD`: keys under `fs:` only, no Pub/Sub
+/// channels, and only the commands the store and its Lua scripts call. docs/operating.md gives the
 /// same rule to operators (a test checks they agree).
 pub const STORE_ACL: &str = "resetkeys ~fs:* resetchannels -@all \
     +evalsha +script|load \
