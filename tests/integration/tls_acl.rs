@@ -54,12 +54,12 @@ fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
 fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
+    usage: &[ExtendedKeyUsagePurpose],
 ) -> (String, String) {
     let key = KeyPair::generate().expect("leaf key");
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).expect("leaf params");
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usage.to_vec();
     let cert = params.signed_by(&key, issuer).expect("signing");
     (cert.pem(), key.serialize_pem())
 }
@@ -71,10 +71,17 @@ fn pki() -> Pki {
     let (server_cert, server_key) = leaf(
         &issuer,
         &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
+        // A cluster node also presents it as a client, on the cluster bus.
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     );
-    let (client_cert, client_key) =
-        leaf(&issuer, &["fs-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (client_cert, client_key) = leaf(
+        &issuer,
+        &["fs-client"],
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+    );
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("writing a PEM file");
@@ -356,6 +363,61 @@ fn tls_files_that_are_missing_or_not_pem_stop_the_start_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{bin}: {}", show(&out));
         assert!(show(&out).contains("rediss://"), "{bin}: {}", show(&out));
     }
+}
+
+#[test]
+fn a_cluster_over_tls_serves_the_store_on_every_primary() {
+    let pki = pki();
+    let cluster = feature_store::ManagedCluster::start_with(
+        3,
+        0,
+        feature_store::managed_cluster::ClusterOptions {
+            tls: Some(ServerTls {
+                cert_file: pki.server_cert.clone(),
+                key_file: pki.server_key.clone(),
+                ca_file: pki.ca.clone(),
+                require_client_cert: false,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("starting a TLS cluster: {e}"));
+    let url = cluster.tls_url().expect("started with TLS");
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let tls = TlsConfig::load(Some(&pki.ca), None, None).expect("the CA file");
+    let store = store_over(&url, tls).expect("opening the store");
+    // Ids enough to land on every primary.
+    let rows: Vec<_> = (0..60).map(|i| row(&format!("u{i:04}"), "PT")).collect();
+    let report = store.bulk_load(&rows, 3600).expect("writing over TLS");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(store.backend().nodes, Some(3));
+    let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    let read = store
+        .batch_get_features(&ids, &["country_iso"])
+        .expect("reading over TLS");
+    assert_eq!(read.len(), 60);
+    for (id, r) in ids.iter().zip(&read) {
+        let values = r.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(
+            values[0].as_ref().and_then(|v| v.as_str()),
+            Some("PT"),
+            "{id}"
+        );
+    }
+    // Each primary holds part of them: every node was reached over TLS.
+    for i in 0..cluster.len() {
+        let size: u64 = redis::cmd("DBSIZE")
+            .query(&mut cluster.node(i).raw_plain())
+            .expect("DBSIZE");
+        assert!(size > 0, "node {i} holds no entity");
+    }
+    // A wrong CA fails on the cluster as on one server, naming the cause.
+    let wrong = TlsConfig::load(Some(&pki.other_ca), None, None).expect("the other CA");
+    let e = store_over(&url, wrong)
+        .expect("opening the store")
+        .get_features("u0001", &["country_iso"])
+        .expect_err("another CA");
+    assert!(names_unknown_issuer(&e.to_string()), "{e}");
 }
 
 /// A Redis with an ACL user `fsuser` of the store's least privilege
