@@ -92,7 +92,19 @@ impl ManagedRedis {
             "--tls-auth-clients".into(),
             yes_no.into(),
         ];
-        Self::start_inner(extra_args, Some(args))
+        Self::start_inner(extra_args, Some(args)).map_err(|e| match e {
+            // Said plainly: the fix is a rebuild, not a look at the log.
+            ManagedRedisError::NotReady { log, .. } if log.contains("TLS support") => {
+                ManagedRedisError::NotReady {
+                    reason: "this redis-server was built without TLS: run \
+                             scripts/ensure-redis.sh (it rebuilds the cache with TLS) or \
+                             set FS_REDIS_SERVER to one built with BUILD_TLS=yes"
+                        .into(),
+                    log,
+                }
+            }
+            other => other,
+        })
     }
 
     fn start_inner(
