@@ -8,6 +8,7 @@
 //! goes back into the pool, and the store retries once on a live one (see
 //! `checkout_live`).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, RedisResult};
@@ -72,6 +73,23 @@ pub struct Manager {
     client: redis::Client,
     connect_timeout: Duration,
     io_timeout: Duration,
+    /// Why the latest connect failed; cleared by one that succeeds (see
+    /// `get`).
+    last_error: LastError,
+}
+
+/// Shared by a pool and its manager.
+#[derive(Clone, Default)]
+struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, outcome: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+    }
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -79,13 +97,18 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> RedisResult<Conn> {
-        let inner = self
+        let connected = self
             .client
-            .get_connection_with_timeout(self.connect_timeout)?;
-        inner.set_read_timeout(Some(self.io_timeout))?;
-        inner.set_write_timeout(Some(self.io_timeout))?;
+            .get_connection_with_timeout(self.connect_timeout)
+            .and_then(|inner| {
+                inner.set_read_timeout(Some(self.io_timeout))?;
+                inner.set_write_timeout(Some(self.io_timeout))?;
+                Ok(inner)
+            });
+        self.last_error
+            .set(connected.as_ref().err().map(|e| e.to_string()));
         Ok(Conn {
-            inner,
+            inner: connected?,
             broken: false,
             opened: Instant::now(),
         })
@@ -100,7 +123,29 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-pub type Pool = r2d2::Pool<Manager>;
+/// The r2d2 pool, and why its latest connect failed.
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    last_error: LastError,
+}
+
+/// A pooled connection, or `Unavailable` saying why none could be made.
+/// r2d2 hands the latest connect error to only one of the callers whose
+/// wait times out (the others read just "timed out waiting for
+/// connection"), so the manager keeps its own copy and every caller gets the
+/// cause: a refused connection, a certificate that does not verify, a wrong
+/// password.
+pub fn get(pool: &Pool) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+    pool.inner.get().map_err(|e| {
+        let message = e.to_string();
+        match pool.last_error.get() {
+            Some(cause) if !message.contains(&cause) => {
+                StoreError::Unavailable(format!("{message}: {cause}"))
+            }
+            _ => StoreError::Unavailable(message),
+        }
+    })
+}
 
 /// A connection to retry on after a transport error seen at `failed_at`.
 ///
@@ -117,8 +162,8 @@ pub fn checkout_live(
 ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
     // Each dead connection dropped makes room for a new one, so this ends
     // with a fresh connection at the latest after the pool's size.
-    for _ in 0..=pool.max_size() {
-        let mut conn = pool.get()?;
+    for _ in 0..=pool.inner.max_size() {
+        let mut conn = get(pool)?;
         if conn.opened > failed_at {
             return Ok(conn);
         }
@@ -141,16 +186,19 @@ pub fn checkout_live(
 /// server can start (and answer 503) while Redis is still down.
 pub fn build(url: &str, config: &PoolConfig) -> Result<Pool, StoreError> {
     let client = config.tls.client(url)?;
+    let last_error = LastError::default();
     let manager = Manager {
         client,
         connect_timeout: config.connect_timeout,
         io_timeout: config.io_timeout,
+        last_error: last_error.clone(),
     };
-    Ok(r2d2::Pool::builder()
+    let inner = r2d2::Pool::builder()
         .max_size(config.max_size)
         .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(config.checkout_timeout)
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager))
+        .build_unchecked(manager);
+    Ok(Pool { inner, last_error })
 }

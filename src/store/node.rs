@@ -50,7 +50,7 @@ impl Node {
         &self,
         mut op: impl FnMut(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = pool::get(&self.pool)?;
         self.round_trips.fetch_add(1, Relaxed);
         match op(&mut conn) {
             Err(e) if e.is_unavailable() => {
@@ -186,8 +186,8 @@ impl Node {
         }
         let packed = pipe.get_packed_pipeline();
         let replies = pipe.len();
-        let conn = match self.pool.get() {
-            Err(e) => Written::NoConnection(e.into()),
+        let conn = match pool::get(&self.pool) {
+            Err(e) => Written::NoConnection(e),
             Ok(mut conn) => {
                 self.round_trips.fetch_add(1, Relaxed);
                 match conn.run(|c| c.send_packed_command(&packed)) {

@@ -222,6 +222,18 @@ fn a_wrong_ca_is_refused_naming_the_certificate_problem() {
     assert!(e.is_unavailable(), "{e:?}");
     assert!(names_unknown_issuer(&e.to_string()), "{e}");
 
+    // Every caller waiting at once is told the cause, not only the one
+    // r2d2 hands its last error to.
+    std::thread::scope(|scope| {
+        let waiting: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| store.get_features("u0001", &["country_iso"])))
+            .collect();
+        for w in waiting {
+            let e = w.join().expect("a reader").expect_err("another CA");
+            assert!(names_unknown_issuer(&e.to_string()), "{e}");
+        }
+    });
+
     // The system's roots do not know the test CA either.
     let store = store_over(&url, TlsConfig::default()).expect("opening the store");
     let e = store
