@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Finds or builds a redis-server >= 7.4 and prints its absolute path on stdout.
 #
-# Order: $FS_REDIS_SERVER if set; a redis-server on PATH that is new enough;
-# the project's cache ($FS_REDIS_CACHE, default ~/.cache/redis-feature-store);
-# otherwise build Debian trixie's redis source package into the cache. Debian
+# Order: $FS_REDIS_SERVER if set; a redis-server on PATH that is new enough
+# and speaks TLS; the project's cache ($FS_REDIS_CACHE, default
+# ~/.cache/redis-feature-store) when its build speaks TLS; otherwise build
+# Debian trixie's redis source package into the cache, with TLS (libssl-dev:
+# the TLS tests run the store against a redis-server with its own
+# certificates, so a build without TLS is rebuilt once). Debian
 # 12 ships 7.0 (no HEXPIRE) and trixie's binary packages need a newer glibc,
 # so building the source package is the one way that works on these machines.
 # With --valkey it does the same for Debian sid's valkey (>= 9.0) instead and
@@ -40,6 +43,18 @@ version_ok() {
   local major=${v%%.*} minor=${v#*.} min_major=7 min_minor=4
   case "$out" in *[Vv]alkey*) min_major=9 min_minor=0 ;; esac
   [ "$major" -gt "$min_major" ] || { [ "$major" -eq "$min_major" ] && [ "$minor" -ge "$min_minor" ]; }
+}
+
+# tls_ok BINARY -> succeeds when BINARY was built with TLS. Given a TLS
+# port and certificate files that do not exist, a build without TLS stops
+# with "Failed finding TLS support" and one with TLS at loading the files;
+# neither gets as far as listening.
+tls_ok() {
+  local out
+  out=$("$1" --port 0 --tls-port 1 --tls-cert-file /nonexistent/cert.pem \
+          --tls-key-file /nonexistent/key.pem --save '' 2>&1) && return 1
+  case "$out" in *"TLS support"*|*"connection type tls"*) return 1 ;; esac
+  return 0
 }
 
 # apt_sources -> "URI SUITE COMPONENTS..." for every enabled deb/deb-src
@@ -116,7 +131,7 @@ if [ "$want" = redis ] && [ -n "${FS_REDIS_SERVER:-}" ]; then
   echo "$FS_REDIS_SERVER"; exit 0
 fi
 if [ "$want" = redis ] && command -v redis-server >/dev/null 2>&1 \
-   && version_ok "$(command -v redis-server)"; then
+   && version_ok "$(command -v redis-server)" && tls_ok "$(command -v redis-server)"; then
   command -v redis-server; exit 0
 fi
 
@@ -143,6 +158,18 @@ SRC
     || { log "no $pkg source tarball could be fetched for $suite: check the mirror $mirror and apt's proxy"; exit 1; }
 }
 
+# ensure_libssl: OpenSSL's headers for BUILD_TLS=yes, installed with apt on
+# a machine that lacks them (as CI's chromium is).
+ensure_libssl() {
+  [ -f /usr/include/openssl/ssl.h ] && return 0
+  log "installing libssl-dev (OpenSSL headers) for the TLS build"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev >&2
+  else
+    sudo apt-get update -qq >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev >&2
+  fi || { log "libssl-dev is needed to build redis with TLS: install it and run again"; exit 1; }
+}
+
 # build_from_debian SUITE PACKAGE BINARY_PREFIX -> installs into $cache/PACKAGE
 build_from_debian() {
   local suite=$1 pkg=$2 prefix=$3 work
@@ -152,8 +179,9 @@ build_from_debian() {
   orig=$(ls "$work"/"${pkg}"_*.orig.tar.* | head -n 1)
   mkdir -p "$work/src"
   tar -xf "$orig" -C "$work/src" --strip-components=1
-  log "building $pkg (make -j$(nproc) BUILD_TLS=no); this takes a few minutes once"
-  make -C "$work/src" -j"$(nproc)" BUILD_TLS=no USE_SYSTEMD=no >"$work/build.log" 2>&1 \
+  ensure_libssl
+  log "building $pkg (make -j$(nproc) BUILD_TLS=yes); this takes a few minutes once"
+  make -C "$work/src" -j"$(nproc)" BUILD_TLS=yes USE_SYSTEMD=no >"$work/build.log" 2>&1 \
     || { tail -n 40 "$work/build.log" >&2; log "build of $pkg failed"; exit 1; }
   mkdir -p "$cache/$pkg.tmp/bin"
   for b in server cli benchmark; do
@@ -169,13 +197,15 @@ exec 9>"$cache/.lock"
 flock 9   # two concurrent runs must not both build
 
 if [ "$want" = valkey ]; then
-  if ! { [ -x "$cache/valkey/bin/valkey-server" ] && version_ok "$cache/valkey/bin/valkey-server"; }; then
+  if ! { [ -x "$cache/valkey/bin/valkey-server" ] && version_ok "$cache/valkey/bin/valkey-server" \
+         && tls_ok "$cache/valkey/bin/valkey-server"; }; then
     build_from_debian sid valkey valkey
   fi
   echo "$cache/valkey/bin/valkey-server"
   exit 0
 fi
-if ! { [ -x "$cache/redis/bin/redis-server" ] && version_ok "$cache/redis/bin/redis-server"; }; then
+if ! { [ -x "$cache/redis/bin/redis-server" ] && version_ok "$cache/redis/bin/redis-server" \
+       && tls_ok "$cache/redis/bin/redis-server"; }; then
   build_from_debian trixie redis redis
 fi
 echo "$cache/redis/bin/redis-server"

@@ -69,9 +69,11 @@ pub mod managed_redis;
 pub mod metrics;
 pub mod pacing;
 pub mod pool;
+pub mod redis_url;
 pub mod registry;
 pub mod scripts;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod value;
 

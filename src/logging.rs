@@ -8,7 +8,7 @@
 //! `debug`, `trace`, or env_logger's `target=level` list), default `info`.
 //! Callers write `event=<name>` first, then `key=value` pairs, each value
 //! through [`value`] (quoted when it holds a space, a quote or `=`). What
-//! no event may carry: a URL password (see [`redact_url`]), a request's
+//! no event may carry: a URL password (see `redis_url::redact`), a request's
 //! `Authorization` header or query string, a feature value.
 
 use std::fmt::Display;
@@ -72,31 +72,10 @@ pub fn value(v: impl Display) -> String {
     out
 }
 
-/// The URL without its password (`redis://user:***@host:6379/`); a URL
-/// without one as it is.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn a_password_never_survives_redaction() {
-        assert_eq!(
-            redact_url("redis://fs:s3cret@10.0.0.1:6380/0"),
-            "redis://fs:***@10.0.0.1:6380/0"
-        );
-        assert_eq!(redact_url("redis://10.0.0.1/"), "redis://10.0.0.1/");
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]

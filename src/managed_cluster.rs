@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::managed_redis::{ManagedRedis, ManagedRedisError};
+use crate::managed_redis::{ManagedRedis, ManagedRedisError, ServerTls};
 
 /// Redis Cluster's fixed number of hash slots.
 pub const SLOTS: u16 = 16384;
@@ -65,6 +65,11 @@ pub struct ClusterOptions {
     pub require_full_coverage: bool,
     /// How long a start, a failover or `wait_converged` may take.
     pub converge_timeout: Duration,
+    /// Every node also listens for TLS with these certificates, and the
+    /// cluster bus runs over TLS (`tls-cluster yes`, without which `CLUSTER
+    /// SLOTS` names plain ports even to a TLS client). See
+    /// [`ManagedCluster::tls_url`].
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ClusterOptions {
@@ -73,6 +78,7 @@ impl Default for ClusterOptions {
             node_timeout: Duration::from_millis(2000),
             require_full_coverage: true,
             converge_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -251,6 +257,24 @@ impl ManagedCluster {
             .map(|n| format!("127.0.0.1:{}", n.redis.port()))
             .collect();
         format!("redis+cluster://{}/", seeds.join(","))
+    }
+
+    /// `rediss+cluster://127.0.0.1:t1,.../` with each started primary's TLS
+    /// port, when started with `ClusterOptions::tls`.
+    pub fn tls_url(&self) -> Option<String> {
+        let seeds: Option<Vec<String>> = self
+            .nodes
+            .iter()
+            .take(self.initial_primaries)
+            .map(|n| {
+                n.redis.tls_url().map(|u| {
+                    u.trim_start_matches("rediss://")
+                        .trim_end_matches('/')
+                        .to_owned()
+                })
+            })
+            .collect();
+        seeds.map(|s| format!("rediss+cluster://{}/", s.join(",")))
     }
 
     /// Number of nodes, primaries and replicas.
@@ -858,7 +882,7 @@ fn start_node(options: &ClusterOptions) -> Result<(ManagedRedis, u16), ManagedCl
         } else {
             "no"
         };
-        let args = [
+        let mut args = vec![
             "--cluster-enabled",
             "yes",
             // Relative to the node's own dir, so each has its own.
@@ -875,7 +899,14 @@ fn start_node(options: &ClusterOptions) -> Result<(ManagedRedis, u16), ManagedCl
             "--repl-diskless-sync-delay",
             "0",
         ];
-        match ManagedRedis::start_with_args(&args) {
+        let started = match &options.tls {
+            Some(tls) => {
+                args.extend(["--tls-cluster", "yes"]);
+                ManagedRedis::start_with_tls(tls, &args)
+            }
+            None => ManagedRedis::start_with_args(&args),
+        };
+        match started {
             Ok(redis) => return Ok((redis, bus_port)),
             Err(e) if attempt >= 3 => return Err(e.into()),
             Err(_) => continue,

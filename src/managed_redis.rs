@@ -46,6 +46,21 @@ pub struct ManagedRedis {
     bin: PathBuf,
     /// Extra `redis-server` arguments, after the fixed ones.
     extra_args: Vec<String>,
+    /// With TLS: the TLS port (kept across `restart`) and its arguments.
+    tls: Option<(u16, Vec<String>)>,
+}
+
+/// The files a TLS test Redis presents and checks, all PEM.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate (for 127.0.0.1) and its key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA client certificates are checked against.
+    pub ca_file: PathBuf,
+    /// `--tls-auth-clients yes`: a client without a certificate this CA
+    /// signed is refused.
+    pub require_client_cert: bool,
 }
 
 impl ManagedRedis {
@@ -57,6 +72,45 @@ impl ManagedRedis {
     /// As [`ManagedRedis::start`], with extra `redis-server` arguments (e.g.
     /// `["--rename-command", "HEXPIRE", ""]`), kept across `restart`.
     pub fn start_with_args(extra_args: &[&str]) -> Result<Self, ManagedRedisError> {
+        Self::start_inner(extra_args, None)
+    }
+
+    /// As [`ManagedRedis::start_with_args`], also listening for TLS on a
+    /// second port ([`ManagedRedis::tls_url`]) with `tls`'s certificates.
+    /// The plain port stays open on loopback: readiness is checked there,
+    /// and a test checks what the store wrote through it. Needs a
+    /// redis-server built with TLS (`scripts/ensure-redis.sh` builds one).
+    pub fn start_with_tls(tls: &ServerTls, extra_args: &[&str]) -> Result<Self, ManagedRedisError> {
+        let yes_no = if tls.require_client_cert { "yes" } else { "no" };
+        let args = vec![
+            "--tls-cert-file".into(),
+            tls.cert_file.display().to_string(),
+            "--tls-key-file".into(),
+            tls.key_file.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            tls.ca_file.display().to_string(),
+            "--tls-auth-clients".into(),
+            yes_no.into(),
+        ];
+        Self::start_inner(extra_args, Some(args)).map_err(|e| match e {
+            // Said plainly: the fix is a rebuild, not a look at the log.
+            ManagedRedisError::NotReady { log, .. } if log.contains("TLS support") => {
+                ManagedRedisError::NotReady {
+                    reason: "this redis-server was built without TLS: run \
+                             scripts/ensure-redis.sh (it rebuilds the cache with TLS) or \
+                             set FS_REDIS_SERVER to one built with BUILD_TLS=yes"
+                        .into(),
+                    log,
+                }
+            }
+            other => other,
+        })
+    }
+
+    fn start_inner(
+        extra_args: &[&str],
+        tls_args: Option<Vec<String>>,
+    ) -> Result<Self, ManagedRedisError> {
         let bin = redis_server_binary()?;
         let spawn_err = |source| ManagedRedisError::Spawn {
             bin: bin.display().to_string(),
@@ -72,6 +126,7 @@ impl ManagedRedis {
             port: 0,
             bin: bin.clone(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
         // The port is free when picked but another process may take it
         // before redis binds it: pick again a few times.
@@ -79,6 +134,9 @@ impl ManagedRedis {
         loop {
             attempt += 1;
             redis.port = free_port().map_err(spawn_err)?;
+            if let Some(args) = &tls_args {
+                redis.tls = Some((free_port().map_err(spawn_err)?, args.clone()));
+            }
             match redis.spawn_and_wait() {
                 Ok(()) => return Ok(redis),
                 Err(e) if attempt >= 5 => return Err(e),
@@ -94,6 +152,13 @@ impl ManagedRedis {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/` when started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}/"))
     }
 
     /// The `redis-server` binary this instance runs.
@@ -159,7 +224,11 @@ impl ManagedRedis {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
-            .args(&self.extra_args)
+            .args(&self.extra_args);
+        if let Some((port, args)) = &self.tls {
+            command.args(["--tls-port", &port.to_string()]).args(args);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

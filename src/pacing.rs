@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::StoreError;
+use crate::tls::TlsConfig;
 
 /// How often the probe PINGs (while writes are being admitted).
 pub const PROBE_EVERY: Duration = Duration::from_millis(20);
@@ -387,12 +388,18 @@ impl Pacer {
     /// probe measures the first node the URL names). The probe thread
     /// starts now but connects (and PINGs) only while writes are admitted.
     pub fn new(mode: PaceMode, redis_url: &str) -> Result<Pacer, StoreError> {
+        Pacer::with_tls(mode, redis_url, &TlsConfig::default())
+    }
+
+    /// As [`Pacer::new`], the probe connecting with the store's TLS files
+    /// (a `rediss://` Redis with its own CA, or one asking for a client
+    /// certificate).
+    pub fn with_tls(mode: PaceMode, redis_url: &str, tls: &TlsConfig) -> Result<Pacer, StoreError> {
         if let PaceMode::MaxRate(0) = mode {
             return Err(StoreError::invalid("the max rate must be at least 1 row/s"));
         }
         let probed = crate::store::one_node_url(redis_url)?;
-        let client = redis::Client::open(probed)
-            .map_err(|e| StoreError::invalid(format!("bad redis url {redis_url:?}: {e}")))?;
+        let client = tls.client(&probed)?;
         let controller = Controller::new(match mode {
             PaceMode::Budget(b) => b,
             _ => Duration::MAX,

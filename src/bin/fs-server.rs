@@ -10,9 +10,10 @@ use clap::Parser;
 use feature_store::capabilities;
 use feature_store::demo;
 use feature_store::demo::worker::{Worker, WorkerConfig};
-use feature_store::logging::{redact_url, value};
+use feature_store::logging::value;
 use feature_store::pacing::{PaceMode, Pacer};
 use feature_store::pool::PoolConfig;
+use feature_store::redis_url::redact;
 use feature_store::registry::Registry;
 use feature_store::server::args::Args;
 use feature_store::server::auth::{self, Auth};
@@ -20,6 +21,7 @@ use feature_store::server::cache::EntityCache;
 use feature_store::server::conn;
 use feature_store::server::metrics::HttpMetrics;
 use feature_store::server::{alloc::HugeAllocSafe, App, Event, HttpConfig, HttpServer};
+use feature_store::tls::TlsConfig;
 use feature_store::{FeatureStore, ManagedRedis, StoreConfig};
 
 /// Survives tiny_http's drain of a body declared 100 GB long (see the module).
@@ -57,7 +59,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args, registry, auth) {
+    // TLS files that cannot be used, or given for a Redis that is not
+    // rediss://: a configuration error, as a bad flag.
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("fs-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !tls.is_empty() {
+        let url = args
+            .redis_url
+            .as_deref()
+            .unwrap_or("redis://(the managed Redis)/");
+        if let Err(e) = tls.client(url) {
+            eprintln!("fs-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match run(args, registry, auth, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fs-server: {e}");
@@ -102,7 +123,7 @@ fn server_auth(args: &Args) -> Result<Arc<Auth>, String> {
     Ok(auth)
 }
 
-fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
+fn run(args: Args, registry: Registry, auth: Arc<Auth>, tls: TlsConfig) -> Result<(), String> {
     // Kept alive until the end of `run`; dropping it stops redis-server.
     let mut managed = None;
     let (mode, url) = match &args.redis_url {
@@ -127,6 +148,7 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
             connect_timeout: timeout,
             io_timeout: timeout.max(Duration::from_secs(2)),
             checkout_timeout: timeout,
+            tls: tls.clone(),
         },
         ..StoreConfig::default()
     };
@@ -174,8 +196,12 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
         Box::new(move || cache.ids())
     };
     // One pacer for all the server's bulk writes: /bulk-load and the worker.
-    let pacer = Pacer::new(PaceMode::budget_ms(args.write_latency_budget_ms), &url)
-        .map_err(|e| e.to_string())?;
+    let pacer = Pacer::with_tls(
+        PaceMode::budget_ms(args.write_latency_budget_ms),
+        &url,
+        &tls,
+    )
+    .map_err(|e| e.to_string())?;
     let worker = Worker::new(
         store.clone(),
         ids,
@@ -255,7 +281,7 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>) -> Result<(), String> {
         }
         _ => println!("mode: external Redis: nothing written until asked (worker stopped)"),
     }
-    println!("redis: {}", redact_url(&url));
+    println!("redis: {}", redact(&url));
     println!("{registry_line}");
     println!(
         "key prefix {:?}, batch TTL {}s, streaming TTL {}s",

@@ -106,9 +106,12 @@ pub enum Format {
 /// Flags every mode accepts, before or after the subcommand.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Redis to write to.
+    /// Redis to write to: redis://[user:password@]host:port/, rediss://
+    /// for TLS, redis+cluster://h1:p1,h2:p2/ (rediss+cluster:// over TLS).
     #[arg(long, global = true, env = "FS_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Entity keys are <prefix><id>. Default: fs:user:, or with
     /// --registry the view's entity's prefix (another one is refused).
     #[arg(long, global = true, env = "FS_KEY_PREFIX", value_name = "PREFIX")]

@@ -50,6 +50,10 @@ pub enum LoaderError {
     /// outside the row accounting (`scripts --load`).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A --redis-ca-cert/--redis-client-cert/--redis-client-key file that
+    /// is missing or not PEM (exit 2).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsFileError),
 }
 
 /// Exit statuses (documented in `--help` and the README).

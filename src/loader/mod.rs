@@ -299,6 +299,7 @@ struct Plan {
 }
 
 fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
+    let tls = common.tls.load()?;
     let config = StoreConfig {
         key_prefix: plan.key_prefix.clone(),
         batch_ttl_seconds: plan.batch_ttl,
@@ -309,6 +310,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
             connect_timeout: common.connect_timeout(),
             io_timeout: IO_TIMEOUT,
             checkout_timeout: common.connect_timeout(),
+            tls: tls.clone(),
         },
         ..StoreConfig::default()
     };
@@ -322,7 +324,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let store = FeatureStore::open(&common.redis_url, config)?.with_registry(&dating);
     let mut failures = FailureSink::create(common.failures.as_deref())?;
     // Its probe sleeps until the first write, and stops when it is dropped.
-    let pacer = Pacer::new(common.pace_mode(), &common.redis_url)?;
+    let pacer = Pacer::with_tls(common.pace_mode(), &common.redis_url, &tls)?;
     let mut progress = Progress::new(common.quiet, plan.total)
         .with_pace(&pacer, Duration::from_millis(common.progress_ms));
     let mut settings = Settings {

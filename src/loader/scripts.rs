@@ -31,6 +31,7 @@ pub fn run(common: &CommonArgs, load: bool) -> Result<(), LoaderError> {
                 connect_timeout: common.connect_timeout(),
                 io_timeout: IO_TIMEOUT,
                 checkout_timeout: common.connect_timeout(),
+                tls: common.tls.load()?,
             },
             ..StoreConfig::default()
         },

@@ -14,9 +14,14 @@ use super::auth::Secret;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "fs-server", version, about)]
 pub struct Args {
-    /// Redis to use, e.g. redis://127.0.0.1:6380/. Unset: start a managed one.
+    /// Redis to use, e.g. redis://127.0.0.1:6380/, with an ACL user
+    /// redis://user:password@host:port/, over TLS rediss://host:port/, a
+    /// cluster redis+cluster://h1:p1,h2:p2/ (rediss+cluster:// over TLS).
+    /// Unset: start a managed one.
     #[arg(long, env = "FS_REDIS_URL")]
     pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     #[arg(long, env = "FS_HOST", default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, env = "FS_PORT", default_value_t = 8090)]

@@ -1,4 +1,5 @@
-//! The cluster backend: a `redis+cluster://` URL, the slot map, and
+//! The cluster backend: a `redis+cluster://` (or, over TLS,
+//! `rediss+cluster://`) URL, the slot map, and
 //! pipelines split by node with MOVED, ASK and TRYAGAIN handled per call.
 //!
 //! Why not the `redis` crate's own cluster client: in the version this
@@ -23,11 +24,9 @@ use super::node::Node;
 use super::slots::{key_slot, routing_key, SLOTS};
 use crate::error::StoreError;
 use crate::pool::{self, PoolConfig};
+use crate::redis_url::{self, redact, CLUSTER_SCHEME, TLS_CLUSTER_SCHEME};
 use crate::scripts::LuaScript;
 use crate::store::RedisStats;
-
-/// The URL scheme that selects the cluster backend.
-pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 /// How many times a call is re-sent after a redirect before it fails as
 /// an outage (a slot moving back and forth, a cluster that does not agree).
@@ -43,6 +42,9 @@ pub(crate) struct Cluster {
     seeds: Vec<String>,
     /// `user:password@` from the URL (empty without), for every node.
     userinfo: String,
+    /// `rediss://` for every node of a `rediss+cluster://` URL, else
+    /// `redis://`.
+    node_scheme: &'static str,
     pool_config: PoolConfig,
     /// Every node routed to so far, by `host:port`: a refresh keeps the
     /// pools of the nodes that stay.
@@ -96,7 +98,7 @@ enum Redirect {
 /// `url` itself otherwise. What a latency probe (the write pacer) connects
 /// to: on a cluster one primary's latency stands for the others'.
 pub fn one_node_url(url: &str) -> Result<String, StoreError> {
-    if !url.starts_with(CLUSTER_SCHEME) {
+    if !redis_url::is_cluster(url) {
         return Ok(url.to_owned());
     }
     let cluster = Cluster::open(url, &PoolConfig::default())?;
@@ -104,13 +106,21 @@ pub fn one_node_url(url: &str) -> Result<String, StoreError> {
 }
 
 impl Cluster {
-    /// Parses `redis+cluster://[user[:password]@]host:port[,host:port...]/`.
-    /// Nothing is connected: the first call fetches the slot map.
+    /// Parses `redis+cluster://[user[:password]@]host:port[,host:port...]/`
+    /// (`rediss+cluster://` for TLS to every node). Nothing is connected:
+    /// the first call fetches the slot map.
     pub(super) fn open(url: &str, pool_config: &PoolConfig) -> Result<Cluster, StoreError> {
-        let bad = |why: &str| StoreError::invalid(format!("bad redis url {url:?}: {why}"));
-        let rest = url
-            .strip_prefix(CLUSTER_SCHEME)
-            .ok_or_else(|| bad("a cluster url starts with redis+cluster://"))?;
+        let bad =
+            |why: &str| StoreError::invalid(format!("bad redis url {:?}: {why}", redact(url)));
+        let (node_scheme, rest) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+            ("redis://", rest)
+        } else if let Some(rest) = url.strip_prefix(TLS_CLUSTER_SCHEME) {
+            ("rediss://", rest)
+        } else {
+            return Err(bad(
+                "a cluster url starts with redis+cluster:// or rediss+cluster://",
+            ));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
@@ -135,20 +145,21 @@ impl Cluster {
         let cluster = Cluster {
             seeds,
             userinfo: userinfo.to_owned(),
+            node_scheme,
             pool_config: pool_config.clone(),
             nodes: Mutex::default(),
             map: RwLock::default(),
             refresh: Mutex::default(),
         };
-        // Every seed's URL must parse as a node's would.
+        // Every seed's URL must parse as a node's would (with the TLS files).
         for seed in &cluster.seeds {
-            redis::Client::open(cluster.node_url(seed)).map_err(|e| bad(&e.to_string()))?;
+            pool_config.tls.client(&cluster.node_url(seed))?;
         }
         Ok(cluster)
     }
 
     fn node_url(&self, addr: &str) -> String {
-        format!("redis://{}{addr}/", self.userinfo)
+        format!("{}{}{addr}/", self.node_scheme, self.userinfo)
     }
 
     /// The pool for the node at `addr`, made on first use.
@@ -230,8 +241,7 @@ impl Cluster {
     }
 
     fn ask_slots(&self, addr: &str) -> Result<Value, StoreError> {
-        let client = redis::Client::open(self.node_url(addr))
-            .map_err(|e| StoreError::invalid(format!("cluster node {addr}: {e}")))?;
+        let client = self.pool_config.tls.client(&self.node_url(addr))?;
         let mut conn = client.get_connection_with_timeout(self.pool_config.connect_timeout)?;
         conn.set_read_timeout(Some(self.pool_config.io_timeout))?;
         conn.set_write_timeout(Some(self.pool_config.io_timeout))?;
@@ -526,6 +536,11 @@ mod tests {
             c.node_url("10.0.0.2:6380"),
             "redis://app:s3cret@10.0.0.2:6380/"
         );
+        let c = open("rediss+cluster://app:s3cret@10.0.0.1:6379/").expect("over TLS");
+        assert_eq!(
+            c.node_url("10.0.0.2:6380"),
+            "rediss://app:s3cret@10.0.0.2:6380/"
+        );
         for bad in [
             "redis+cluster:///",
             "redis+cluster://127.0.0.1/",
@@ -536,6 +551,14 @@ mod tests {
         ] {
             let e = open(bad).err().unwrap_or_else(|| panic!("{bad} was taken"));
             assert!(matches!(e, StoreError::InvalidInput(_)), "{bad}: {e:?}");
+        }
+        // A refused URL's message never carries the password.
+        for bad in [
+            "redis+cluster://app:s3cret@127.0.0.1/",
+            "rediss+cluster://app:s3cret@127.0.0.1:7000/3",
+        ] {
+            let e = open(bad).err().unwrap_or_else(|| panic!("{bad} was taken"));
+            assert!(!e.to_string().contains("s3cret"), "{e}");
         }
     }
 

@@ -151,14 +151,13 @@ impl Node {
     /// A pooled connection, the wait (and a wait that ran out) counted.
     fn checkout(&self) -> Result<PooledConnection<Manager>, StoreError> {
         let started = Instant::now();
-        let conn = self.pool.get();
+        let conn = pool::get(&self.pool);
         let waited = started.elapsed().as_micros() as u64;
         self.counters
             .checkout_wait_micros
             .fetch_add(waited, Relaxed);
-        conn.map_err(|e| {
+        conn.inspect_err(|_| {
             self.counters.checkout_timeouts.fetch_add(1, Relaxed);
-            e.into()
         })
     }
 

@@ -32,10 +32,11 @@ impl Transport {
         stats
     }
 
-    /// `redis+cluster://...` is a cluster; anything else a standalone
-    /// server (`redis://`, `unix://`). Nothing is connected yet.
+    /// `redis+cluster://...` (`rediss+cluster://` over TLS) is a cluster;
+    /// anything else a standalone server (`redis://`, `rediss://`,
+    /// `unix://`). Nothing is connected yet.
     pub(crate) fn open(url: &str, config: &PoolConfig) -> Result<Transport, StoreError> {
-        if url.starts_with(cluster::CLUSTER_SCHEME) {
+        if crate::redis_url::is_cluster(url) {
             return Ok(Transport::Cluster(Box::new(Cluster::open(url, config)?)));
         }
         Ok(Transport::Standalone(Arc::new(Node::new(

@@ -5,6 +5,12 @@
 //! default) or `cluster` (3 primaries, no replicas). Tests whose subject is
 //! one Redis process (stop, restart, server args, raw multi-key script
 //! calls) use `standalone_redis()` on both.
+//!
+//! `FS_TEST_ACL=1` makes `redis()` create the ACL user `fsuser` with the
+//! store's least privilege (`STORE_ACL`, as docs/operating.md gives it) on
+//! every node, and hand the store, the server and the loader
+//! `redis://fsuser:...@` URLs; the raw connections that check the data stay
+//! the default user.
 
 #![allow(dead_code)]
 
@@ -25,17 +31,64 @@ pub fn backend_is_cluster() -> bool {
     }
 }
 
+/// Whether `FS_TEST_ACL=1` asks for the store to run as an ACL user.
+pub fn acl_is_on() -> bool {
+    match std::env::var("FS_TEST_ACL").as_deref() {
+        Err(_) | Ok("") | Ok("0") => false,
+        Ok("1") => true,
+        Ok(other) => panic!("FS_TEST_ACL={other}: expected 0 or 1"),
+    }
+}
+
+/// The ACL user the store runs as under `FS_TEST_ACL=1`, and its password.
+pub const ACL_USER: &str = "fsuser";
+pub const ACL_PASSWORD: &str = "fs-test-Pw7";
+
+/// The least privilege the store needs, the rules after
+/// `ACL SETUSER <user> on >PASSWORD`: keys under `fs:` only, no Pub/Sub
+/// channels, and only the commands the store and its Lua scripts call. docs/operating.md gives the
+/// same rule to operators (a test checks they agree).
+pub const STORE_ACL: &str = "resetkeys ~fs:* resetchannels -@all \
+    +evalsha +script|load \
+    +hset +hsetex +hdel +hmget +hkeys +hexpire +httl +expire +ttl +time \
+    +type +scan +unlink +dbsize +randomkey \
+    +ping +client|setname +cluster|slots +asking";
+
+/// `ACL SETUSER user on >password <STORE_ACL>` on one server.
+pub fn create_store_user(conn: &mut impl ConnectionLike, user: &str, password: &str) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(user)
+        .arg("on")
+        .arg(format!(">{password}"));
+    for rule in STORE_ACL.split_whitespace() {
+        cmd.arg(rule);
+    }
+    let () = cmd.query(conn).expect("ACL SETUSER");
+}
+
 /// A fresh, empty Redis for one test, on the backend `FS_TEST_BACKEND`
-/// chooses; stopped when dropped.
+/// chooses (with the store's ACL user under `FS_TEST_ACL=1`); stopped when
+/// dropped.
 pub fn redis() -> TestRedis {
-    if backend_is_cluster() {
+    let redis = if backend_is_cluster() {
         TestRedis::Cluster(
             ManagedCluster::start(3, 0)
                 .unwrap_or_else(|e| panic!("starting the test cluster: {e}")),
         )
     } else {
         TestRedis::Standalone(standalone_redis())
+    };
+    if acl_is_on() {
+        let nodes: Vec<&ManagedRedis> = match &redis {
+            TestRedis::Standalone(r) => vec![r],
+            TestRedis::Cluster(c) => (0..c.len()).map(|i| c.node(i)).collect(),
+        };
+        for node in nodes {
+            create_store_user(&mut node.raw(), ACL_USER, ACL_PASSWORD);
+        }
     }
+    redis
 }
 
 /// A fresh, empty single redis-server, whatever the backend: for tests
@@ -52,11 +105,17 @@ pub enum TestRedis {
 
 impl TestRedis {
     /// What the store, the server and the loader are given: `redis://...`
-    /// or `redis+cluster://...`.
+    /// or `redis+cluster://...`, as the ACL user under `FS_TEST_ACL=1`.
     pub fn url(&self) -> String {
-        match self {
+        let url = match self {
             TestRedis::Standalone(r) => r.url(),
             TestRedis::Cluster(c) => c.url(),
+        };
+        match url.split_once("://") {
+            Some((scheme, rest)) if acl_is_on() => {
+                format!("{scheme}://{ACL_USER}:{ACL_PASSWORD}@{rest}")
+            }
+            _ => url,
         }
     }
 
@@ -270,6 +329,7 @@ pub fn store_config() -> StoreConfig {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(2),
             checkout_timeout: Duration::from_secs(1),
+            ..PoolConfig::default()
         },
         ..StoreConfig::default()
     }

@@ -1178,6 +1178,7 @@ mod last_row_wins {
                     connect_timeout: Duration::from_millis(500),
                     io_timeout: Duration::from_secs(5),
                     checkout_timeout: Duration::from_secs(2),
+                    ..PoolConfig::default()
                 },
                 ..StoreConfig::default()
             },

@@ -24,6 +24,7 @@ mod registry;
 mod scripts;
 mod server;
 mod store;
+mod tls_acl;
 mod vectors;
 mod vectors_max_age;
 mod walkthrough;

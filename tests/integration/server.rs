@@ -21,6 +21,12 @@ impl Server {
     /// Starts the binary with `--redis-url` and `extra` flags on a free port
     /// and waits for its "open http://..." line.
     pub fn start(redis_url: &str, extra: &[&str]) -> Server {
+        Server::start_with_timeout(redis_url, 300, extra)
+    }
+
+    /// As `start`, with `--redis-timeout-ms timeout_ms` (a TLS handshake
+    /// in a debug build on a busy machine can take longer than 300 ms).
+    pub fn start_with_timeout(redis_url: &str, timeout_ms: u64, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
             .args([
                 "--redis-url",
@@ -28,7 +34,7 @@ impl Server {
                 "--port",
                 "0",
                 "--redis-timeout-ms",
-                "300",
+                &timeout_ms.to_string(),
             ])
             .args(extra)
             .stdout(Stdio::piped())
@@ -622,6 +628,7 @@ fn after_a_reset_the_worker_recreates_no_entity_even_when_the_rescan_fails() {
                 connect_timeout: Duration::from_millis(200),
                 io_timeout: Duration::from_millis(200),
                 checkout_timeout: Duration::from_millis(200),
+                ..PoolConfig::default()
             },
             ..StoreConfig::default()
         },
