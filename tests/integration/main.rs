@@ -18,6 +18,7 @@ mod loader;
 mod loader_event_time;
 mod loader_registry;
 mod observe;
+mod operating_guide;
 mod pacing;
 mod push;
 mod registry;
