@@ -11,7 +11,7 @@
 //! role so a token can be rotated without a restart: add the new one, move
 //! the clients, remove the old one. A small thread stats the file once a
 //! second and reads it again when it changed; a file that becomes
-//! unreadable or invalid keeps the last good set (said once on stderr).
+//! unreadable or invalid keeps the last good set (`event=tokens_kept`).
 //!
 //! Only SHA-256 digests of the tokens are kept, and a presented token is
 //! hashed and compared with every known digest in constant time
@@ -393,14 +393,16 @@ impl TokenFile {
                     Ok(mut g) => *g = Arc::new(set),
                     Err(p) => *p.into_inner() = Arc::new(set),
                 }
-                eprintln!(
-                    "fs-server: token file {path} re-read: {read} read, {admin} admin tokens"
+                log::info!(
+                    "event=tokens_reloaded file={} read={read} admin={admin}",
+                    crate::logging::value(path)
                 );
             }
             Err(e) => {
                 let (read, admin) = self.current().counts();
-                eprintln!(
-                    "fs-server: {e}; keeping the last good tokens ({read} read, {admin} admin)"
+                log::warn!(
+                    "event=tokens_kept cause={} read={read} admin={admin}",
+                    crate::logging::value(format!("{e}; keeping the last good tokens"))
                 );
             }
         }
