@@ -368,7 +368,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         return Ok(exit::UNAVAILABLE);
     }
     // Also before any input is read: an unsuitable Redis fails every row.
-    let missing = store.missing_capabilities()?;
+    let missing = pipeline::retry_while_unavailable(&settings, || store.missing_capabilities())?;
     if !missing.is_empty() {
         return Err(LoaderError::UnsupportedRedis(capabilities::describe(
             &missing,
@@ -377,7 +377,10 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     // Rows with a value Redis would refuse are rejected before sending
     // (Redis would close the connection on them). Unknown when CONFIG is
     // not allowed; the writers then tell such a row from an outage.
-    settings.limits.redis_max_bulk = store.max_bulk_len().ok().flatten();
+    settings.limits.redis_max_bulk =
+        pipeline::retry_while_unavailable(&settings, || store.max_bulk_len())
+            .ok()
+            .flatten();
     let outcome = pipeline::run_paced(
         &store,
         Some(&pacer),

@@ -721,15 +721,24 @@ fn kind_of(e: &StoreError) -> Kind {
 /// PINGs Redis with the load's retry policy; the last error if it never
 /// answers.
 pub fn wait_for_redis(store: &FeatureStore, settings: &Settings) -> Result<(), StoreError> {
+    retry_while_unavailable(settings, || store.ping())
+}
+
+/// `op`, again after the loader's backoff while Redis is unavailable, up to
+/// `settings.retries` times: the start-up calls (the capability check, the
+/// value limit) ride out a dropped connection as the rows do.
+pub fn retry_while_unavailable<T>(
+    settings: &Settings,
+    mut op: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let mut attempt = 0u32;
     loop {
-        match store.ping() {
-            Ok(()) => return Ok(()),
+        match op() {
             Err(e) if e.is_unavailable() && attempt < settings.retries => {
                 std::thread::sleep(backoff(settings.backoff, attempt));
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
 }
@@ -742,6 +751,48 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(retries: u32) -> Settings {
+        Settings {
+            mode: WriteMode::Batch { ttl_seconds: 60 },
+            chunk_size: 1,
+            writers: 1,
+            retries,
+            backoff: Duration::from_millis(1),
+            strict: false,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn start_up_calls_ride_out_outages_but_not_refusals() {
+        let mut calls = 0;
+        let got = retry_while_unavailable(&settings(5), || {
+            calls += 1;
+            if calls < 3 {
+                Err(StoreError::Unavailable("unexpected end of file".into()))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.ok(), Some(3));
+
+        let mut calls = 0;
+        let got: Result<(), _> = retry_while_unavailable(&settings(5), || {
+            calls += 1;
+            Err(StoreError::Redis("NOPERM".into()))
+        });
+        assert!(matches!(got, Err(StoreError::Redis(_))));
+        assert_eq!(calls, 1, "a refusal is not retried");
+
+        let mut calls = 0;
+        let got: Result<(), _> = retry_while_unavailable(&settings(2), || {
+            calls += 1;
+            Err(StoreError::Unavailable("down".into()))
+        });
+        assert!(got.is_err_and(|e| e.is_unavailable()));
+        assert_eq!(calls, 3, "the first call and two retries");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
