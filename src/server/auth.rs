@@ -82,7 +82,10 @@ impl Need {
     pub fn of(endpoint: Endpoint, method: &str) -> Need {
         match endpoint {
             Endpoint::Page | Endpoint::Healthz => Need::Open,
-            Endpoint::Read | Endpoint::BatchRead | Endpoint::Features => Need::Read,
+            Endpoint::Read
+            | Endpoint::BatchRead
+            | Endpoint::Features
+            | Endpoint::FeastOnlineFeatures => Need::Read,
             _ if method == "GET" => Need::Read,
             _ => Need::Admin,
         }

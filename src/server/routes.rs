@@ -45,10 +45,11 @@ pub enum Endpoint {
     Features,
     Push,
     Metrics,
+    FeastOnlineFeatures,
 }
 
 /// Every endpoint, in the order of its discriminant (metrics index by it).
-pub const ENDPOINTS: [Endpoint; 13] = [
+pub const ENDPOINTS: [Endpoint; 14] = [
     Endpoint::Page,
     Endpoint::Healthz,
     Endpoint::State,
@@ -62,6 +63,7 @@ pub const ENDPOINTS: [Endpoint; 13] = [
     Endpoint::Features,
     Endpoint::Push,
     Endpoint::Metrics,
+    Endpoint::FeastOnlineFeatures,
 ];
 
 impl Endpoint {
@@ -82,6 +84,7 @@ impl Endpoint {
             Endpoint::Features => "/v1/features",
             Endpoint::Push => "/v1/push",
             Endpoint::Metrics => "/metrics",
+            Endpoint::FeastOnlineFeatures => "/get-online-features",
         }
     }
 }
@@ -102,6 +105,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/v1/features" => (Endpoint::Features, "POST"),
         "/v1/push" => (Endpoint::Push, "POST"),
         "/metrics" => (Endpoint::Metrics, "GET"),
+        "/get-online-features" => (Endpoint::FeastOnlineFeatures, "POST"),
         _ => return None,
     })
 }
@@ -121,6 +125,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Features => super::features::features(app, params),
         Endpoint::Push => push(app, params),
         Endpoint::Metrics => metrics(app),
+        Endpoint::FeastOnlineFeatures => super::feast::get_online_features(app, params),
     }
 }
 

@@ -94,6 +94,13 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
         ),
         (
             "POST",
+            "/get-online-features",
+            Some(json!({"features": ["user_profile:country_iso"],
+                        "entities": {"user_id": ["u0001"]}})),
+            Needs::Read,
+        ),
+        (
+            "POST",
             "/bulk-load",
             Some(json!({"count": 5})),
             Needs::Admin,

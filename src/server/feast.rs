@@ -1,0 +1,373 @@
+//! Feast's feature-server API on our store: `POST /get-online-features`,
+//! so Feast's Python SDK (`online_store: {type: remote}`) reads from us.
+//!
+//! Request: `{"features": ["view:feature", ...]}` or `{"feature_service":
+//! "name"}`, with `"entities": {"<join_key>": [values...]}` and optional
+//! `"full_feature_names": bool`. Feast's view names are the registry's
+//! `feast_name`s, its join keys the entities' `join_key`s, its feature
+//! services our models. Answer, as columns: `{"metadata": {"feature_names":
+//! [join_key, ...]}, "results": [{"values", "statuses",
+//! "event_timestamps"}, ...]}`, the join key first. The shapes, and why
+//! each choice, are in docs/feast.md.
+
+use serde_json::{json, Map, Value as Json};
+
+use super::body::Params;
+use super::errors::ApiError;
+use super::http::Reply;
+use super::App;
+use crate::registry::{Registry, Resolved, Value};
+use crate::store::{Status, MAX_VECTOR_IDS};
+
+/// Feast's answer for a value it has no time for (the zero protobuf
+/// `Timestamp`); we do not read event times on this route yet.
+const NO_TIME: &str = "1970-01-01T00:00:00Z";
+
+/// What a request asks for, before the registry resolves it.
+#[derive(Debug)]
+struct Request<'a> {
+    join_key: &'a str,
+    /// Each row's entity value as sent: echoed as the join key's column.
+    keys: &'a [Json],
+    /// The store's ids: strings as they are, integers as decimal text.
+    ids: Vec<String>,
+    target: Target<'a>,
+    full_feature_names: bool,
+}
+
+#[derive(Debug)]
+enum Target<'a> {
+    Features(Vec<(&'a str, &'a str)>),
+    Service(&'a str),
+}
+
+pub fn get_online_features(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    let body = params.json.as_ref().ok_or_else(|| {
+        ApiError::bad(
+            "POST /get-online-features takes a JSON body: {\"features\": [\"view:feature\", ...] \
+             or \"feature_service\": \"...\", \"entities\": {\"<join_key>\": [...]}}",
+        )
+    })?;
+    let request = parse(body)?;
+    let resolved = resolve(&app.registry, &request)?;
+    let vectors = app.store.vectors(&resolved, &request.ids, None)?;
+    let rows = request.ids.len();
+    let mut names = Vec::with_capacity(vectors.columns.len() + 1);
+    names.push(Json::from(request.join_key));
+    let mut results = Vec::with_capacity(vectors.columns.len() + 1);
+    results.push(json!({
+        "values": request.keys,
+        "statuses": vec!["PRESENT"; rows],
+        "event_timestamps": vec![NO_TIME; rows],
+    }));
+    for (j, column) in vectors.columns.iter().enumerate() {
+        let name = if request.full_feature_names {
+            let view = app
+                .registry
+                .view(&column.view)
+                .map_or(column.view.as_str(), |v| v.feast_name.as_str());
+            format!("{view}__{}", column.field)
+        } else {
+            column.field.clone()
+        };
+        names.push(name.into());
+        let mut values = Vec::with_capacity(rows);
+        let mut statuses = Vec::with_capacity(rows);
+        for (row, status) in vectors.values.iter().zip(&vectors.status) {
+            let value = row.get(j).and_then(Option::as_ref);
+            statuses.push(feast_status(value, status.get(j).copied()));
+            values.push(value.map_or(Json::Null, Value::to_json));
+        }
+        results.push(json!({
+            "values": values,
+            "statuses": statuses,
+            "event_timestamps": vec![NO_TIME; rows],
+        }));
+    }
+    let answer = json!({"metadata": {"feature_names": names}, "results": results});
+    serde_json::to_vec(&answer)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+}
+
+/// Feast's status of one served value. A value served is `PRESENT`, a
+/// default included (Feast has no "defaulted", and the value is the
+/// answer); so the SDK, which keeps only `PRESENT` values on some paths,
+/// never drops one we serve. Nothing served: `OUTSIDE_MAX_AGE` when it was
+/// too old, else `NOT_FOUND` (never written, expired, or not of its type).
+fn feast_status(value: Option<&Value>, status: Option<Status>) -> &'static str {
+    match (value, status) {
+        (Some(_), _) => "PRESENT",
+        (None, Some(Status::Stale)) => "OUTSIDE_MAX_AGE",
+        (None, _) => "NOT_FOUND",
+    }
+}
+
+/// The request's shape. Keys Feast's server accepts but that change
+/// nothing here (`include_feature_view_version_metadata`, or any a newer
+/// SDK adds) are ignored, as Feast's own server ignores unknown keys.
+fn parse(body: &Map<String, Json>) -> Result<Request<'_>, ApiError> {
+    let Some(entities) = body.get("entities") else {
+        return Err(ApiError::bad(
+            "no \"entities\": give {\"<join_key>\": [values...]}",
+        ));
+    };
+    let Json::Object(entities) = entities else {
+        return Err(ApiError::bad(
+            "\"entities\" must be an object: {\"<join_key>\": [values...]}",
+        ));
+    };
+    let mut keys = entities.iter();
+    let (join_key, keys) = match (keys.next(), keys.next()) {
+        (Some(one), None) => one,
+        (None, _) => return Err(ApiError::bad("\"entities\" names no join key")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(format!(
+                "\"entities\" names {} join keys; one entity per request (composite keys are not supported)",
+                entities.len()
+            )))
+        }
+    };
+    let Json::Array(keys) = keys else {
+        return Err(ApiError::bad(format!(
+            "entities.{join_key} must be an array of values"
+        )));
+    };
+    if keys.is_empty() || keys.len() > MAX_VECTOR_IDS {
+        return Err(ApiError::bad(format!(
+            "entities.{join_key} must list 1 to {MAX_VECTOR_IDS} values, got {}",
+            keys.len()
+        )));
+    }
+    let ids = keys
+        .iter()
+        .map(|v| entity_id(join_key, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let full_feature_names = match body.get("full_feature_names") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "\"full_feature_names\" must be true or false",
+            ))
+        }
+    };
+    let service = match body.get("feature_service") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(ApiError::bad("\"feature_service\" must be a string")),
+    };
+    let features = match body.get("features") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(feature_ref)
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "\"features\" must be an array of \"view:feature\" strings",
+            ))
+        }
+    };
+    let target = match (service, features.is_empty()) {
+        (Some(_), false) => {
+            return Err(ApiError::bad(
+                "give either \"features\" or \"feature_service\", not both",
+            ))
+        }
+        (Some(s), true) => Target::Service(s),
+        (None, false) => Target::Features(features),
+        (None, true) => {
+            return Err(ApiError::bad(
+                "name the features ([\"view:feature\", ...]) or a \"feature_service\"",
+            ))
+        }
+    };
+    Ok(Request {
+        join_key,
+        keys,
+        ids,
+        target,
+        full_feature_names,
+    })
+}
+
+/// An entity value as our id: a string as it is, an integer (what Feast
+/// sends for an `Int64` join key) as its decimal text. Anything else would
+/// need a spelling of our choosing (`1.0` or `1`?), so it is refused.
+fn entity_id(join_key: &str, v: &Json) -> Result<String, ApiError> {
+    match v {
+        Json::String(s) => Ok(s.clone()),
+        Json::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        other => Err(ApiError::bad(format!(
+            "entities.{join_key}: {other} is not an id; send strings or integers"
+        ))),
+    }
+}
+
+/// `"view:feature"`, split.
+fn feature_ref(v: &Json) -> Result<(&str, &str), ApiError> {
+    let Json::String(s) = v else {
+        return Err(ApiError::bad(format!(
+            "a feature must be a \"view:feature\" string, got {v}"
+        )));
+    };
+    s.split_once(':')
+        .filter(|(view, feature)| !view.is_empty() && !feature.is_empty())
+        .ok_or_else(|| ApiError::bad(format!("feature {s:?} is not written \"view:feature\"")))
+}
+
+/// The request's columns, checked against its join key.
+fn resolve(registry: &Registry, request: &Request) -> Result<Resolved, ApiError> {
+    let resolved = match &request.target {
+        Target::Service(name) => registry.resolve_model(name).map_err(|e| {
+            if e.is_not_found() {
+                ApiError::NotFound(format!("feature service {name:?} is not in the registry"))
+            } else {
+                e.into()
+            }
+        })?,
+        Target::Features(refs) => {
+            let mut ours = Vec::with_capacity(refs.len());
+            for (view, feature) in refs {
+                let v = registry
+                    .views
+                    .iter()
+                    .find(|v| v.feast_name == *view)
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!(
+                            "feature view {view:?} is not in the registry (as a view's feast_name or name)"
+                        ))
+                    })?;
+                if v.feature(feature).is_none() {
+                    return Err(ApiError::NotFound(format!(
+                        "feature view {view:?} has no feature {feature:?}"
+                    )));
+                }
+                ours.push(format!("{}.{feature}", v.name));
+            }
+            registry.resolve_features(None, &ours)?
+        }
+    };
+    if resolved.entity.join_key != request.join_key {
+        return Err(ApiError::bad(format!(
+            "these features are of entity {:?}, whose join key is {:?}, not {:?}",
+            resolved.entity.name, resolved.entity.join_key, request.join_key
+        )));
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parsed(v: Json) -> Result<(), String> {
+        let Json::Object(map) = v else {
+            unreachable!("tests pass objects")
+        };
+        parse(&map).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_shapes_are_refused_with_what_is_wrong() {
+        let e = json!({"user_id": ["u1"]});
+        assert!(parsed(json!({"entities": e, "features": ["v:f"]})).is_ok());
+        assert!(parsed(json!({"entities": e, "feature_service": "m"})).is_ok());
+        for (body, says) in [
+            (json!({"features": ["v:f"]}), "no \"entities\""),
+            (
+                json!({"entities": [], "features": ["v:f"]}),
+                "must be an object",
+            ),
+            (json!({"entities": {}, "features": ["v:f"]}), "no join key"),
+            (
+                json!({"entities": {"a": [1], "b": [2]}, "features": ["v:f"]}),
+                "composite keys",
+            ),
+            (
+                json!({"entities": {"a": "x"}, "features": ["v:f"]}),
+                "array",
+            ),
+            (
+                json!({"entities": {"a": []}, "features": ["v:f"]}),
+                "1 to 1000",
+            ),
+            (
+                json!({"entities": {"a": [1.5]}, "features": ["v:f"]}),
+                "not an id",
+            ),
+            (
+                json!({"entities": {"a": [true]}, "features": ["v:f"]}),
+                "not an id",
+            ),
+            (json!({"entities": e, "features": ["v.f"]}), "view:feature"),
+            (json!({"entities": e, "features": [":f"]}), "view:feature"),
+            (json!({"entities": e, "features": [3]}), "view:feature"),
+            (json!({"entities": e}), "name the features"),
+            (
+                json!({"entities": e, "features": ["v:f"], "feature_service": "m"}),
+                "not both",
+            ),
+            (
+                json!({"entities": e, "features": ["v:f"], "full_feature_names": "yes"}),
+                "true or false",
+            ),
+        ] {
+            let got = parsed(body.clone()).expect_err(&body.to_string());
+            assert!(got.contains(says), "{body}: {got}");
+        }
+    }
+
+    #[test]
+    fn integer_entity_values_are_their_decimal_text() {
+        assert_eq!(entity_id("k", &json!(1001)).ok(), Some("1001".into()));
+        assert_eq!(entity_id("k", &json!(-7)).ok(), Some("-7".into()));
+        assert_eq!(
+            entity_id("k", &json!(u64::MAX)).ok(),
+            Some(u64::MAX.to_string())
+        );
+        assert_eq!(entity_id("k", &json!("u0001")).ok(), Some("u0001".into()));
+    }
+
+    #[test]
+    fn a_served_value_is_present_and_nothing_is_never_present() {
+        let v = Value::Int(1);
+        assert_eq!(feast_status(Some(&v), Some(Status::Present)), "PRESENT");
+        assert_eq!(feast_status(Some(&v), Some(Status::Defaulted)), "PRESENT");
+        assert_eq!(feast_status(None, Some(Status::Missing)), "NOT_FOUND");
+        assert_eq!(feast_status(None, Some(Status::Invalid)), "NOT_FOUND");
+        assert_eq!(feast_status(None, Some(Status::Stale)), "OUTSIDE_MAX_AGE");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever JSON arrives, parsing answers a value or an error.
+        #[test]
+        fn any_request_shape_parses_or_is_refused_never_panics(
+            key in "[a-z_]{0,8}",
+            values in prop::collection::vec(
+                prop_oneof![
+                    any::<i64>().prop_map(Json::from),
+                    any::<f64>().prop_map(Json::from),
+                    "[ -~]{0,12}".prop_map(Json::from),
+                    Just(Json::Null),
+                ],
+                0..6,
+            ),
+            features in prop::collection::vec("[a-z:._]{0,10}", 0..4),
+            service in prop::option::of("[a-z]{0,6}"),
+        ) {
+            let mut entities = Map::new();
+            entities.insert(key, Json::Array(values));
+            let body = json!({
+                "entities": entities,
+                "features": features,
+                "feature_service": service,
+            });
+            let _ = parsed(body);
+        }
+    }
+}

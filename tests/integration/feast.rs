@@ -1,0 +1,298 @@
+//! Feast's feature-server API on the real `fs-server`: what Feast's Python
+//! SDK (`online_store: {type: remote}`) posts, and what it reads back.
+//! Values are written straight into Redis (HSET), as any pipeline would,
+//! so what is checked is how Feast's names, ids and statuses map onto the
+//! registry's.
+
+use serde_json::{json, Value as Json};
+
+use crate::common;
+use crate::server::{send, Server};
+
+/// Feast names that differ from ours where they can: the user entity keeps
+/// the default join key (`user_id`), the driver declares its own; the
+/// profile view is `user_stats` to Feast.
+const FEAST_REGISTRY: &str = r#"
+[[entity]]
+name = "user"
+key_prefix = "fs:user:"
+
+[[entity]]
+name = "driver"
+key_prefix = "fs:driver:"
+join_key = "driver"
+id_chars = "_-"
+
+[[view]]
+name = "user_profile"
+feast_name = "user_stats"
+entity = "user"
+kind = "batch"
+ttl_seconds = 86400
+features = [
+  { name = "country", type = "category", values = ["US", "GB"] },
+  { name = "age_days", type = "int" },
+  { name = "avg_amount", type = "float" },
+  { name = "verified", type = "bool", default = false },
+  { name = "embedding", type = "float_vector", length = 2 },
+]
+
+[[view]]
+name = "user_activity"
+entity = "user"
+kind = "stream"
+ttl_seconds = 300
+features = [{ name = "tx_count_5m", type = "int", max_age_ms = 60000 }]
+
+[[view]]
+name = "driver_hourly"
+entity = "driver"
+kind = "batch"
+ttl_seconds = 3600
+features = [{ name = "trips", type = "int" }]
+
+[[model]]
+name = "fraud_v1"
+features = ["user_activity.tx_count_5m", "user_profile.country"]
+"#;
+
+const NO_TIME: &str = "1970-01-01T00:00:00Z";
+
+fn start(redis: &common::TestRedis, dir: &tempfile::TempDir) -> Server {
+    let path = dir.path().join("feast.toml");
+    std::fs::write(&path, FEAST_REGISTRY).expect("writing the registry file");
+    Server::start(&redis.url(), &["--registry", &path.display().to_string()])
+}
+
+fn hset(conn: &mut impl redis::ConnectionLike, key: &str, pairs: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (field, value) in pairs {
+        cmd.arg(*field).arg(*value);
+    }
+    cmd.query::<i64>(conn).expect("HSET");
+}
+
+/// As some releases of Feast's SDK post it: JSON, no Content-Type.
+fn post_untyped(server: &Server, body: &Json) -> (u16, Json) {
+    send(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        body.to_string().as_bytes(),
+    )
+}
+
+fn column(v: &Json, i: usize, what: &str) -> Json {
+    v["results"][i][what].clone()
+}
+
+#[test]
+fn get_online_features_answers_feasts_columns_typed_with_the_join_key_first() {
+    let redis = common::redis();
+    hset(
+        &mut common::raw(&redis),
+        "fs:user:u1",
+        &[
+            ("country", "GB"),
+            ("age_days", "412"),
+            ("avg_amount", "92.5"),
+            ("verified", "true"),
+            ("embedding", "[0.5,-2]"),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let body = json!({
+        "features": ["user_stats:country", "user_stats:age_days", "user_stats:avg_amount",
+                     "user_stats:verified", "user_stats:embedding"],
+        "entities": {"user_id": ["u1", "u2"]},
+        "full_feature_names": false,
+        "include_feature_view_version_metadata": false,
+    });
+    let (status, v) = post_untyped(&server, &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["metadata"]["feature_names"],
+        json!([
+            "user_id",
+            "country",
+            "age_days",
+            "avg_amount",
+            "verified",
+            "embedding"
+        ])
+    );
+    let want_values = [
+        json!(["u1", "u2"]),
+        json!(["GB", null]),
+        json!([412, null]),
+        json!([92.5, null]),
+        // u2 has no `verified`: its default is the answer, so PRESENT.
+        json!([true, false]),
+        json!([[0.5, -2.0], null]),
+    ];
+    let want_statuses = [
+        json!(["PRESENT", "PRESENT"]),
+        json!(["PRESENT", "NOT_FOUND"]),
+        json!(["PRESENT", "NOT_FOUND"]),
+        json!(["PRESENT", "NOT_FOUND"]),
+        json!(["PRESENT", "PRESENT"]),
+        json!(["PRESENT", "NOT_FOUND"]),
+    ];
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(6), "{v}");
+    for (i, (values, statuses)) in want_values.iter().zip(&want_statuses).enumerate() {
+        assert_eq!(&column(&v, i, "values"), values, "column {i}: {v}");
+        assert_eq!(&column(&v, i, "statuses"), statuses, "column {i}: {v}");
+        assert_eq!(
+            column(&v, i, "event_timestamps"),
+            json!([NO_TIME, NO_TIME]),
+            "column {i}"
+        );
+    }
+    // Integral floats stay floats on the wire (Feast types values by them).
+    hset(
+        &mut common::raw(&redis),
+        "fs:user:u1",
+        &[("avg_amount", "3")],
+    );
+    let (_, v) = post_untyped(
+        &server,
+        &json!({"features": ["user_stats:avg_amount"], "entities": {"user_id": ["u1"]}}),
+    );
+    assert!(v["results"][1]["values"][0].is_f64(), "{v}");
+}
+
+#[test]
+fn only_get_online_features_takes_a_body_without_content_type() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let (status, v) = post_untyped(
+        &server,
+        &json!({"features": ["user_stats:country"], "entities": {"user_id": ["u1"]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = send(
+        server.addr,
+        "POST",
+        "/v1/features",
+        None,
+        json!({"model": "fraud_v1", "ids": ["u1"]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 415, "{v}");
+}
+
+#[test]
+fn a_feature_service_reads_its_model_with_full_feature_names_and_max_age() {
+    let redis = common::redis();
+    // No event time: under the feature's max_age_ms it is not shown fresh.
+    hset(
+        &mut common::raw(&redis),
+        "fs:user:u1",
+        &[("country", "US"), ("tx_count_5m", "4")],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let (status, v) = server.post_json(
+        "/get-online-features",
+        &json!({"feature_service": "fraud_v1", "entities": {"user_id": ["u1"]},
+                "full_feature_names": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["metadata"]["feature_names"],
+        json!([
+            "user_id",
+            "user_activity__tx_count_5m",
+            "user_stats__country"
+        ])
+    );
+    assert_eq!(column(&v, 1, "values"), json!([null]));
+    assert_eq!(column(&v, 1, "statuses"), json!(["OUTSIDE_MAX_AGE"]));
+    assert_eq!(column(&v, 2, "values"), json!(["US"]));
+    assert_eq!(column(&v, 2, "statuses"), json!(["PRESENT"]));
+}
+
+#[test]
+fn integer_entity_values_read_the_ids_of_their_decimal_text() {
+    let redis = common::redis();
+    hset(
+        &mut common::raw(&redis),
+        "fs:driver:1001",
+        &[("trips", "5")],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let (status, v) = server.post_json(
+        "/get-online-features",
+        &json!({"features": ["driver_hourly:trips"], "entities": {"driver": [1001, 7]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["metadata"]["feature_names"], json!(["driver", "trips"]));
+    // The join key's column echoes the values as sent: numbers stay numbers.
+    assert_eq!(column(&v, 0, "values"), json!([1001, 7]));
+    assert_eq!(column(&v, 1, "values"), json!([5, null]));
+    assert_eq!(column(&v, 1, "statuses"), json!(["PRESENT", "NOT_FOUND"]));
+}
+
+#[test]
+fn unknown_names_are_404_and_bad_shapes_400_each_saying_why() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let user = json!({"user_id": ["u1"]});
+    for (body, want, says) in [
+        // Feast knows the view as its feast_name only.
+        (
+            json!({"features": ["user_profile:country"], "entities": user}),
+            404,
+            "feature view \"user_profile\" is not in the registry",
+        ),
+        (
+            json!({"features": ["user_stats:nope"], "entities": user}),
+            404,
+            "feature view \"user_stats\" has no feature \"nope\"",
+        ),
+        (
+            json!({"feature_service": "nope", "entities": user}),
+            404,
+            "feature service \"nope\" is not in the registry",
+        ),
+        (
+            json!({"features": ["user_stats:country"], "entities": {"driver": ["d1"]}}),
+            400,
+            "whose join key is \"user_id\", not \"driver\"",
+        ),
+        (
+            json!({"features": ["user_stats:country", "driver_hourly:trips"], "entities": user}),
+            400,
+            "driver",
+        ),
+        (
+            json!({"features": ["user_stats.country"], "entities": user}),
+            400,
+            "view:feature",
+        ),
+        (
+            json!({"features": ["user_stats:country"]}),
+            400,
+            "no \"entities\"",
+        ),
+        (
+            json!({"features": ["user_stats:country"], "entities": {"user_id": ["bad id!"]}}),
+            400,
+            "id",
+        ),
+    ] {
+        let (status, v) = server.post_json("/get-online-features", &body);
+        assert_eq!(status, want, "{body}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}: want {says:?} in {v}");
+    }
+    let (status, v) = post_untyped(&server, &json!("not an object"));
+    assert_eq!(status, 400, "{v}");
+}
