@@ -258,6 +258,202 @@ fn resolve(registry: &Registry, request: &Request) -> Result<Resolved, ApiError>
     Ok(resolved)
 }
 
+/// `POST /write-to-online-store`: a DataFrame, as columns, into one view.
+///
+/// `{"feature_view_name": "<feast_name>", "df": {"<join_key>": [...],
+/// "<feature>": [...], "event_timestamp": [...], "created": [...]}}`, as
+/// Feast's SDK sends it for `write_to_online_store` and `materialize`.
+/// Every row is checked (the entity's id rules, each column a feature of
+/// the view, each value of its type, the event time) before anything is
+/// written: one bad row refuses the whole request (400), as a Feast user
+/// whose write raised expects nothing of it to be stored. The rows then go
+/// through `/v1/push`'s path (the loader's scripts: a batch view as whole
+/// rows, a stream view as streaming updates, each entity atomically), one
+/// round trip per `MAX_PUSH_ROWS` rows. `event_timestamp` dates each row
+/// (ISO 8601; without an offset it is UTC, as Feast's SDK sends it);
+/// `created` is Feast's bookkeeping and is not stored. A null feature
+/// retracts it in a batch view (the row is written whole) and is left out
+/// of a stream view's update (which only sets values).
+pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    const SHAPE: &str = r#"{"feature_view_name": "<view>", "df": {"<join_key>": [...], "<feature>": [...], "event_timestamp": [...]}}"#;
+    let body = params
+        .json
+        .as_ref()
+        .ok_or_else(|| ApiError::bad(format!("send a JSON body (application/json): {SHAPE}")))?;
+    let name = match body.get("feature_view_name") {
+        Some(Json::String(n)) => n.as_str(),
+        Some(_) => return Err(ApiError::bad("\"feature_view_name\" must be a string")),
+        None => return Err(ApiError::bad(format!("no \"feature_view_name\": {SHAPE}"))),
+    };
+    let Some(Json::Object(df)) = body.get("df") else {
+        return Err(ApiError::bad(format!(
+            "\"df\" must be an object of columns: {SHAPE}"
+        )));
+    };
+    let view = app
+        .registry
+        .views
+        .iter()
+        .find(|v| v.feast_name == name)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "feature view {name:?} is not in the registry (as a view's feast_name or name)"
+            ))
+        })?;
+    let entity = app.registry.entity(&view.entity).ok_or_else(|| {
+        // `Registry::parse` refuses a view of an undeclared entity.
+        ApiError::Internal(format!("view {:?} has no entity", view.name))
+    })?;
+    let rows = df_rows(view, &entity.join_key, df)?;
+    let mut problems = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if let Err(why) = super::push::check_row(view, entity, row) {
+            problems.push(format!("row {i}: {why}"));
+        }
+    }
+    if !problems.is_empty() {
+        let more = problems.len().saturating_sub(5);
+        problems.truncate(5);
+        let tail = if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        };
+        return Err(ApiError::bad(format!(
+            "nothing written: {}{tail}",
+            problems.join("; ")
+        )));
+    }
+    let (mut written, mut skipped_stale, mut failed) = (0, 0, Vec::new());
+    for chunk in rows.chunks(super::push::MAX_PUSH_ROWS) {
+        let outcome = super::push::push(
+            &app.store,
+            &app.registry,
+            view,
+            chunk,
+            |n| app.pacer.admit(n),
+            |n| app.pacer.done(n),
+        )?;
+        skipped_stale += outcome.skipped_stale;
+        for (id, status) in outcome.rows {
+            match status {
+                super::push::RowStatus::Written => written += 1,
+                super::push::RowStatus::Rejected(why) | super::push::RowStatus::Failed(why) => {
+                    failed.push(format!("{}: {why}", id.unwrap_or_default()))
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "{written} rows written, {} not: {}",
+            failed.len(),
+            failed.join("; ")
+        )));
+    }
+    let answer = json!({
+        "feature_view_name": name,
+        "written": written,
+        "skipped_stale": skipped_stale,
+    });
+    serde_json::to_vec(&answer)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+}
+
+/// The DataFrame's columns as `/v1/push` rows (`{"id", "features",
+/// "event_time_ms"}`); 400 for a column that is not the join key, a
+/// feature of `view`, `event_timestamp` or `created`, or columns of
+/// different lengths.
+fn df_rows(
+    view: &crate::registry::FeatureView,
+    join_key: &str,
+    df: &Map<String, Json>,
+) -> Result<Vec<Json>, ApiError> {
+    let mut len = None;
+    for (name, column) in df {
+        let Json::Array(values) = column else {
+            return Err(ApiError::bad(format!(
+                "df.{name} must be an array (a column)"
+            )));
+        };
+        match len {
+            Some(n) if n != values.len() => {
+                return Err(ApiError::bad(format!(
+                    "df's columns differ in length: df.{name} has {}, another {n}",
+                    values.len()
+                )))
+            }
+            _ => len = Some(values.len()),
+        }
+        let known = name == join_key
+            || name == "event_timestamp"
+            || name == "created"
+            || view.feature(name).is_some();
+        if !known {
+            return Err(ApiError::bad(format!(
+                "df.{name} is not a feature of view {:?} (its features: {}), nor {join_key:?}, event_timestamp or created",
+                view.feast_name,
+                view.features
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let Some(Json::Array(keys)) = df.get(join_key) else {
+        return Err(ApiError::bad(format!(
+            "df has no {join_key:?} column: the join key of view {:?}'s entity",
+            view.feast_name
+        )));
+    };
+    let times = match df.get("event_timestamp") {
+        Some(Json::Array(ts)) => Some(ts),
+        _ => None,
+    };
+    let mut rows = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let id = entity_id(join_key, key).map_err(|e| ApiError::bad(format!("row {i}: {e}")))?;
+        let mut features = Map::new();
+        for (name, column) in df {
+            if view.feature(name).is_none() {
+                continue;
+            }
+            let value = column.get(i).cloned().unwrap_or(Json::Null);
+            // A stream update only sets values: a missing one is left out.
+            if value.is_null() && view.kind == crate::registry::ViewKind::Stream {
+                continue;
+            }
+            features.insert(name.clone(), value);
+        }
+        let event_time_ms = match times.and_then(|ts| ts.get(i)) {
+            None | Some(Json::Null) => Json::Null,
+            Some(t) => event_time(t)
+                .map(Json::from)
+                .map_err(|why| ApiError::bad(format!("row {i}: event_timestamp {why}")))?,
+        };
+        rows.push(json!({"id": id, "features": features, "event_time_ms": event_time_ms}));
+    }
+    Ok(rows)
+}
+
+/// An `event_timestamp` in epoch ms. Feast's SDK sends naive ISO 8601 text
+/// that it has converted to UTC (`2026-12-01T18:00:00.123456`), so text
+/// without an offset is read as UTC here; with one, or as epoch digits, it
+/// is read as the loader reads event times.
+fn event_time(t: &Json) -> Result<u64, String> {
+    let Json::String(text) = t else {
+        return crate::loader::event_time::parse_json(t);
+    };
+    let time_part = text.get(10..).unwrap_or("");
+    let has_offset = time_part.ends_with(['Z', 'z']) || time_part.contains(['+', '-']);
+    if !time_part.is_empty() && !has_offset {
+        return crate::loader::event_time::parse_text(&format!("{text}Z"));
+    }
+    crate::loader::event_time::parse_text(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +525,19 @@ mod tests {
             Some(u64::MAX.to_string())
         );
         assert_eq!(entity_id("k", &json!("u0001")).ok(), Some("u0001".into()));
+    }
+
+    #[test]
+    fn feasts_naive_event_timestamps_are_utc() {
+        let at = |s: &str| event_time(&json!(s));
+        assert_eq!(at("1970-01-01T00:00:01"), Ok(1000));
+        assert_eq!(at("1970-01-01T00:00:01.250000"), Ok(1250));
+        assert_eq!(at("1970-01-01T00:00:01+00:00"), Ok(1000));
+        assert_eq!(at("1970-01-01T01:00:01+01:00"), Ok(1000));
+        assert_eq!(at("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(event_time(&json!(1)), Ok(1000));
+        assert!(at("yesterday").is_err());
+        assert!(at("").is_err());
     }
 
     #[test]

@@ -46,10 +46,11 @@ pub enum Endpoint {
     Push,
     Metrics,
     FeastOnlineFeatures,
+    FeastWrite,
 }
 
 /// Every endpoint, in the order of its discriminant (metrics index by it).
-pub const ENDPOINTS: [Endpoint; 14] = [
+pub const ENDPOINTS: [Endpoint; 15] = [
     Endpoint::Page,
     Endpoint::Healthz,
     Endpoint::State,
@@ -64,6 +65,7 @@ pub const ENDPOINTS: [Endpoint; 14] = [
     Endpoint::Push,
     Endpoint::Metrics,
     Endpoint::FeastOnlineFeatures,
+    Endpoint::FeastWrite,
 ];
 
 impl Endpoint {
@@ -85,6 +87,7 @@ impl Endpoint {
             Endpoint::Push => "/v1/push",
             Endpoint::Metrics => "/metrics",
             Endpoint::FeastOnlineFeatures => "/get-online-features",
+            Endpoint::FeastWrite => "/write-to-online-store",
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/v1/push" => (Endpoint::Push, "POST"),
         "/metrics" => (Endpoint::Metrics, "GET"),
         "/get-online-features" => (Endpoint::FeastOnlineFeatures, "POST"),
+        "/write-to-online-store" => (Endpoint::FeastWrite, "POST"),
         _ => return None,
     })
 }
@@ -126,6 +130,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Push => push(app, params),
         Endpoint::Metrics => metrics(app),
         Endpoint::FeastOnlineFeatures => super::feast::get_online_features(app, params),
+        Endpoint::FeastWrite => super::feast::write_to_online_store(app, params),
     }
 }
 

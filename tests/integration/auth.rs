@@ -113,6 +113,13 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
                 {"id": "u0001", "features": {"tx_count_7d": 3}}]})),
             Needs::Admin,
         ),
+        (
+            "POST",
+            "/write-to-online-store",
+            Some(json!({"feature_view_name": "user_profile",
+                        "df": {"user_id": ["u0001"], "tx_count_7d": [3]}})),
+            Needs::Admin,
+        ),
         ("POST", "/reset", None, Needs::Admin),
     ]
 }

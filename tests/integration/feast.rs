@@ -296,3 +296,162 @@ fn unknown_names_are_404_and_bad_shapes_400_each_saying_why() {
     let (status, v) = post_untyped(&server, &json!("not an object"));
     assert_eq!(status, 400, "{v}");
 }
+
+fn hget(redis: &common::TestRedis, key: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query(&mut common::raw(redis))
+        .expect("HGET")
+}
+
+/// 2026-12-01T18:00:00Z in epoch ms.
+const EVENT_MS: u64 = 1_796_148_000_000;
+
+#[test]
+fn write_to_online_store_writes_a_batch_view_typed_dated_and_readable() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    // As Feast's SDK sends it: naive UTC times, `created` null.
+    let (status, v) = server.post_json(
+        "/write-to-online-store",
+        &json!({"feature_view_name": "user_stats",
+                "df": {"user_id": ["u1", "u2"],
+                       "country": ["GB", "US"],
+                       "age_days": [412, 3],
+                       "avg_amount": [92.5, 1.0],
+                       "verified": [true, null],
+                       "embedding": [[0.5, -2.0], [1.0, 2.0]],
+                       "event_timestamp": ["2026-12-01T18:00:00", "2026-12-01T18:00:00.250000"],
+                       "created": [null, null]},
+                "allow_registry_cache": false}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["written"], 2, "{v}");
+    assert_eq!(
+        hget(&redis, "fs:user:u1", "age_days").as_deref(),
+        Some("412")
+    );
+    assert_eq!(
+        hget(&redis, "fs:user:u1", "embedding").as_deref(),
+        Some("[0.5,-2]")
+    );
+    // The row covered the whole view: one date for it, the event's.
+    assert_eq!(
+        hget(&redis, "fs:user:u1", "@user_profile"),
+        Some(EVENT_MS.to_string())
+    );
+    assert_eq!(
+        hget(&redis, "fs:user:u2", "@user_profile"),
+        Some((EVENT_MS + 250).to_string())
+    );
+    // A null in a batch row retracts the feature: u2 is served the default.
+    assert_eq!(hget(&redis, "fs:user:u2", "verified"), None);
+    let (status, v) = post_untyped(
+        &server,
+        &json!({"features": ["user_stats:age_days", "user_stats:verified", "user_stats:embedding"],
+                "entities": {"user_id": ["u1", "u2"]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(column(&v, 1, "values"), json!([412, 3]));
+    assert_eq!(column(&v, 2, "values"), json!([true, false]));
+    assert_eq!(column(&v, 3, "values"), json!([[0.5, -2.0], [1.0, 2.0]]));
+}
+
+#[test]
+fn write_to_online_store_updates_a_stream_view_per_field_and_keeps_the_newest_event() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let write = |count: i64, at: &str| {
+        server.post_json(
+            "/write-to-online-store",
+            &json!({"feature_view_name": "user_activity",
+                    "df": {"user_id": ["u1"], "tx_count_5m": [count],
+                           "event_timestamp": [at], "created": [null]}}),
+        )
+    };
+    let (status, v) = write(4, "2026-12-01T18:00:00");
+    assert_eq!(status, 200, "{v}");
+    let ttl: Vec<i64> = redis::cmd("HTTL")
+        .arg("fs:user:u1")
+        .arg("FIELDS")
+        .arg(1)
+        .arg("tx_count_5m")
+        .query(&mut common::raw(&redis))
+        .expect("HTTL");
+    assert!(
+        ttl[0] > 0 && ttl[0] <= 300,
+        "the view's TTL on the field: {ttl:?}"
+    );
+    // An older event (a replay) does not put an old value back.
+    let (status, v) = write(1, "2026-12-01T17:00:00");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["skipped_stale"], 1, "{v}");
+    assert_eq!(
+        hget(&redis, "fs:user:u1", "tx_count_5m").as_deref(),
+        Some("4")
+    );
+}
+
+#[test]
+fn write_to_online_store_writes_nothing_when_one_row_is_bad() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let df = |ages: Json| {
+        json!({"feature_view_name": "user_stats",
+               "df": {"user_id": ["u1", "u2"], "age_days": ages,
+                      "event_timestamp": ["2026-12-01T18:00:00", "2026-12-01T18:00:00"]}})
+    };
+    for (body, want, says) in [
+        (df(json!([1, 1.5])), 400, "row 1"),
+        (df(json!([1, "2"])), 400, "row 1"),
+        (df(json!([1])), 400, "differ in length"),
+        (
+            json!({"feature_view_name": "user_stats", "df": {"user_id": ["u1"], "agedays": [1]}}),
+            400,
+            "df.agedays is not a feature of view \"user_stats\"",
+        ),
+        (
+            json!({"feature_view_name": "user_stats", "df": {"age_days": [1]}}),
+            400,
+            "no \"user_id\" column",
+        ),
+        (
+            json!({"feature_view_name": "user_stats",
+                   "df": {"user_id": ["u1"], "age_days": [1], "event_timestamp": ["noon"]}}),
+            400,
+            "event_timestamp",
+        ),
+        (
+            json!({"feature_view_name": "nope", "df": {"user_id": ["u1"]}}),
+            404,
+            "feature view \"nope\" is not in the registry",
+        ),
+    ] {
+        let (status, v) = server.post_json("/write-to-online-store", &body);
+        assert_eq!(status, want, "{body}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}: want {says:?} in {v}");
+    }
+    assert!(common::all_keys(&mut common::raw(&redis)).is_empty());
+}
+
+#[test]
+fn write_to_online_store_takes_integer_join_keys_as_their_decimal_text() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let (status, v) = server.post_json(
+        "/write-to-online-store",
+        &json!({"feature_view_name": "driver_hourly",
+                "df": {"driver": [1001], "trips": [5], "event_timestamp": ["2026-12-01T18:00:00"]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        hget(&redis, "fs:driver:1001", "trips").as_deref(),
+        Some("5")
+    );
+}
