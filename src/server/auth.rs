@@ -81,7 +81,7 @@ impl Need {
     /// admin, and any other GET (such as `/metrics`) needs read.
     pub fn of(endpoint: Endpoint, method: &str) -> Need {
         match endpoint {
-            Endpoint::Page | Endpoint::Healthz => Need::Open,
+            Endpoint::Page | Endpoint::Healthz | Endpoint::FeastHealth => Need::Open,
             Endpoint::Read
             | Endpoint::BatchRead
             | Endpoint::Features

@@ -47,10 +47,11 @@ pub enum Endpoint {
     Metrics,
     FeastOnlineFeatures,
     FeastWrite,
+    FeastHealth,
 }
 
 /// Every endpoint, in the order of its discriminant (metrics index by it).
-pub const ENDPOINTS: [Endpoint; 15] = [
+pub const ENDPOINTS: [Endpoint; 16] = [
     Endpoint::Page,
     Endpoint::Healthz,
     Endpoint::State,
@@ -66,6 +67,7 @@ pub const ENDPOINTS: [Endpoint; 15] = [
     Endpoint::Metrics,
     Endpoint::FeastOnlineFeatures,
     Endpoint::FeastWrite,
+    Endpoint::FeastHealth,
 ];
 
 impl Endpoint {
@@ -88,6 +90,7 @@ impl Endpoint {
             Endpoint::Metrics => "/metrics",
             Endpoint::FeastOnlineFeatures => "/get-online-features",
             Endpoint::FeastWrite => "/write-to-online-store",
+            Endpoint::FeastHealth => "/health",
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/metrics" => (Endpoint::Metrics, "GET"),
         "/get-online-features" => (Endpoint::FeastOnlineFeatures, "POST"),
         "/write-to-online-store" => (Endpoint::FeastWrite, "POST"),
+        "/health" => (Endpoint::FeastHealth, "GET"),
         _ => return None,
     })
 }
@@ -131,6 +135,8 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Metrics => metrics(app),
         Endpoint::FeastOnlineFeatures => super::feast::get_online_features(app, params),
         Endpoint::FeastWrite => super::feast::write_to_online_store(app, params),
+        // Feast's probe path: the same check as ours (Redis answers).
+        Endpoint::FeastHealth => healthz(app),
     }
 }
 

@@ -76,6 +76,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
     vec![
         ("GET", "/", None, Needs::Nothing),
         ("GET", "/healthz", None, Needs::Nothing),
+        ("GET", "/health", None, Needs::Nothing),
         ("GET", "/state", None, Needs::Read),
         ("GET", "/inspect?user=u0001", None, Needs::Read),
         ("GET", "/v1/registry", None, Needs::Read),

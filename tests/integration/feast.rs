@@ -455,3 +455,13 @@ fn write_to_online_store_takes_integer_join_keys_as_their_decimal_text() {
         Some("5")
     );
 }
+
+#[test]
+fn health_is_200_with_redis_and_503_without_and_needs_no_token() {
+    let mut redis = common::standalone_redis();
+    let server = Server::start(&redis.url(), &["--read-token", "read-7c1f9e2a4b6d8035"]);
+    assert_eq!(server.get("/health").0, 200);
+    redis.stop();
+    let (status, v) = server.get("/health");
+    assert_eq!(status, 503, "{v}");
+}
