@@ -501,6 +501,33 @@ name = "fraud_v1"
 features = ["user_activity.tx_count_5m", "user_stats.country"]
 "#;
 
+/// A JSON POST with a bearer token: the status and the JSON answer.
+fn post_with_token(server: &Server, path: &str, token: &str, body: &Json) -> (u16, Json) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(server.addr).expect("connecting to fs-server");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("writing the request");
+    s.write_all(body.as_bytes()).expect("writing the body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("reading the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header end");
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let v = serde_json::from_slice(&raw[split + 4..]).unwrap_or(Json::Null);
+    (status, v)
+}
+
 /// A virtualenv with Feast's SDK from PyPI, made once and kept beside the
 /// cached redis-server (about 40 s and 600 MB the first time). `None`,
 /// said loudly, where there is no Python outside CI; in CI that fails.
@@ -569,9 +596,17 @@ fn feasts_own_sdk_writes_and_reads_through_our_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("fs.toml");
     std::fs::write(&registry, FEAST_SDK_REGISTRY).expect("writing the registry");
+    // With a token, as in production: Feast's client sends a configured
+    // `user_token` as a bearer token (its `kubernetes` auth type).
+    let token = "admin-5d0c8f1e7a2b4c69";
     let server = Server::start(
         &redis.url(),
-        &["--registry", &registry.display().to_string()],
+        &[
+            "--registry",
+            &registry.display().to_string(),
+            "--admin-token",
+            token,
+        ],
     );
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("data")).expect("making the Feast repository");
@@ -585,7 +620,8 @@ fn feasts_own_sdk_writes_and_reads_through_our_server() {
         format!(
             "project: fs\nregistry: data/registry.db\nprovider: local\n\
              online_store:\n  type: remote\n  path: http://{}\n\
-             offline_store:\n  type: file\nentity_key_serialization_version: 3\n",
+             offline_store:\n  type: file\nentity_key_serialization_version: 3\n\
+             auth:\n  type: kubernetes\n  user_token: {token}\n",
             server.addr
         ),
     )
@@ -614,12 +650,20 @@ fn feasts_own_sdk_writes_and_reads_through_our_server() {
     );
     assert!(said.contains("\"by_service\""), "{said}");
 
-    let (status, v) = server.post_json(
+    let (status, v) = post_with_token(
+        &server,
         "/v1/features",
+        token,
         &json!({"model": "fraud_v1", "ids": ["u1", "u2"]}),
     );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["values"], json!([[4, "GB"], [null, "US"]]));
+    // And without the token, Feast's read is refused like any other.
+    let (status, _) = server.post_json(
+        "/get-online-features",
+        &json!({"features": ["user_stats:country"], "entities": {"user_id": ["u1"]}}),
+    );
+    assert_eq!(status, 401);
     assert_eq!(
         hget(&redis, "fs:user:u1", "age_days").as_deref(),
         Some("412")
