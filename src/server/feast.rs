@@ -20,8 +20,47 @@ use crate::registry::{Registry, Resolved, Value};
 use crate::store::{Status, MAX_VECTOR_IDS};
 
 /// Feast's answer for a value it has no time for (the zero protobuf
-/// `Timestamp`); we do not read event times on this route yet.
+/// `Timestamp`): nothing stored, a default, or a value written undated.
 const NO_TIME: &str = "1970-01-01T00:00:00Z";
+
+/// 9999-12-31T23:59:59.999Z.
+const LAST_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// Epoch ms as Feast writes a protobuf `Timestamp` in JSON: RFC 3339 in
+/// UTC with `Z`, fractional seconds only when there are some.
+fn timestamp(ms: i64) -> String {
+    // A `Timestamp` ends with year 9999; the store takes event times past it.
+    if !(0..=LAST_TIMESTAMP_MS).contains(&ms) {
+        return NO_TIME.to_owned();
+    }
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let s = ms_of_day / 1000;
+    let whole = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    );
+    match ms_of_day % 1000 {
+        0 => format!("{whole}Z"),
+        frac => format!("{whole}.{frac:03}Z"),
+    }
+}
+
+/// Days since 1970-01-01 as a proleptic Gregorian (year, month, day): the
+/// inverse of the loader's `days_from_civil` (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
 
 /// What a request asks for, before the registry resolves it.
 #[derive(Debug)]
@@ -50,7 +89,9 @@ pub fn get_online_features(app: &App, params: &Params) -> Result<Reply, ApiError
     })?;
     let request = parse(body)?;
     let resolved = resolve(&app.registry, &request)?;
-    let vectors = app.store.vectors(&resolved, &request.ids, None)?;
+    let vectors = app
+        .store
+        .vectors_dated(&resolved, &request.ids, None, true)?;
     let rows = request.ids.len();
     let mut names = Vec::with_capacity(vectors.columns.len() + 1);
     names.push(Json::from(request.join_key));
@@ -73,15 +114,28 @@ pub fn get_online_features(app: &App, params: &Params) -> Result<Reply, ApiError
         names.push(name.into());
         let mut values = Vec::with_capacity(rows);
         let mut statuses = Vec::with_capacity(rows);
-        for (row, status) in vectors.values.iter().zip(&vectors.status) {
+        let mut times = Vec::with_capacity(rows);
+        for (i, (row, status)) in vectors.values.iter().zip(&vectors.status).enumerate() {
             let value = row.get(j).and_then(Option::as_ref);
-            statuses.push(feast_status(value, status.get(j).copied()));
+            let status = status.get(j).copied();
+            statuses.push(feast_status(value, status));
             values.push(value.map_or(Json::Null, Value::to_json));
+            // The stored value's event time; a default has none of its own.
+            let age = vectors
+                .ages
+                .as_ref()
+                .and_then(|a| a.get(i)?.get(j).copied().flatten())
+                .filter(|_| status == Some(Status::Present));
+            let at = match (vectors.now_ms, age) {
+                (Some(now), Some(age)) => timestamp(now as i64 - age),
+                _ => NO_TIME.to_owned(),
+            };
+            times.push(at);
         }
         results.push(json!({
             "values": values,
             "statuses": statuses,
-            "event_timestamps": vec![NO_TIME; rows],
+            "event_timestamps": times,
         }));
     }
     let answer = json!({"metadata": {"feature_names": names}, "results": results});
@@ -525,6 +579,34 @@ mod tests {
             Some(u64::MAX.to_string())
         );
         assert_eq!(entity_id("k", &json!("u0001")).ok(), Some("u0001".into()));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_fractions_only_when_there_are_some() {
+        assert_eq!(timestamp(0), NO_TIME);
+        assert_eq!(timestamp(1_796_148_000_000), "2026-12-01T18:00:00Z");
+        assert_eq!(timestamp(1_796_148_000_250), "2026-12-01T18:00:00.250Z");
+        assert_eq!(timestamp(LAST_TIMESTAMP_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(LAST_TIMESTAMP_MS + 1), NO_TIME);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every millisecond from 1970 to the end of year 9999 reads as
+        /// the `time` crate writes it.
+        #[test]
+        fn timestamps_agree_with_the_time_crate(ms in 0i64..=LAST_TIMESTAMP_MS) {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .expect("in range");
+            let want = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second()
+            );
+            let got = timestamp(ms);
+            prop_assert!(got.starts_with(&want), "{ms}: {got} vs {want}");
+            prop_assert_eq!(got.contains('.'), t.millisecond() != 0);
+        }
     }
 
     #[test]

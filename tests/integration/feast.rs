@@ -357,6 +357,15 @@ fn write_to_online_store_writes_a_batch_view_typed_dated_and_readable() {
     assert_eq!(column(&v, 1, "values"), json!([412, 3]));
     assert_eq!(column(&v, 2, "values"), json!([true, false]));
     assert_eq!(column(&v, 3, "values"), json!([[0.5, -2.0], [1.0, 2.0]]));
+    // Each stored value's event time; a default served has none.
+    assert_eq!(
+        column(&v, 1, "event_timestamps"),
+        json!(["2026-12-01T18:00:00Z", "2026-12-01T18:00:00.250Z"])
+    );
+    assert_eq!(
+        column(&v, 2, "event_timestamps"),
+        json!(["2026-12-01T18:00:00Z", NO_TIME])
+    );
 }
 
 #[test]
