@@ -594,7 +594,7 @@ fn feast_venv() -> Option<std::path::PathBuf> {
 
 /// Feast's own SDK, pointed at our server by `online_store: remote`:
 /// `feast apply`, `write_to_online_store` of a small DataFrame into a
-/// batch and a stream view, then `get_online_features(...).to_dict()` by
+/// batch view and `push` of one to a stream view's push source, then `get_online_features(...).to_dict()` by
 /// features and by feature service (with full names) answers exactly those
 /// values, typed, a missing entity as None (`feast_sdk/check.py`). The same
 /// values come back through `/v1/features` and `HGET`.

@@ -1,8 +1,9 @@
 """Feast's own SDK against fs-server: run by tests/integration/feast.rs
 with the virtualenv's python, in a Feast repository the test made
 (feature_store.yaml: online_store remote at the server), after `feast
-apply`. Writes a small DataFrame to a batch and a stream view, reads it
-back by feature list and by feature service. Prints the reads as JSON and
+apply`. Writes a small DataFrame to a batch view (`write_to_online_store`)
+and a stream view (`push` to its push source), reads it back by feature
+list and by feature service. Prints the reads as JSON and
 exits non-zero on any difference."""
 
 import json
@@ -28,8 +29,10 @@ store.write_to_online_store(
         }
     ),
 )
-store.write_to_online_store(
-    "user_activity",
+# The stream view through its push source, as a Feast team's stream job
+# does: the SDK writes it through /write-to-online-store.
+store.push(
+    "activity_push",
     pd.DataFrame(
         {"user_id": ["u1"], "tx_count_5m": [4], "event_timestamp": [ts], "created": [ts]}
     ),
