@@ -1,5 +1,7 @@
-//! Feast's feature-server API on our store: `POST /get-online-features`,
-//! so Feast's Python SDK (`online_store: {type: remote}`) reads from us.
+//! Feast's feature-server API on our store, so Feast's Python SDK
+//! (`online_store: {type: remote}`) reads from and writes to us:
+//! `POST /get-online-features` (here, below) and `POST
+//! /write-to-online-store` (`write_to_online_store`, further down).
 //!
 //! Request: `{"features": ["view:feature", ...]}` or `{"feature_service":
 //! "name"}`, with `"entities": {"<join_key>": [values...]}` and optional
