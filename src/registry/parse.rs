@@ -16,6 +16,7 @@
 //! kind = "batch"            # batch: key TTL | stream: per-field TTL
 //! ttl_seconds = 86400       # 1..=315360000
 //! feast_name = "profile"    # optional: Feast's name for the view (default: name)
+//! feast_push_source = "profile_push"  # optional: Feast's push source feeding it
 //!
 //! [[view.feature]]          # in order; or `features = [{...}, ...]`
 //! name = "risk_segment"
@@ -460,6 +461,7 @@ fn view(
             "kind",
             "ttl_seconds",
             "feast_name",
+            "feast_push_source",
             "feature",
             "features",
         ],
@@ -526,8 +528,11 @@ fn view(
     }
     let feast_name = opt_object_name(ctx, t, "feast_name", "Feast view");
     ok &= feast_name.is_ok();
+    let feast_push_source = opt_object_name(ctx, t, "feast_push_source", "Feast push source");
+    ok &= feast_push_source.is_ok();
     let ((name, name_span), (entity, _), kind, ttl_seconds) = (name?, entity?, kind?, ttl?);
     let feast_name = feast_name.ok()?.unwrap_or_else(|| name.clone());
+    let feast_push_source = feast_push_source.ok()?;
     ok.then(|| ParsedView {
         view: FeatureView {
             name,
@@ -535,6 +540,7 @@ fn view(
             kind,
             ttl_seconds,
             feast_name,
+            feast_push_source,
             features: features.iter().map(|(f, _)| f.clone()).collect(),
         },
         span: name_span,

@@ -735,6 +735,14 @@ fn feast_names_default_to_entity_id_and_the_view_name() {
     assert_eq!(r.entities[0].join_key, "customer");
     assert_eq!(r.views[0].feast_name, "customer_stats");
     assert_eq!(r.views[1].feast_name, "merchant_live");
+    assert_eq!(r.views[1].feast_push_source, None);
+    let text = GOOD.replacen(
+        "name = \"merchant_live\"\n",
+        "name = \"merchant_live\"\nfeast_push_source = \"orders_push\"\n",
+        1,
+    );
+    let r = Registry::parse(&text, "t.toml").expect("a push source parses");
+    assert_eq!(r.views[1].feast_push_source.as_deref(), Some("orders_push"));
 }
 
 #[test]

@@ -97,6 +97,9 @@ pub struct FeatureView {
     /// The name Feast's SDK uses for this view (`feast_name` in the file,
     /// else the view's own name).
     pub feast_name: String,
+    /// The Feast push source that feeds this view (`feast_push_source` in
+    /// the file): `POST /push` of that name writes here.
+    pub feast_push_source: Option<String>,
     /// In file order: a request naming the view's features gets them so.
     pub features: Vec<FeatureDef>,
 }

@@ -1,7 +1,7 @@
 //! Feast's feature-server API on our store, so Feast's Python SDK
 //! (`online_store: {type: remote}`) reads from and writes to us:
-//! `POST /get-online-features` (here, below) and `POST
-//! /write-to-online-store` (`write_to_online_store`, further down).
+//! `POST /get-online-features` (here, below), `POST
+//! /write-to-online-store` and `POST /push` (further down).
 //!
 //! Request: `{"features": ["view:feature", ...]}` or `{"feature_service":
 //! "name"}`, with `"entities": {"<join_key>": [values...]}` and optional
@@ -356,11 +356,131 @@ pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiErr
                 "feature view {name:?} is not in the registry (as a view's feast_name or name)"
             ))
         })?;
+    let rows = checked_rows(app, view, df, &[])?;
+    let (written, skipped_stale) = write_rows(app, view, &rows)?;
+    let answer = json!({
+        "feature_view_name": name,
+        "written": written,
+        "skipped_stale": skipped_stale,
+    });
+    serde_json::to_vec(&answer)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+}
+
+/// `POST /push`: `{"push_source_name", "df", "to"}`, Feast's push for HTTP
+/// clients (its SDK pushes through `/write-to-online-store`). Every view
+/// whose `feast_push_source` is that name gets the rows, checked whole for
+/// all of them before any is written; each view takes the df's columns it
+/// has (a column no such view has is refused). `to` must be `online` (the
+/// default): this server has no offline store, and a push that asked for
+/// one is refused rather than half done.
+pub fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
+    const SHAPE: &str = r#"{"push_source_name": "<name>", "df": {"<join_key>": [...], "<feature>": [...], "event_timestamp": [...]}, "to": "online"}"#;
+    let body = params
+        .json
+        .as_ref()
+        .ok_or_else(|| ApiError::bad(format!("send a JSON body (application/json): {SHAPE}")))?;
+    let name = match body.get("push_source_name") {
+        Some(Json::String(n)) => n.as_str(),
+        Some(_) => return Err(ApiError::bad("\"push_source_name\" must be a string")),
+        None => return Err(ApiError::bad(format!("no \"push_source_name\": {SHAPE}"))),
+    };
+    match body.get("to") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(to)) if to == "online" => {}
+        Some(Json::String(to)) if to == "offline" || to == "online_and_offline" => {
+            return Err(ApiError::bad(format!(
+                "\"to\": {to:?} needs an offline store, which this server does not have; push \"online\""
+            )))
+        }
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "\"to\" must be one of online, offline, online_and_offline; got {other}"
+            )))
+        }
+    }
+    let Some(Json::Object(df)) = body.get("df") else {
+        return Err(ApiError::bad(format!(
+            "\"df\" must be an object of columns: {SHAPE}"
+        )));
+    };
+    let views: Vec<&crate::registry::FeatureView> = app
+        .registry
+        .views
+        .iter()
+        .filter(|v| v.feast_push_source.as_deref() == Some(name))
+        .collect();
+    if views.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "push source {name:?} feeds no view (a view's feast_push_source)"
+        )));
+    }
+    let fed: Vec<&str> = views
+        .iter()
+        .flat_map(|v| v.features.iter().map(|f| f.name.as_str()))
+        .collect();
+    let keys: Vec<&str> = views
+        .iter()
+        .filter_map(|v| app.registry.entity(&v.entity))
+        .map(|e| e.join_key.as_str())
+        .collect();
+    if let Some(column) = df.keys().find(|c| {
+        let c = c.as_str();
+        !(fed.contains(&c) || keys.contains(&c) || c == "event_timestamp" || c == "created")
+    }) {
+        return Err(ApiError::bad(format!(
+            "df.{column} is not a feature of the views push source {name:?} feeds (their features: {}), nor a join key, event_timestamp or created",
+            fed.join(", ")
+        )));
+    }
+    let mut checked = Vec::with_capacity(views.len());
+    for view in &views {
+        // A view none of whose features the df holds has nothing to take
+        // (its columns are still checked, by the views that do).
+        if !df.keys().any(|k| view.feature(k).is_some()) {
+            continue;
+        }
+        let rows = checked_rows(app, view, df, &fed)?;
+        checked.push((*view, rows));
+    }
+    if checked.is_empty() {
+        return Err(ApiError::bad(format!(
+            "df holds no feature of the views push source {name:?} feeds (their features: {})",
+            fed.join(", ")
+        )));
+    }
+    let mut written = Map::new();
+    let mut skipped_stale = 0;
+    for (view, rows) in checked {
+        let (n, stale) = write_rows(app, view, &rows)?;
+        written.insert(view.feast_name.clone(), n.into());
+        skipped_stale += stale;
+    }
+    let answer = json!({
+        "push_source_name": name,
+        "written": written,
+        "skipped_stale": skipped_stale,
+    });
+    serde_json::to_vec(&answer)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+}
+
+/// The df's rows for `view`, every one checked (400 naming up to five bad
+/// rows, nothing written). `others`: feature names of sibling views fed by
+/// the same push, which this view leaves to them.
+fn checked_rows(
+    app: &App,
+    view: &crate::registry::FeatureView,
+    df: &Map<String, Json>,
+    others: &[&str],
+) -> Result<Vec<Json>, ApiError> {
     let entity = app.registry.entity(&view.entity).ok_or_else(|| {
         // `Registry::parse` refuses a view of an undeclared entity.
         ApiError::Internal(format!("view {:?} has no entity", view.name))
     })?;
-    let rows = df_rows(view, &entity.join_key, df)?;
+    let rows = df_rows(view, &entity.join_key, df, others)?;
     let mut problems = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         if let Err(why) = super::push::check_row(view, entity, row) {
@@ -380,6 +500,17 @@ pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiErr
             problems.join("; ")
         )));
     }
+    Ok(rows)
+}
+
+/// Checked rows into `view`, one round trip per `MAX_PUSH_ROWS`: how many
+/// were written and how many features were older than the stored ones.
+/// 409 when Redis refused some (they are named).
+fn write_rows(
+    app: &App,
+    view: &crate::registry::FeatureView,
+    rows: &[Json],
+) -> Result<(usize, usize), ApiError> {
     let (mut written, mut skipped_stale, mut failed) = (0, 0, Vec::new());
     for chunk in rows.chunks(super::push::MAX_PUSH_ROWS) {
         let outcome = super::push::push(
@@ -407,14 +538,7 @@ pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiErr
             failed.join("; ")
         )));
     }
-    let answer = json!({
-        "feature_view_name": name,
-        "written": written,
-        "skipped_stale": skipped_stale,
-    });
-    serde_json::to_vec(&answer)
-        .map(Reply::Json)
-        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))
+    Ok((written, skipped_stale))
 }
 
 /// The DataFrame's columns as `/v1/push` rows (`{"id", "features",
@@ -425,6 +549,7 @@ fn df_rows(
     view: &crate::registry::FeatureView,
     join_key: &str,
     df: &Map<String, Json>,
+    others: &[&str],
 ) -> Result<Vec<Json>, ApiError> {
     let mut len = None;
     for (name, column) in df {
@@ -445,7 +570,8 @@ fn df_rows(
         let known = name == join_key
             || name == "event_timestamp"
             || name == "created"
-            || view.feature(name).is_some();
+            || view.feature(name).is_some()
+            || others.contains(&name.as_str());
         if !known {
             return Err(ApiError::bad(format!(
                 "df.{name} is not a feature of view {:?} (its features: {}), nor {join_key:?}, event_timestamp or created",
@@ -482,6 +608,10 @@ fn df_rows(
                 continue;
             }
             features.insert(name.clone(), value);
+        }
+        // Nothing to set: the row is no update of a stream view.
+        if features.is_empty() && view.kind == crate::registry::ViewKind::Stream {
+            continue;
         }
         let event_time_ms = match times.and_then(|ts| ts.get(i)) {
             None | Some(Json::Null) => Json::Null,

@@ -48,10 +48,11 @@ pub enum Endpoint {
     FeastOnlineFeatures,
     FeastWrite,
     FeastHealth,
+    FeastPush,
 }
 
 /// Every endpoint, in the order of its discriminant (metrics index by it).
-pub const ENDPOINTS: [Endpoint; 16] = [
+pub const ENDPOINTS: [Endpoint; 17] = [
     Endpoint::Page,
     Endpoint::Healthz,
     Endpoint::State,
@@ -68,6 +69,7 @@ pub const ENDPOINTS: [Endpoint; 16] = [
     Endpoint::FeastOnlineFeatures,
     Endpoint::FeastWrite,
     Endpoint::FeastHealth,
+    Endpoint::FeastPush,
 ];
 
 impl Endpoint {
@@ -91,6 +93,7 @@ impl Endpoint {
             Endpoint::FeastOnlineFeatures => "/get-online-features",
             Endpoint::FeastWrite => "/write-to-online-store",
             Endpoint::FeastHealth => "/health",
+            Endpoint::FeastPush => "/push",
         }
     }
 }
@@ -114,6 +117,7 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/get-online-features" => (Endpoint::FeastOnlineFeatures, "POST"),
         "/write-to-online-store" => (Endpoint::FeastWrite, "POST"),
         "/health" => (Endpoint::FeastHealth, "GET"),
+        "/push" => (Endpoint::FeastPush, "POST"),
         _ => return None,
     })
 }
@@ -137,6 +141,7 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::FeastWrite => super::feast::write_to_online_store(app, params),
         // Feast's probe path: the same check as ours (Redis answers).
         Endpoint::FeastHealth => healthz(app),
+        Endpoint::FeastPush => super::feast::push(app, params),
     }
 }
 

@@ -42,7 +42,16 @@ name = "user_activity"
 entity = "user"
 kind = "stream"
 ttl_seconds = 300
+feast_push_source = "user_push"
 features = [{ name = "tx_count_5m", type = "int", max_age_ms = 60000 }]
+
+[[view]]
+name = "user_flags"
+entity = "user"
+kind = "stream"
+ttl_seconds = 300
+feast_push_source = "user_push"
+features = [{ name = "flagged", type = "bool" }]
 
 [[view]]
 name = "driver_hourly"
@@ -685,4 +694,88 @@ fn feasts_own_sdk_writes_and_reads_through_our_server() {
         hget(&redis, "fs:user:u1", "embedding").as_deref(),
         Some("[0.5,-2]")
     );
+}
+
+#[test]
+fn push_writes_every_view_its_push_source_feeds() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let (status, v) = server.post_json(
+        "/push",
+        &json!({"push_source_name": "user_push", "to": "online",
+                "df": {"user_id": ["u1", "u2"], "tx_count_5m": [3, 4], "flagged": [true, null],
+                       "event_timestamp": ["2026-12-01T18:00:00", "2026-12-01T18:00:00"]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["written"],
+        json!({"user_activity": 2, "user_flags": 1}),
+        "{v}"
+    );
+    assert_eq!(
+        hget(&redis, "fs:user:u2", "tx_count_5m").as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        hget(&redis, "fs:user:u1", "flagged").as_deref(),
+        Some("true")
+    );
+    // A stream update only sets values: u2's null flag is left unset.
+    assert_eq!(hget(&redis, "fs:user:u2", "flagged"), None);
+    // Columns of only one of the views: the other is left alone.
+    let (status, v) = server.post_json(
+        "/push",
+        &json!({"push_source_name": "user_push",
+                "df": {"user_id": ["u3"], "flagged": [false]}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["written"], json!({"user_flags": 1}), "{v}");
+}
+
+#[test]
+fn push_refuses_offline_unknown_sources_and_bad_rows_writing_nothing() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&redis, &dir);
+    let df = json!({"user_id": ["u1"], "tx_count_5m": [3]});
+    for (body, want, says) in [
+        (
+            json!({"push_source_name": "user_push", "df": df, "to": "online_and_offline"}),
+            400,
+            "offline store",
+        ),
+        (
+            json!({"push_source_name": "user_push", "df": df, "to": "sideways"}),
+            400,
+            "must be one of",
+        ),
+        (
+            json!({"push_source_name": "nope", "df": df}),
+            404,
+            "push source \"nope\" feeds no view",
+        ),
+        (
+            json!({"push_source_name": "user_push",
+                   "df": {"user_id": ["u1", "u2"], "tx_count_5m": [3, 1.5], "flagged": [true, true]}}),
+            400,
+            "row 1",
+        ),
+        (
+            json!({"push_source_name": "user_push", "df": {"user_id": ["u1"], "country": ["GB"]}}),
+            400,
+            "df.country is not a feature",
+        ),
+        (
+            json!({"push_source_name": "user_push", "df": {"user_id": ["u1"]}}),
+            400,
+            "df holds no feature",
+        ),
+    ] {
+        let (status, v) = server.post_json("/push", &body);
+        assert_eq!(status, want, "{body}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}: want {says:?} in {v}");
+    }
+    assert!(common::all_keys(&mut common::raw(&redis)).is_empty());
 }
