@@ -8,12 +8,15 @@
 //! id_max_length = 64        # optional, 1..=128 (default 128)
 //! id_chars = "_-"           # optional: punctuation allowed besides letters
 //!                           # and digits, from "_-.:@" (the default)
+//! join_key = "user_id"      # optional: Feast's key column (default <name>_id)
 //!
 //! [[view]]
 //! name = "user_profile"
 //! entity = "user"
 //! kind = "batch"            # batch: key TTL | stream: per-field TTL
 //! ttl_seconds = 86400       # 1..=315360000
+//! feast_name = "profile"    # optional: Feast's name for the view (default: name)
+//! feast_push_source = "profile_push"  # optional: Feast's push source feeding it
 //!
 //! [[view.feature]]          # in order; or `features = [{...}, ...]`
 //! name = "risk_segment"
@@ -304,7 +307,13 @@ fn entity(
     check_keys(
         ctx,
         t,
-        &["name", "key_prefix", "id_max_length", "id_chars"],
+        &[
+            "name",
+            "key_prefix",
+            "id_max_length",
+            "id_chars",
+            "join_key",
+        ],
         "an [[entity]]",
     );
     let name = req_str(ctx, t, span, "name", "an [[entity]]");
@@ -355,16 +364,42 @@ fn entity(
             }
         }
     }
+    let join_key = opt_object_name(ctx, t, "join_key", "Feast join key");
+    ok &= join_key.is_ok();
     let ((name, name_span), (key_prefix, _)) = (name?, prefix?);
+    let join_key = join_key.ok()?.unwrap_or_else(|| format!("{name}_id"));
     ok.then_some((
         EntityType {
             name,
             key_prefix,
             id_max_len,
             id_chars,
+            join_key,
         },
         name_span,
     ))
+}
+
+/// An optional name for Feast (`join_key`, `feast_name`): the rules of
+/// our own object names, so it is never ambiguous in `view:feature`.
+/// `Err` when given but refused (already reported).
+fn opt_object_name(
+    ctx: &mut Ctx,
+    t: &DeTable<'_>,
+    key: &str,
+    what: &str,
+) -> Result<Option<String>, ()> {
+    let Some(v) = t.get(key) else {
+        return Ok(None);
+    };
+    match v.get_ref().as_str() {
+        Some(s) if object_name(ctx, s, &v.span(), what) => Ok(Some(s.to_owned())),
+        Some(_) => Err(()),
+        None => {
+            ctx.err(&v.span(), format!("`{key}` must be a string"));
+            Err(())
+        }
+    }
 }
 
 fn strip_invalid(e: crate::error::StoreError) -> String {
@@ -379,6 +414,16 @@ fn strip_invalid(e: crate::error::StoreError) -> String {
 fn check_entities(ctx: &mut Ctx, entities: &[(EntityType, Range<usize>)]) {
     for (i, (e, span)) in entities.iter().enumerate() {
         for (earlier, first) in &entities[..i] {
+            if earlier.name != e.name && earlier.join_key == e.join_key {
+                let line = ctx.line(first);
+                ctx.err(
+                    span,
+                    format!(
+                        "join_key {:?} of entity {:?} is already entity {:?}'s (line {line}): Feast's requests name an entity by it",
+                        e.join_key, e.name, earlier.name
+                    ),
+                );
+            }
             if earlier.name == e.name {
                 let line = ctx.line(first);
                 ctx.err(
@@ -415,6 +460,8 @@ fn view(
             "entity",
             "kind",
             "ttl_seconds",
+            "feast_name",
+            "feast_push_source",
             "feature",
             "features",
         ],
@@ -479,13 +526,21 @@ fn view(
             None => ok = false,
         }
     }
+    let feast_name = opt_object_name(ctx, t, "feast_name", "Feast view");
+    ok &= feast_name.is_ok();
+    let feast_push_source = opt_object_name(ctx, t, "feast_push_source", "Feast push source");
+    ok &= feast_push_source.is_ok();
     let ((name, name_span), (entity, _), kind, ttl_seconds) = (name?, entity?, kind?, ttl?);
+    let feast_name = feast_name.ok()?.unwrap_or_else(|| name.clone());
+    let feast_push_source = feast_push_source.ok()?;
     ok.then(|| ParsedView {
         view: FeatureView {
             name,
             entity,
             kind,
             ttl_seconds,
+            feast_name,
+            feast_push_source,
             features: features.iter().map(|(f, _)| f.clone()).collect(),
         },
         span: name_span,
@@ -673,6 +728,19 @@ fn check_views(ctx: &mut Ctx, views: &[ParsedView]) {
                 format!("view {:?} is already declared on line {line}", v.name),
             );
             continue;
+        }
+        if let Some(first) = views[..i]
+            .iter()
+            .find(|x| x.view.feast_name == v.feast_name)
+        {
+            let line = ctx.line(&first.span);
+            ctx.err(
+                &pv.span,
+                format!(
+                    "feast_name {:?} of view {:?} is already view {:?}'s (line {line}): Feast's requests name a view by it",
+                    v.feast_name, v.name, first.view.name
+                ),
+            );
         }
         for (f, fspan) in v.features.iter().zip(&pv.feature_spans) {
             let here = ctx.line(fspan);

@@ -713,3 +713,62 @@ fn the_documented_format_example_parses_with_the_bounds_it_describes() {
         ]
     );
 }
+
+#[test]
+fn feast_names_default_to_entity_id_and_the_view_name() {
+    let r = Registry::parse(GOOD, "t.toml").expect("GOOD parses");
+    assert_eq!(r.entities[0].join_key, "user_id");
+    assert_eq!(r.entities[1].join_key, "merchant_id");
+    assert_eq!(r.views[0].feast_name, "user_profile");
+    let text = GOOD
+        .replacen(
+            "name = \"user\"\n",
+            "name = \"user\"\njoin_key = \"customer\"\n",
+            1,
+        )
+        .replacen(
+            "name = \"user_profile\"\n",
+            "name = \"user_profile\"\nfeast_name = \"customer_stats\"\n",
+            1,
+        );
+    let r = Registry::parse(&text, "t.toml").expect("feast names parse");
+    assert_eq!(r.entities[0].join_key, "customer");
+    assert_eq!(r.views[0].feast_name, "customer_stats");
+    assert_eq!(r.views[1].feast_name, "merchant_live");
+    assert_eq!(r.views[1].feast_push_source, None);
+    let text = GOOD.replacen(
+        "name = \"merchant_live\"\n",
+        "name = \"merchant_live\"\nfeast_push_source = \"orders_push\"\n",
+        1,
+    );
+    let r = Registry::parse(&text, "t.toml").expect("a push source parses");
+    assert_eq!(r.views[1].feast_push_source.as_deref(), Some("orders_push"));
+}
+
+#[test]
+fn a_join_key_two_entities_share_is_refused() {
+    refused_at_mark(
+        &good_with("[[entity]]\nname = \"shop\" #!\nkey_prefix = \"fs:shop:\"\njoin_key = \"merchant_id\"\n"),
+        "join_key \"merchant_id\" of entity \"shop\" is already entity \"merchant\"'s",
+    );
+}
+
+#[test]
+fn a_feast_name_two_views_share_is_refused() {
+    refused_at_mark(
+        &good_with("[[view]]\nname = \"v2\" #!\nfeast_name = \"merchant_live\"\nentity = \"merchant\"\nkind = \"batch\"\nttl_seconds = 5\nfeatures = [{ name = \"y\", type = \"int\" }]\n"),
+        "feast_name \"merchant_live\" of view \"v2\" is already view \"merchant_live\"'s",
+    );
+}
+
+#[test]
+fn a_feast_name_or_join_key_with_a_colon_is_refused() {
+    refused_at_mark(
+        &good_with("[[view]]\nname = \"v2\"\nfeast_name = \"a:b\" #!\nentity = \"merchant\"\nkind = \"batch\"\nttl_seconds = 5\nfeatures = [{ name = \"y\", type = \"int\" }]\n"),
+        "Feast view name \"a:b\" must be",
+    );
+    refused_at_mark(
+        &good_with("[[entity]]\nname = \"shop\"\nkey_prefix = \"fs:shop:\"\njoin_key = 7 #!\n"),
+        "`join_key` must be a string",
+    );
+}

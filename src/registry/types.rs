@@ -28,6 +28,9 @@ pub struct EntityType {
     /// Punctuation allowed in ids besides ASCII letters and digits: a subset
     /// of [`DEFAULT_ID_CHARS`].
     pub id_chars: String,
+    /// The name Feast's SDK gives this entity's key column (its
+    /// `join_key`): `join_key` in the file, else `<name>_id`.
+    pub join_key: String,
 }
 
 impl EntityType {
@@ -91,6 +94,12 @@ pub struct FeatureView {
     pub entity: String,
     pub kind: ViewKind,
     pub ttl_seconds: u64,
+    /// The name Feast's SDK uses for this view (`feast_name` in the file,
+    /// else the view's own name).
+    pub feast_name: String,
+    /// The Feast push source that feeds this view (`feast_push_source` in
+    /// the file): `POST /push` of that name writes here.
+    pub feast_push_source: Option<String>,
     /// In file order: a request naming the view's features gets them so.
     pub features: Vec<FeatureDef>,
 }

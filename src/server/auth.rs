@@ -81,8 +81,11 @@ impl Need {
     /// admin, and any other GET (such as `/metrics`) needs read.
     pub fn of(endpoint: Endpoint, method: &str) -> Need {
         match endpoint {
-            Endpoint::Page | Endpoint::Healthz => Need::Open,
-            Endpoint::Read | Endpoint::BatchRead | Endpoint::Features => Need::Read,
+            Endpoint::Page | Endpoint::Healthz | Endpoint::FeastHealth => Need::Open,
+            Endpoint::Read
+            | Endpoint::BatchRead
+            | Endpoint::Features
+            | Endpoint::FeastOnlineFeatures => Need::Read,
             _ if method == "GET" => Need::Read,
             _ => Need::Admin,
         }

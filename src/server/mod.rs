@@ -10,6 +10,7 @@ pub mod body;
 pub mod cache;
 pub mod conn;
 pub mod errors;
+pub mod feast;
 pub mod features;
 pub mod http;
 pub mod metrics;
@@ -363,7 +364,17 @@ fn route(
         *body_read = true;
         ticket.body_done();
         if !body.iter().all(u8::is_ascii_whitespace) {
-            match origin::body_kind(http::header(req, "Content-Type"), &body)? {
+            let content_type = http::header(req, "Content-Type");
+            // Some releases of Feast's SDK post this read's JSON with no
+            // Content-Type; a read changes nothing, so nothing is lost by
+            // taking it as JSON here (every other route still refuses it).
+            let kind =
+                if content_type.is_none() && endpoint == routes::Endpoint::FeastOnlineFeatures {
+                    BodyKind::Json
+                } else {
+                    origin::body_kind(content_type, &body)?
+                };
+            match kind {
                 BodyKind::Json => params.add_json(&body)?,
                 BodyKind::Form => {
                     let text = std::str::from_utf8(&body)

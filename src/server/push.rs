@@ -192,7 +192,7 @@ fn write(
 
 /// One row as the store writes it, or every reason it cannot be (each
 /// naming the feature and its type).
-fn check_row(view: &FeatureView, entity: &EntityType, row: &J) -> Result<BatchRow, String> {
+pub fn check_row(view: &FeatureView, entity: &EntityType, row: &J) -> Result<BatchRow, String> {
     let Some(row) = row.as_object() else {
         return Err(r#"a row must be an object {"id": ..., "features": {...}}"#.into());
     };

@@ -45,10 +45,14 @@ pub enum Endpoint {
     Features,
     Push,
     Metrics,
+    FeastOnlineFeatures,
+    FeastWrite,
+    FeastHealth,
+    FeastPush,
 }
 
 /// Every endpoint, in the order of its discriminant (metrics index by it).
-pub const ENDPOINTS: [Endpoint; 13] = [
+pub const ENDPOINTS: [Endpoint; 17] = [
     Endpoint::Page,
     Endpoint::Healthz,
     Endpoint::State,
@@ -62,6 +66,10 @@ pub const ENDPOINTS: [Endpoint; 13] = [
     Endpoint::Features,
     Endpoint::Push,
     Endpoint::Metrics,
+    Endpoint::FeastOnlineFeatures,
+    Endpoint::FeastWrite,
+    Endpoint::FeastHealth,
+    Endpoint::FeastPush,
 ];
 
 impl Endpoint {
@@ -82,6 +90,10 @@ impl Endpoint {
             Endpoint::Features => "/v1/features",
             Endpoint::Push => "/v1/push",
             Endpoint::Metrics => "/metrics",
+            Endpoint::FeastOnlineFeatures => "/get-online-features",
+            Endpoint::FeastWrite => "/write-to-online-store",
+            Endpoint::FeastHealth => "/health",
+            Endpoint::FeastPush => "/push",
         }
     }
 }
@@ -102,6 +114,10 @@ pub fn lookup(path: &str) -> Option<(Endpoint, &'static str)> {
         "/v1/features" => (Endpoint::Features, "POST"),
         "/v1/push" => (Endpoint::Push, "POST"),
         "/metrics" => (Endpoint::Metrics, "GET"),
+        "/get-online-features" => (Endpoint::FeastOnlineFeatures, "POST"),
+        "/write-to-online-store" => (Endpoint::FeastWrite, "POST"),
+        "/health" => (Endpoint::FeastHealth, "GET"),
+        "/push" => (Endpoint::FeastPush, "POST"),
         _ => return None,
     })
 }
@@ -121,6 +137,11 @@ pub fn dispatch(app: &App, endpoint: Endpoint, params: &Params) -> Result<Reply,
         Endpoint::Features => super::features::features(app, params),
         Endpoint::Push => push(app, params),
         Endpoint::Metrics => metrics(app),
+        Endpoint::FeastOnlineFeatures => super::feast::get_online_features(app, params),
+        Endpoint::FeastWrite => super::feast::write_to_online_store(app, params),
+        // Feast's probe path: the same check as ours (Redis answers).
+        Endpoint::FeastHealth => healthz(app),
+        Endpoint::FeastPush => super::feast::push(app, params),
     }
 }
 

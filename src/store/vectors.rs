@@ -85,6 +85,8 @@ pub struct Vectors {
     /// (`None` where nothing is stored or no event time is): only when a
     /// bound made the read fetch event times, else `None`.
     pub ages: Option<Vec<Vec<Option<i64>>>>,
+    /// Redis's clock (epoch ms) the ages were measured on: with `ages`.
+    pub now_ms: Option<u64>,
 }
 
 impl FeatureStore {
@@ -105,6 +107,20 @@ impl FeatureStore {
         ids: &[String],
         max_age_ms: Option<u64>,
     ) -> Result<Vectors, StoreError> {
+        self.vectors_dated(resolved, ids, max_age_ms, false)
+    }
+
+    /// As [`vectors`](Self::vectors); with `dated`, the values' event times
+    /// are read (and `ages`, `now_ms` answered) even where no bound applies,
+    /// for a caller that reports them (Feast's `event_timestamps`). An
+    /// unbounded column is never stale for it.
+    pub fn vectors_dated(
+        &self,
+        resolved: &Resolved,
+        ids: &[String],
+        max_age_ms: Option<u64>,
+        dated: bool,
+    ) -> Result<Vectors, StoreError> {
         if ids.is_empty() || ids.len() > MAX_VECTOR_IDS {
             return Err(StoreError::invalid(format!(
                 "ids must list 1 to {MAX_VECTOR_IDS} entities, got {}",
@@ -119,7 +135,7 @@ impl FeatureStore {
         for c in &mut columns {
             c.max_age_ms = c.max_age_under(max_age_ms);
         }
-        let plan = columns.iter().any(|c| c.max_age_ms.is_some()).then(|| {
+        let plan = (dated || columns.iter().any(|c| c.max_age_ms.is_some())).then(|| {
             let names: Vec<&str> = columns.iter().map(|c| c.field.as_str()).collect();
             DatingPlan::new(&names, |f| {
                 columns
@@ -253,6 +269,7 @@ impl FeatureStore {
             invalid_count,
             stale_count,
             ages: plan.is_some().then_some(ages),
+            now_ms,
         })
     }
 }

@@ -76,6 +76,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
     vec![
         ("GET", "/", None, Needs::Nothing),
         ("GET", "/healthz", None, Needs::Nothing),
+        ("GET", "/health", None, Needs::Nothing),
         ("GET", "/state", None, Needs::Read),
         ("GET", "/inspect?user=u0001", None, Needs::Read),
         ("GET", "/v1/registry", None, Needs::Read),
@@ -94,6 +95,13 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
         ),
         (
             "POST",
+            "/get-online-features",
+            Some(json!({"features": ["user_profile:country_iso"],
+                        "entities": {"user_id": ["u0001"]}})),
+            Needs::Read,
+        ),
+        (
+            "POST",
             "/bulk-load",
             Some(json!({"count": 5})),
             Needs::Admin,
@@ -104,6 +112,13 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
             "/v1/push",
             Some(json!({"view": "user_profile", "rows": [
                 {"id": "u0001", "features": {"tx_count_7d": 3}}]})),
+            Needs::Admin,
+        ),
+        (
+            "POST",
+            "/write-to-online-store",
+            Some(json!({"feature_view_name": "user_profile",
+                        "df": {"user_id": ["u0001"], "tx_count_7d": [3]}})),
             Needs::Admin,
         ),
         ("POST", "/reset", None, Needs::Admin),

@@ -11,6 +11,7 @@ mod cluster_harness;
 mod ensure_redis;
 mod entities;
 mod event_time;
+mod feast;
 mod freshness;
 mod http_hostile;
 mod invariants;
