@@ -11,13 +11,13 @@
 //! - the pass itself is incremental: each tick runs SCAN pages while a token
 //!   bucket filled at `BUDGET_FRACTION` of wall time (1% of one core; a
 //!   quarter of that while the count is `DBSIZE`) has
-//!   credit, charged with each call's measured round trip (an upper bound
+//!   credit, charged with each SCAN page's measured round trip (an upper bound
 //!   on the Redis time it took), and the cursor carries over to the next
 //!   tick. A completed pass publishes its ids and unlisted count.
 //!
 //! Nothing runs before the server listens; `/bulk-load` and `/reset` run
-//! one early tick (at least one page, one per node on a cluster), never a
-//! whole pass.
+//! one early tick that starts a new pass (at least one page, one per node on
+//! a cluster), never a whole big pass.
 //!
 //! A reset `clear`s the snapshot after its delete: the worker picks its ids
 //! here, so a list from before the reset must never come back, whether the
@@ -256,6 +256,13 @@ impl EntityCache {
             pass.credit = credit.min(pass.credit);
         }
         pass.refill();
+        if forced {
+            // A pass begun before the write that forced this tick (a bulk
+            // load) would publish a count from before it, as exact: start
+            // afresh, so a small keyspace is counted whole after it (on a
+            // cluster a pass spans a page per node at least).
+            pass.cursor = None;
+        }
         let result = self.step(&mut pass, store, forced);
         self.note_reachability(&result);
         let mut cur = lock(&self.current);
@@ -279,9 +286,11 @@ impl EntityCache {
 
     /// One tick's Redis work; returns `DBSIZE`.
     fn step(&self, pass: &mut Pass, store: &FeatureStore, forced: bool) -> Result<u64, StoreError> {
-        let t = Instant::now();
+        // Not charged to the scan's budget: four O(1) commands per tick, a
+        // fixed cost, whose round trip (on a cluster, the slowest node's;
+        // under load, a millisecond) would otherwise eat the budget at short
+        // --refresh-ms and starve the pass that the budget is for.
         let (dbsize, all_under_prefix) = store.dbsize_sampled(SAMPLES)?;
-        pass.charge(t);
         if !all_under_prefix {
             pass.sampled_foreign_at = Some(Instant::now());
         }
