@@ -8,12 +8,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::common::{self, wait_until};
-use crate::server::Server;
+use crate::server::{run_until_exit, wait_for_open_line, Server};
 
 const READ: &str = "read-4f1c9a7e2b6d8053";
 const ADMIN: &str = "admin-93e0b7c15a2f4d68";
@@ -287,35 +287,6 @@ fn a_read_token_changes_nothing_on_an_admin_route() {
     );
 }
 
-/// Runs fs-server with `args` (and `env`), waits (at most 20 s) for it to
-/// exit; its exit code and stderr. One that starts instead fails the test.
-fn run_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning fs-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("fs-server {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr);
-    }
-    (status.code(), stderr)
-}
-
 #[test]
 fn a_non_loopback_host_is_refused_without_tokens_unless_insecure_no_auth() {
     let redis = common::redis();
@@ -406,17 +377,7 @@ impl Watched {
                 }
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("fs-server exited before printing its URL")
-                .expect("reading stdout");
-            if let Some(rest) = line.strip_prefix("open http://") {
-                break rest.trim_end_matches('/').parse().expect("address");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = wait_for_open_line(child.stdout.take().expect("stdout"));
         Watched {
             child,
             addr,

@@ -39,17 +39,7 @@ impl LoggedServer {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("fs-server exited before printing its URL")
-                .expect("reading stdout");
-            if let Some(rest) = line.strip_prefix("open http://") {
-                break rest.trim_end_matches('/').parse().expect("address");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = crate::server::wait_for_open_line(child.stdout.take().expect("stdout"));
         LoggedServer { child, addr, log }
     }
 

@@ -41,22 +41,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning fs-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("fs-server exited before printing its URL")
-                .expect("reading fs-server's stdout");
-            if let Some(rest) = line.strip_prefix("open http://") {
-                break rest
-                    .trim_end_matches('/')
-                    .parse()
-                    .expect("address in the open line");
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = wait_for_open_line(child.stdout.take().expect("stdout"));
         Server { child, addr }
     }
 
@@ -1140,12 +1125,34 @@ fn server_page_in_headless_chromium() {
     eprintln!("screenshot: {}", shot.display());
 }
 
-/// Runs fs-server with `args` and waits (at most 20 s) for it to exit;
-/// its exit code and stderr. A server that starts instead is killed and
-/// the test fails.
-fn run_until_exit(args: &[&str]) -> (Option<i32>, String) {
+/// Reads fs-server's stdout until its "open http://..." line and returns
+/// the address; the rest is drained on a thread, so the server never
+/// blocks on a full pipe.
+pub fn wait_for_open_line(stdout: std::process::ChildStdout) -> SocketAddr {
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("fs-server exited before printing its URL")
+            .expect("reading fs-server's stdout");
+        if let Some(rest) = line.strip_prefix("open http://") {
+            break rest
+                .trim_end_matches('/')
+                .parse()
+                .expect("address in the open line");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    addr
+}
+
+/// Runs fs-server with `args` (and `env`) and waits (at most 20 s) for it
+/// to exit; its exit code and stderr. A server that starts instead is
+/// killed and the test fails.
+pub fn run_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fs-server"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1173,7 +1180,7 @@ fn run_until_exit(args: &[&str]) -> (Option<i32>, String) {
 fn server_refuses_to_start_on_a_redis_without_hexpire() {
     let redis = feature_store::ManagedRedis::start_with_args(&["--rename-command", "HEXPIRE", ""])
         .expect("starting redis without HEXPIRE");
-    let (code, stderr) = run_until_exit(&["--redis-url", &redis.url(), "--port", "0"]);
+    let (code, stderr) = run_until_exit(&["--redis-url", &redis.url(), "--port", "0"], &[]);
     assert!(matches!(code, Some(c) if c != 0), "{code:?} {stderr}");
     assert!(stderr.contains("HEXPIRE ("), "{stderr}");
     assert!(stderr.contains("Redis >= 7.4 or Valkey >= 9.0"), "{stderr}");

@@ -7,7 +7,7 @@ use feature_store::demo::synth;
 use feature_store::registry::Registry;
 use feature_store::{FeatureMap, FeatureStore, ManagedCluster, ManagedRedis, StoreConfig};
 
-use crate::library::{read_ids, BATCH_TTL, READ_FIELDS, SEED};
+use crate::library::{complete, read_ids, BATCH_TTL, READ_FIELDS, SEED};
 use crate::measure::{paired, Recorder};
 use crate::report::{Figures, RatioOn, Row};
 use crate::{BResult, Sizes};
@@ -54,12 +54,12 @@ fn bulk_load(sizes: &Sizes, on_cluster: &FeatureStore, alone: &FeatureStore) -> 
         }
         let n = batch.len() as u64;
         let run_cluster = || {
-            written(
+            complete(
                 "cluster bulk_load",
                 on_cluster.bulk_load(&batch, BATCH_TTL)?,
             )
         };
-        let run_alone = || written("standalone bulk_load", alone.bulk_load(&batch, BATCH_TTL)?);
+        let run_alone = || complete("standalone bulk_load", alone.bulk_load(&batch, BATCH_TTL)?);
         if k.is_multiple_of(2) {
             ours.time(n, run_cluster)?;
             base.time(n, run_alone)?;
@@ -93,19 +93,6 @@ fn bulk_load(sizes: &Sizes, on_cluster: &FeatureStore, alone: &FeatureStore) -> 
             StoreConfig::default().entities_per_call,
         ),
     })
-}
-
-fn written(what: &str, report: feature_store::store::WriteReport) -> BResult<()> {
-    match report.failed.first() {
-        None => Ok(()),
-        Some(f) => Err(format!(
-            "{what}: {} rows failed, first {} ({})",
-            report.failed.len(),
-            f.id,
-            f.error
-        )
-        .into()),
-    }
 }
 
 fn batch_read(sizes: &Sizes, on_cluster: &FeatureStore, alone: &FeatureStore) -> BResult<Row> {

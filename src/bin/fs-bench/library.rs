@@ -64,7 +64,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn complete(what: &str, report: feature_store::store::WriteReport) -> BResult<()> {
+pub fn complete(what: &str, report: feature_store::store::WriteReport) -> BResult<()> {
     match report.failed.first() {
         None => Ok(()),
         Some(f) => Err(format!(
