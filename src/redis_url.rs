@@ -38,15 +38,15 @@ mod tests {
     #[test]
     fn the_password_is_hidden_and_the_user_kept() {
         assert_eq!(
-            redact("redis://fsuser:s3cret@10.0.0.1:6379/"),
-            "redis://fsuser:***@10.0.0.1:6379/"
+            redact("redis://fsuser:s3cret@10.0.0.1:6380/"),
+            "redis://fsuser:***@10.0.0.1:6380/"
         );
         assert_eq!(
             redact("rediss+cluster://app:pw@h1:7000,h2:7001/"),
             "rediss+cluster://app:***@h1:7000,h2:7001/"
         );
         assert_eq!(redact("redis://:pw@h:1/"), "redis://:***@h:1/");
-        assert_eq!(redact("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(redact("redis://h:6380/"), "redis://h:6380/");
         assert!(is_cluster("rediss+cluster://h:1/") && is_tls("rediss+cluster://h:1/"));
         assert!(!is_tls("redis+cluster://h:1/") && !is_cluster("rediss://h:1/"));
     }
@@ -61,8 +61,8 @@ mod tests {
             user in "[a-z]{0,8}",
             password in "[!-~]{6,24}",
         ) {
-            let url = format!("{scheme}://{user}:{password}@127.0.0.1:6379/");
-            prop_assert_eq!(redact(&url), format!("{scheme}://{user}:***@127.0.0.1:6379/"));
+            let url = format!("{scheme}://{user}:{password}@127.0.0.1:6380/");
+            prop_assert_eq!(redact(&url), format!("{scheme}://{user}:***@127.0.0.1:6380/"));
         }
     }
 }

@@ -531,12 +531,12 @@ mod tests {
     fn a_cluster_url_names_its_seeds_and_refuses_what_a_cluster_lacks() {
         let c = open("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/").expect("two seeds");
         assert_eq!(c.seeds, ["127.0.0.1:7000", "127.0.0.1:7001"]);
-        let c = open("redis+cluster://app:s3cret@10.0.0.1:6379").expect("with a user");
+        let c = open("redis+cluster://app:s3cret@10.0.0.1:6380").expect("with a user");
         assert_eq!(
             c.node_url("10.0.0.2:6380"),
             "redis://app:s3cret@10.0.0.2:6380/"
         );
-        let c = open("rediss+cluster://app:s3cret@10.0.0.1:6379/").expect("over TLS");
+        let c = open("rediss+cluster://app:s3cret@10.0.0.1:6380/").expect("over TLS");
         assert_eq!(
             c.node_url("10.0.0.2:6380"),
             "rediss://app:s3cret@10.0.0.2:6380/"

@@ -223,6 +223,11 @@ impl FeatureStore {
         Ok((next, keys, nodes.len()))
     }
 
+    /// Whether calls go to a cluster, where a call's keys must share a slot.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(&*self.transport, Transport::Cluster(_))
+    }
+
     /// The slot each key lives in on a cluster; `None` standalone, where
     /// calls may mix any keys.
     pub(super) fn slot_of(&self, key: &[u8]) -> Option<u16> {

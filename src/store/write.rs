@@ -302,23 +302,18 @@ impl FeatureStore {
     /// `ready` is first grouped by slot (a stable sort, so one entity's
     /// writes keep their order) and no call spans two slots.
     fn call_sizes(&self, ready: &mut [(usize, EntityArgs)], per_call: usize) -> Vec<usize> {
-        if self.slot_of(b"").is_none() {
+        if !self.is_cluster() {
             return split_calls(ready.iter().map(|(_, e)| e.cost()), per_call);
         }
-        ready.sort_by_cached_key(|(_, e)| self.slot_of(e.key.as_bytes()));
+        let slot = |e: &EntityArgs| slots::key_slot(e.key.as_bytes());
+        ready.sort_by_cached_key(|(_, e)| slot(e));
+        let by_slot: Vec<u16> = ready.iter().map(|(_, e)| slot(e)).collect();
         let mut sizes = Vec::new();
-        let mut rest = &ready[..];
-        while let Some((_, first)) = rest.first() {
-            let slot = self.slot_of(first.key.as_bytes());
-            let run = rest
-                .iter()
-                .position(|(_, e)| self.slot_of(e.key.as_bytes()) != slot)
-                .unwrap_or(rest.len());
-            sizes.extend(split_calls(
-                rest[..run].iter().map(|(_, e)| e.cost()),
-                per_call,
-            ));
-            rest = &rest[run..];
+        let mut start = 0;
+        for run in by_slot.chunk_by(|a, b| a == b) {
+            let part = &ready[start..start + run.len()];
+            sizes.extend(split_calls(part.iter().map(|(_, e)| e.cost()), per_call));
+            start += run.len();
         }
         sizes
     }
