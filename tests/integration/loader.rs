@@ -90,6 +90,24 @@ pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// No client other than `conn` has a reply waiting in Redis's output
+/// buffers (`CLIENT LIST`'s `obl` and `oll` are both 0).
+fn every_reply_sent(conn: &mut redis::Connection) -> bool {
+    let me: i64 = redis::cmd("CLIENT").arg("ID").query(conn).expect("CLIENT ID");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(conn)
+        .expect("CLIENT LIST");
+    list.lines().all(|line| {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or("")
+        };
+        field("id") == me.to_string() || (field("obl") == "0" && field("oll") == "0")
+    })
+}
+
 fn dbsize(conn: &mut impl redis::ConnectionLike) -> u64 {
     redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }
@@ -482,6 +500,15 @@ fn loader_redis_lost_mid_load_is_accounted_exactly_and_a_rerun_completes() {
         Duration::from_secs(20),
         || dbsize(&mut conn) == 50,
     );
+    // The rows are in Redis, but their replies may still sit in Redis's
+    // output buffers (replies are flushed at the end of an event-loop turn):
+    // a kill now would leave the loader rightly counting them unconfirmed.
+    // Stop only once every reply has reached the loader's socket.
+    wait_until(
+        "Redis to have sent every reply",
+        Duration::from_secs(20),
+        || every_reply_sent(&mut conn),
+    );
     redis.stop();
     feed(&mut child, 51, 80);
     drop(child.stdin.take());
@@ -804,6 +831,15 @@ fn loader_retries_only_the_unconfirmed_rows_until_redis_is_back() {
         "the first 50 rows in Redis",
         Duration::from_secs(20),
         || dbsize(&mut conn) == 50,
+    );
+    // The rows are in Redis, but their replies may still sit in Redis's
+    // output buffers (replies are flushed at the end of an event-loop turn):
+    // a kill now would leave the loader rightly counting them unconfirmed.
+    // Stop only once every reply has reached the loader's socket.
+    wait_until(
+        "Redis to have sent every reply",
+        Duration::from_secs(20),
+        || every_reply_sent(&mut conn),
     );
     redis.stop();
     feed(&mut child, 51, 80);
