@@ -62,6 +62,7 @@ fn vs_row(ctx: &mut Ctx, server: &Server, other: &Server, other_bin: &Path) -> B
     let bodies = v1_bodies(&read_ids(ctx.streamed, n * 100, 10))?;
     let mut a = HttpClient::connect(server.addr)?;
     let mut b = HttpClient::connect(other.addr)?;
+    let cpu_before = (server.cpu_time(), other.cpu_time());
     let (ours, base) = paired(
         (n / 10).max(5),
         n,
@@ -84,7 +85,22 @@ fn vs_row(ctx: &mut Ctx, server: &Server, other: &Server, other_bin: &Path) -> B
         baseline: Figures::Timed(base),
         ratio_on: RatioOn::P50,
         goal: vec![],
-        note: format!("{n} requests each side, alternating in blocks of 10."),
+        note: format!(
+            "{n} requests each side (after {} warm-up ones), alternating in blocks of 10. \
+             Server CPU (user + system, from /proc) per request, warm-up included: {}.",
+            (n / 10).max(5),
+            match (cpu_before, (server.cpu_time(), other.cpu_time())) {
+                ((Some(a0), Some(b0)), (Some(a1), Some(b1))) => {
+                    let per = |d: Duration| d.as_secs_f64() * 1e6 / (n + (n / 10).max(5)) as f64;
+                    format!(
+                        "this server {:.0} us, the other {:.0} us",
+                        per(a1.saturating_sub(a0)),
+                        per(b1.saturating_sub(b0))
+                    )
+                }
+                _ => "not readable here".into(),
+            }
+        ),
     })
 }
 
