@@ -482,7 +482,7 @@ mod tests {
         /// Any second up to year 9999 formats as the `time` crate does.
         #[test]
         fn http_dates_agree_with_the_time_crate(secs in 0u64..253_402_300_800) {
-            let fmt = time::format_description::parse(
+            let fmt = time::format_description::parse_borrowed::<2>(
                 "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT",
             )
             .expect("a valid description");

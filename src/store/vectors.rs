@@ -323,7 +323,7 @@ fn owned_text(ty: &FeatureType, bytes: Vec<u8>) -> Option<Value> {
     let s = String::from_utf8(bytes).ok()?;
     match ty {
         FeatureType::String => Some(Value::String(s)),
-        FeatureType::Category(values) if values.iter().any(|v| *v == s) => Some(Value::String(s)),
+        FeatureType::Category(values) if values.contains(&s) => Some(Value::String(s)),
         _ => None,
     }
 }
