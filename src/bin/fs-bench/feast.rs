@@ -1,7 +1,9 @@
 //! The Feast rows: Feast's own Python SDK reading 1 and 100 users through
 //! our `fs-server` (`online_store: remote`), against the same SDK reading
 //! through `feast serve` on Feast's own Redis online store, on the same
-//! Redis, interleaved in the same run.
+//! Redis, interleaved in the same run; and the same reads as the bare HTTP
+//! request the SDK sends, to both servers, so the rows show how much of a
+//! call is the SDK's own work and how much the server's.
 //!
 //! Setup (untimed): the SDK's virtualenv (`scripts/feast-venv.sh`, shared
 //! with the Feast SDK test), a Redis of its own, `fs-server` on it with a
@@ -61,7 +63,7 @@ const WARMUP: usize = 20;
 /// `feast serve` imports Feast and reads the registry before it listens.
 const SERVE_READY: Duration = Duration::from_secs(180);
 
-/// The two rows, or the section listed as skipped when the SDK's
+/// The four rows, or the section listed as skipped when the SDK's
 /// virtualenv cannot be had (no Python, no PyPI). `required` (`--only
 /// feast`) makes that an error instead. Anything failing after the
 /// virtualenv is an error either way: a row that cannot be trusted fails.
@@ -175,11 +177,11 @@ pub fn rows(
     let version = answer["feast_version"].as_str().unwrap_or("?").to_owned();
     let python = answer["python"].as_str().unwrap_or("?").to_owned();
     let features = answer["features"].as_u64().unwrap_or(0);
-    let figures = |size: &str, side: &str| -> BResult<Summary> {
-        let ns = answer["samples_ns"][size][side]
+    let figures = |way: &str, size: &str, side: &str| -> BResult<Summary> {
+        let ns = answer["samples_ns"][way][size][side]
             .as_array()
             .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("feast_driver.py bench gave no {size}/{side} samples"))?;
+            .ok_or_else(|| format!("feast_driver.py bench gave no {way}/{size}/{side} samples"))?;
         let mut r = Recorder::with_capacity(ns.len());
         for v in ns {
             let v = v.as_u64().ok_or("a latency that is not a number of ns")?;
@@ -187,51 +189,74 @@ pub fn rows(
         }
         Ok(r.summary())
     };
-    let measured = format!(
+    let sdk_call = format!(
         "timed in the SDK's own process around `store.get_online_features(features=[the {features} \
-         features of view user_profile], entity_rows=[...]).to_dict()`: the SDK building the request, \
-         HTTP to the server (keep-alive, the SDK's pooled session, both servers on this machine), the \
-         server reading Redis, the answer back into Python values. Feast {version}, Python {python}, \
-         one client calling in sequence"
+         features of view user_profile], entity_rows=[...]).to_dict()`, what a Feast user calls: the \
+         SDK building the request, HTTP to the server (keep-alive, the SDK's pooled session), the \
+         server reading Redis, the answer back into Python values"
+    );
+    let http_call = format!(
+        "timed around the request that SDK call sends, alone: `requests.Session().post(.../get-online-features, \
+         json={{\"features\": [the {features}], \"entities\": {{\"user_id\": [...]}}}})` and `.json()` \
+         of the answer: HTTP to the server (keep-alive), the server reading Redis, the JSON parsed; \
+         the rest of the SDK row is the SDK's own work, the same on both sides"
     );
     let setup = format!(
-        "{USERS} users written through both paths first (ours through the SDK's \
+        "Feast {version}, Python {python}, one client calling in sequence, both servers and Redis on \
+         this machine. {} users written through both paths first (ours through the SDK's \
          `write_to_online_store` to fs-server's `/write-to-online-store`, Feast's with \
          `write_to_online_store` into its Redis online store, both on one redis-server), and both \
          checked to answer exactly the written values, typed, for 1 and for 100 users. `feast \
          serve`: its defaults (one gunicorn worker), access log off, `--max-requests 0` (no worker \
          restart mid-run); fs-server: its defaults, `--max-body-bytes {MAX_BODY_BYTES}` for the \
-         1,000-row write"
+         1,000-row write",
+        count(USERS as f64)
     );
-    for (id, size, n, what) in [
-        (
-            "feast_sdk_read_1",
-            "one",
-            sizes.feast_iters,
-            "1 random user",
-        ),
+    for (id, way, size, n) in [
+        ("feast_sdk_read_1", "sdk", "one", sizes.feast_iters),
         (
             "feast_sdk_read_100",
+            "sdk",
             "hundred",
             sizes.feast_batch_iters,
-            "100 random users",
+        ),
+        ("feast_http_read_1", "http", "one", sizes.feast_iters),
+        (
+            "feast_http_read_100",
+            "http",
+            "hundred",
+            sizes.feast_batch_iters,
         ),
     ] {
+        let users = if size == "one" {
+            "1 random user"
+        } else {
+            "100 random users"
+        };
+        let (operation, baseline_name, measured) = if way == "sdk" {
+            (
+                format!("Feast SDK `get_online_features(...).to_dict()`, {users} x {features} features, through fs-server"),
+                format!("the same SDK call through `feast serve` (Feast {version}, its Redis online store) on the same Redis"),
+                &sdk_call,
+            )
+        } else {
+            (
+                format!("the same read as bare HTTP `POST /get-online-features` ({users} x {features} features) to fs-server"),
+                format!("the same request to `feast serve` (Feast {version}, its Redis online store) on the same Redis"),
+                &http_call,
+            )
+        };
         let row = Row {
             id,
-            operation: format!(
-                "Feast SDK `get_online_features(...).to_dict()`, {what} x {features} features, through fs-server"
-            ),
+            operation,
             unit: "calls",
-            ours: Figures::Timed(figures(size, "ours")?),
-            baseline_name: format!(
-                "the same SDK call through `feast serve` (Feast {version}, its Redis online store) on the same Redis"
-            ),
-            baseline: Figures::Timed(figures(size, "feast")?),
+            ours: Figures::Timed(figures(way, size, "ours")?),
+            baseline_name,
+            baseline: Figures::Timed(figures(way, size, "feast")?),
             ratio_on: RatioOn::P50,
             goal: Vec::new(),
             note: format!(
-                "{measured}. {} calls of {what} each side after {WARMUP} unrecorded, interleaved in \
+                "{measured}. {} calls of {users} each side after {WARMUP} unrecorded, interleaved in \
                  {} rounds (fs-server first in even rounds, `feast serve` in odd ones) on the same \
                  random users among {}. {setup}.",
                 count(n as f64),
