@@ -746,3 +746,44 @@ fn push_refuses_offline_unknown_sources_and_bad_rows_writing_nothing() {
     }
     assert!(common::all_keys(&mut common::raw(&redis)).is_empty());
 }
+
+/// Feast's SDK posts a whole DataFrame in one request, so Feast's write
+/// routes take bodies past `--max-body-bytes` (up to their own limit);
+/// every other route keeps the smaller one.
+#[test]
+fn a_feast_write_past_max_body_bytes_is_taken_up_to_its_own_limit() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = 3000;
+    let ids: Vec<String> = (0..rows).map(|n| format!("u{n:05}")).collect();
+    let body = json!({"feature_view_name": "user_stats",
+                      "df": {"user_id": ids,
+                             "age_days": (0..rows).collect::<Vec<_>>(),
+                             "event_timestamp": vec!["2026-12-01T18:00:00"; rows],
+                             "created": vec![Json::Null; rows]}});
+    assert!(body.to_string().len() > 65_536, "the body must pass the default limit");
+
+    let server = start(&redis, &dir);
+    let (status, v) = server.post_json("/write-to-online-store", &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["written"], rows, "{v}");
+    assert_eq!(hget(&redis, "fs:user:u02999", "age_days").as_deref(), Some("2999"));
+    let (status, v) = server.post_json("/v1/push", &body);
+    assert_eq!(status, 413, "other routes keep --max-body-bytes: {v}");
+    drop(server);
+
+    let redis = common::redis();
+    let path = dir.path().join("feast.toml");
+    let server = Server::start(
+        &redis.url(),
+        &[
+            "--registry",
+            &path.display().to_string(),
+            "--max-write-body-bytes",
+            "4096",
+        ],
+    );
+    let (status, v) = server.post_json("/write-to-online-store", &body);
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(hget(&redis, "fs:user:u00000", "age_days"), None);
+}
