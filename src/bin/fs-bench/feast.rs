@@ -55,9 +55,6 @@ features = [
 
 /// Users written through both paths; the reads pick among them.
 const USERS: usize = 1000;
-/// `write_to_online_store` posts the whole DataFrame in one request: 1,000
-/// rows of this view are about 115 KB, over fs-server's 64 KiB default.
-const MAX_BODY_BYTES: &str = "4194304";
 /// Calls of each size and side the driver makes before recording.
 const WARMUP: usize = 20;
 /// `feast serve` imports Feast and reads the registry before it listens.
@@ -96,8 +93,6 @@ pub fn rows(
             "3600000".into(),
             "--registry".into(),
             registry.display().to_string(),
-            "--max-body-bytes".into(),
-            MAX_BODY_BYTES.into(),
         ],
     )?;
 
@@ -208,8 +203,7 @@ pub fn rows(
          `write_to_online_store` into its Redis online store, both on one redis-server), and both \
          checked to answer exactly the written values, typed, for 1 and for 100 users. `feast \
          serve`: its defaults (one gunicorn worker), access log off, `--max-requests 0` (no worker \
-         restart mid-run); fs-server: its defaults, `--max-body-bytes {MAX_BODY_BYTES}` for the \
-         1,000-row write",
+         restart mid-run); fs-server: its defaults",
         count(USERS as f64)
     );
     for (id, way, size, n) in [
