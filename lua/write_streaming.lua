@@ -94,7 +94,7 @@ HSETEX, EXPIRE NX), and each crossing between Lua and Redis costs about as
 much again as the command itself; everything else is kept to table
 look-ups. The checks look each distinct time, view, count and feature name
 up in a table of those already checked (the updates of a call repeat
-them): checking every update with pattern matches was a fifth of the
+them): checking every update with pattern matches was a sixth of the
 script's Redis time. docs/event-time.md ("What a write costs Redis") has
 the measurements.
 ]]
