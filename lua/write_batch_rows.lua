@@ -58,6 +58,14 @@ time a row writes lives as long as the key, and every row that writes
 refreshes the key TTL. The same call run twice leaves the same state: the
 second run finds every time equal and changes nothing.
 
+Cost: a written row runs three commands from Lua (HMGET of @V and @V+,
+HSET, EXPIRE), and each crossing between Lua and Redis costs about as much
+again as a small command; everything else is kept to table look-ups.
+The checks look each distinct time, view, count and feature name up in a
+table of those already checked (a loader's rows repeat them): checking
+every row with pattern matches was a third of the script's Redis time.
+docs/event-time.md ("What a write costs Redis") has the measurements.
+
 Example, a row with two of the features of view user_profile, dated
 2026-12-01T16:00:00Z (the SHA1 is printed by `fs-loader scripts --load`):
   redis-cli EVALSHA <sha> 1 fs:user:u0001 86400 1796140800000 1 user_profile 0 2 country_iso US tx_count_7d 14
@@ -79,26 +87,41 @@ if ttl == nil or not string.match(ttl, '^[1-9]%d*$') or #ttl > 9
   return fail('ttl must be an integer from 1 to 315360000')
 end
 
-local function bad_name(name)
-  return name == '' or string.find(name, '@', 1, true) ~= nil
-end
+local find, match, tonumber, unpack = string.find, string.match, tonumber, unpack
+local ARGV = ARGV
 
--- Pass 1: check every row's layout before the first write.
+-- Pass 1: check every row's layout before the first write. The rows of a
+-- call mostly repeat their time, view, counts and feature names, so each
+-- distinct one is checked once (tables of those already checked) and the
+-- checks cost table look-ups per row.
+local good_view, good_name, r_of, s_of = {}, {}, {}, {}
+local last_t = false
 local nargs = #ARGV
 local pos = 2
 for i = 1, n do
-  local t, m, v, r, s = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
-  if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
-    return fail('row ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+  local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  if t ~= last_t then
+    if t == nil or #t > 15 or not (t == '0' or match(t, '^[1-9]%d*$')) then
+      return fail('row ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+    end
+    last_t = t
   end
-  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' or string.find(v, '[@+]') then
-    return fail('row ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
+  if (m ~= '2' and m ~= '1' and m ~= '0') or not good_view[v] then
+    if (m ~= '2' and m ~= '1' and m ~= '0') or v == nil or v == '' or find(v, '[@+]') then
+      return fail('row ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
+    end
+    good_view[v] = {'@' .. v, '@' .. v .. '+'} -- its time and marker fields
   end
-  if r == nil or s == nil or not string.match(r, '^%d+$') or not string.match(s, '^%d+$')
-      or #r > 4 or #s > 4 or tonumber(r) > 5000 or tonumber(s) > 3000 then
-    return fail('row ' .. i .. ': counts must be integers (R <= 5000, S <= 3000)')
+  local rs, ss = ARGV[pos + 3], ARGV[pos + 4]
+  local r, s = r_of[rs], s_of[ss]
+  if not r or not s then
+    if rs == nil or ss == nil or not match(rs, '^%d+$') or not match(ss, '^%d+$')
+        or #rs > 4 or #ss > 4 or tonumber(rs) > 5000 or tonumber(ss) > 3000 then
+      return fail('row ' .. i .. ': counts must be integers (R <= 5000, S <= 3000)')
+    end
+    r, s = tonumber(rs), tonumber(ss)
+    r_of[rs], s_of[ss] = r, s
   end
-  r, s = tonumber(r), tonumber(s)
   if r + s == 0 then
     return fail('row ' .. i .. ': nothing to write')
   end
@@ -108,13 +131,21 @@ for i = 1, n do
     return fail('row ' .. i .. ': fewer arguments than its counts say')
   end
   for j = first, first + r - 1 do
-    if bad_name(ARGV[j]) then
-      return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
+    local name = ARGV[j]
+    if not good_name[name] then
+      if name == '' or find(name, '@', 1, true) then
+        return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
+      end
+      good_name[name] = true
     end
   end
   for j = first + r, last, 2 do
-    if bad_name(ARGV[j]) then
-      return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
+    local name = ARGV[j]
+    if not good_name[name] then
+      if name == '' or find(name, '@', 1, true) then
+        return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
+      end
+      good_name[name] = true
     end
   end
   pos = last + 1
@@ -129,16 +160,20 @@ if not ok or not allowed then
   return fail('EXPIRE is refused (renamed, or not allowed for this user); nothing written')
 end
 
--- A stored time: a plain decimal, else (another tool's bytes) none.
+-- A stored time: a plain decimal, else (another tool's bytes, or no
+-- field) false. Parsed once per call: the rows of a call mostly find the
+-- same few stored times (a load dates its rows alike).
+local time_of = {}
 local function stored_time(raw)
-  if raw and #raw <= 15 and string.match(raw, '^%d+$') then
-    return tonumber(raw)
+  if not raw then
+    return false
   end
-  return nil
-end
-
-local function is_error(res)
-  return type(res) == 'table' and res.err ~= nil
+  local v = time_of[raw]
+  if v == nil then
+    v = #raw <= 15 and match(raw, '^%d+$') ~= nil and tonumber(raw)
+    time_of[raw] = v
+  end
+  return v
 end
 
 -- Lua's unpack stops at 8000 values: long lists go in slices (even, so a
@@ -150,59 +185,51 @@ local function each_slice(cmd, key, list)
   end
 end
 
--- Each view's time and marker field names, built once per call.
-local view_fields = {}
-local function fields_of(v)
-  local f = view_fields[v]
-  if not f then
-    f = {'@' .. v, '@' .. v .. '+'}
-    view_fields[v] = f
-  end
-  return f[1], f[2]
-end
-
 -- What the last `write_row` set, for a failed EXPIRE to take back (and
 -- nothing it only read or skipped): a field/value list, or (the one-write
 -- path, which builds no list) a time field and the ARGV range of its pairs.
 local set_fields, set_time, set_from, set_to = nil, nil, 0, -1
 
 -- One row; returns written, skipped (-1, 0: not a hash).
-local function write_row(key, t, m, v, first, r, s)
-  local tn = tonumber(t)
-  local vt, vm = fields_of(v)
+local function write_row(key, t, tn, m, vt, vm, first, r, s)
   local last = first + r + 2 * s - 1
-  if m == '2' then
+  local g, x = nil, nil
+  if m ~= '0' then
     local got = redis.pcall('HMGET', key, vt, vm)
-    if is_error(got) then
+    if got.err then
       return -1, 0
     end
-    local g, x = stored_time(got[1]), stored_time(got[2])
-    if g and tn <= g then
-      return 0, r + s
-    end
-    if not x or tn > x then
-      -- Every feature is older than this row: one write, one time.
-      if r > 0 then
-        redis.call('HDEL', key, unpack(ARGV, first, first + r - 1))
+    g, x = got[1], got[2]
+    if g then g = stored_time(g) end
+    if x then x = stored_time(x) end
+    if m == '2' then
+      if g and tn <= g then
+        return 0, r + s
       end
-      -- The time first, so the row's pairs go straight from ARGV.
-      redis.call('HSET', key, vt, t, unpack(ARGV, first + r, last))
-      set_time, set_from, set_to = vt, first + r, last
-      if x then
-        -- Own times all older than t: the view's time now dates them all.
-        local own = {vm}
-        for j = first, first + r - 1 do
-          own[#own + 1] = ARGV[j] .. '@t'
+      if not x or tn > x then
+        -- Every feature is older than this row: one write, one time.
+        if r > 0 then
+          redis.call('HDEL', key, unpack(ARGV, first, first + r - 1))
         end
-        for j = first + r, last, 2 do
-          own[#own + 1] = ARGV[j] .. '@t'
+        -- The time first, so the row's pairs go straight from ARGV.
+        redis.call('HSET', key, vt, t, unpack(ARGV, first + r, last))
+        set_time, set_from, set_to = vt, first + r, last
+        if x then
+          -- Own times all older than t: the view's time now dates them all.
+          local own = {vm}
+          for j = first, first + r - 1 do
+            own[#own + 1] = ARGV[j] .. '@t'
+          end
+          for j = first + r, last, 2 do
+            own[#own + 1] = ARGV[j] .. '@t'
+          end
+          each_slice('HDEL', key, own)
         end
-        each_slice('HDEL', key, own)
+        return r + s, 0
       end
-      return r + s, 0
     end
   end
-  -- Per feature: read each one's own time (and the view's).
+  -- Per feature: read each one's own time (the view's was read above).
   local names, own = {}, {}
   for j = first, first + r - 1 do
     names[#names + 1] = ARGV[j]
@@ -213,18 +240,10 @@ local function write_row(key, t, m, v, first, r, s)
   for k = 1, #names do
     own[k] = names[k] .. '@t'
   end
-  local g, x = nil, nil
-  if m ~= '0' then
-    local view = redis.pcall('HMGET', key, vt, vm)
-    if is_error(view) then
-      return -1, 0
-    end
-    g, x = stored_time(view[1]), stored_time(view[2])
-  end
   local got = {}
   for a = 1, #own, SLICE do
     local part = redis.pcall('HMGET', key, unpack(own, a, math.min(a + SLICE - 1, #own)))
-    if is_error(part) then
+    if part.err then
       return -1, 0
     end
     for k = 1, #part do
@@ -277,20 +296,27 @@ end
 -- Pass 2: write. A key of the wrong type fails at its first read, before
 -- anything is written to it; the rows around it go on.
 local reply = {}
+local tn
+last_t = false
 pos = 2
 for i = 1, n do
   local key = KEYS[i]
   local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
-  local r, s = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
+  local r, s = r_of[ARGV[pos + 3]], s_of[ARGV[pos + 4]]
+  if t ~= last_t then
+    tn, last_t = tonumber(t), t
+    time_of[t] = tn -- checked above: the same digits, stored, are the same time
+  end
+  local f = good_view[v]
   local first = pos + 5
   pos = first + r + 2 * s
   set_fields, set_time, set_from, set_to = nil, nil, 0, -1
-  local written, skipped = write_row(key, t, m, v, first, r, s)
+  local written, skipped = write_row(key, t, tn, m, f[1], f[2], first, r, s)
   if written > 0 then
     -- Every written row leaves at least its time in the key, so EXPIRE
     -- always finds the key.
     local res = redis.pcall('EXPIRE', key, ttl)
-    if is_error(res) then
+    if type(res) == 'table' and res.err then
       -- Take back the fields this row set (values and times) rather than
       -- leave them without a TTL; what it skipped stays as it was.
       local undo = {set_time}

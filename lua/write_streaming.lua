@@ -88,15 +88,27 @@ write, because neither EXPIRE nor HEXPIRE can come before the write (EXPIRE
 on a missing key does nothing; HSET clears a field TTL). Per key, EXPIRE NX
 runs right after the write, so the key is bounded before HEXPIRE runs;
 should either still fail, the update's fields are deleted.
+
+Cost: a written update runs three commands from Lua (HMGET of @V and @V+,
+HSETEX, EXPIRE NX), and each crossing between Lua and Redis costs about as
+much again as a small command; everything else is kept to table
+look-ups. The checks look each distinct time, view, count and feature name
+up in a table of those already checked (the updates of a call repeat
+them): checking every update with pattern matches was a sixth of the
+script's Redis time. docs/event-time.md ("What a write costs Redis") has
+the measurements.
 ]]
 
 local function fail(msg)
   return redis.error_reply('ERR write_streaming: ' .. msg)
 end
 
+local find, match, tonumber, unpack = string.find, string.match, tonumber, unpack
+local ARGV = ARGV
+
 -- Bounded so HSETEX/HEXPIRE can never refuse the TTL after a write.
 local function valid_ttl(s)
-  return s ~= nil and string.match(s, '^[1-9]%d*$') ~= nil and #s <= 9
+  return s ~= nil and match(s, '^[1-9]%d*$') ~= nil and #s <= 9
     and tonumber(s) <= 315360000
 end
 
@@ -112,24 +124,36 @@ if not valid_ttl(ARGV[2]) then
 end
 local field_ttl, batch_ttl = ARGV[1], ARGV[2]
 
-local function bad_name(name)
-  return name == '' or string.find(name, '@', 1, true) ~= nil
-end
-
--- Pass 1: check every update's layout before the first write.
+-- Pass 1: check every update's layout before the first write. The updates
+-- of a call mostly repeat their time, view, count and feature names, so
+-- each distinct one is checked once (tables of those already checked) and
+-- the checks cost table look-ups per update.
+local good_view, good_name, s_of = {}, {}, {}
+local last_t = false
 local nargs = #ARGV
 local pos = 3
 for i = 1, n do
   local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
-  if t == nil or #t > 15 or not (t == '0' or string.match(t, '^[1-9]%d*$')) then
-    return fail('update ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+  if t ~= last_t then
+    if t == nil or #t > 15 or not (t == '0' or match(t, '^[1-9]%d*$')) then
+      return fail('update ' .. i .. ': event time must be epoch ms (at most 15 digits)')
+    end
+    last_t = t
   end
-  if (m ~= '0' and m ~= '1' and m ~= '2') or v == nil or v == '' or string.find(v, '[@+]') then
-    return fail('update ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
+  if (m ~= '2' and m ~= '1' and m ~= '0') or not good_view[v] then
+    if (m ~= '2' and m ~= '1' and m ~= '0') or v == nil or v == '' or find(v, '[@+]') then
+      return fail('update ' .. i .. ": mode must be 0, 1 or 2, with a view name (no '@', '+')")
+    end
+    good_view[v] = {'@' .. v, '@' .. v .. '+'} -- its time and marker fields
   end
-  local s = tonumber(ARGV[pos + 3])
-  if not s or not (s >= 1 and s <= 3000) or s % 1 ~= 0 then
-    return fail('update ' .. i .. ': count must be an integer from 1 to 3000')
+  local ss = ARGV[pos + 3]
+  local s = s_of[ss]
+  if not s then
+    s = tonumber(ss)
+    if not s or not (s >= 1 and s <= 3000) or s % 1 ~= 0 then
+      return fail('update ' .. i .. ': count must be an integer from 1 to 3000')
+    end
+    s_of[ss] = s
   end
   local first = pos + 4
   local last = first + 2 * s - 1
@@ -137,8 +161,12 @@ for i = 1, n do
     return fail('update ' .. i .. ': fewer arguments than its count says')
   end
   for j = first, last, 2 do
-    if bad_name(ARGV[j]) then
-      return fail('update ' .. i .. ": feature names must be non-empty, without '@'")
+    local name = ARGV[j]
+    if not good_name[name] then
+      if name == '' or find(name, '@', 1, true) then
+        return fail('update ' .. i .. ": feature names must be non-empty, without '@'")
+      end
+      good_name[name] = true
     end
   end
   pos = last + 1
@@ -163,12 +191,20 @@ if not allowed('EXPIRE', KEYS[1], batch_ttl, 'NX') then
     .. ' or not allowed for this user); nothing written')
 end
 
--- A stored time: a plain decimal, else (another tool's bytes) none.
+-- A stored time: a plain decimal, else (another tool's bytes, or no
+-- field) false. Parsed once per call: the rows of a call mostly find the
+-- same few stored times (a load dates its rows alike).
+local time_of = {}
 local function stored_time(raw)
-  if raw and #raw <= 15 and string.match(raw, '^%d+$') then
-    return tonumber(raw)
+  if not raw then
+    return false
   end
-  return nil
+  local v = time_of[raw]
+  if v == nil then
+    v = #raw <= 15 and match(raw, '^%d+$') ~= nil and tonumber(raw)
+    time_of[raw] = v
+  end
+  return v
 end
 
 local function is_error(res)
@@ -230,30 +266,19 @@ local function write_with_ttl(key, pairs_list)
   return nil
 end
 
--- Each view's time and marker field names, built once per call.
-local view_fields = {}
-local function fields_of(v)
-  local f = view_fields[v]
-  if not f then
-    f = {'@' .. v, '@' .. v .. '+'}
-    view_fields[v] = f
-  end
-  return f[1], f[2]
-end
-
 -- `write_with_ttl` for a time field and an update's pairs as they are in
 -- ARGV (HSETEX only): no list is built.
 local function hsetex_from_argv(key, vt, t, first, last, s)
   local res = redis.pcall('HSETEX', key, 'EX', field_ttl, 'FIELDS', s + 1, vt, t,
     unpack(ARGV, first, last))
-  if is_error(res) then
-    return fail('HSETEX failed on ' .. key .. ': ' .. res.err)
-  end
   if res ~= 1 then
+    if is_error(res) then
+      return fail('HSETEX failed on ' .. key .. ': ' .. res.err)
+    end
     return fail('HSETEX did not set every field: ' .. tostring(res))
   end
   local pinned = redis.pcall('EXPIRE', key, batch_ttl, 'NX')
-  if is_error(pinned) then
+  if type(pinned) == 'table' and pinned.err then
     local names = {vt}
     for j = first, last, 2 do
       names[#names + 1] = ARGV[j]
@@ -266,20 +291,20 @@ end
 
 -- One update; returns written, skipped (-1, 0: not a hash), or nil and
 -- the error reply to return.
-local function write_update(key, t, m, v, first, s)
-  local tn = tonumber(t)
-  local vt, vm = fields_of(v)
+local function write_update(key, t, tn, m, vt, vm, first, s)
   local last = first + 2 * s - 1
   local g, x = nil, nil
   if m ~= '0' then
     local got = redis.pcall('HMGET', key, vt, vm)
-    if is_error(got) then
-      if not string.find(got.err, '^WRONGTYPE') then
+    if got.err then
+      if not find(got.err, '^WRONGTYPE') then
         return nil, fail('HMGET failed on ' .. key .. ': ' .. got.err)
       end
       return -1, 0
     end
-    g, x = stored_time(got[1]), stored_time(got[2])
+    g, x = got[1], got[2]
+    if g then g = stored_time(g) end
+    if x then x = stored_time(x) end
   end
   if m == '2' then
     if g and tn <= g then
@@ -317,8 +342,8 @@ local function write_update(key, t, m, v, first, s)
     own[#own + 1] = ARGV[j] .. '@t'
   end
   local got = redis.pcall('HMGET', key, unpack(own))
-  if is_error(got) then
-    if not string.find(got.err, '^WRONGTYPE') then
+  if got.err then
+    if not find(got.err, '^WRONGTYPE') then
       return nil, fail('HMGET failed on ' .. key .. ': ' .. got.err)
     end
     return -1, 0
@@ -368,13 +393,20 @@ end
 
 -- Pass 2: write.
 local reply = {}
+local tn
+last_t = false
 pos = 3
 for i = 1, n do
   local t, m, v = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
-  local s = tonumber(ARGV[pos + 3])
+  local s = s_of[ARGV[pos + 3]]
+  if t ~= last_t then
+    tn, last_t = tonumber(t), t
+    time_of[t] = tn -- checked above: the same digits, stored, are the same time
+  end
+  local f = good_view[v]
   local first = pos + 4
   pos = first + 2 * s
-  local written, skipped = write_update(KEYS[i], t, m, v, first, s)
+  local written, skipped = write_update(KEYS[i], t, tn, m, f[1], f[2], first, s)
   if written == nil then
     return skipped
   end

@@ -256,6 +256,7 @@ fn run(args: Args, registry: Registry, auth: Arc<Auth>, tls: TlsConfig) -> Resul
             addr: format!("{}:{}", args.host, args.port),
             threads: args.threads as usize,
             max_body_bytes: args.max_body_bytes as usize,
+            max_write_body_bytes: args.max_write_body_bytes as usize,
             io_timeout: Duration::from_millis(args.idle_timeout_ms),
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_connections,

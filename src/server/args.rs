@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, env = "FS_MAX_BODY_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     pub max_body_bytes: u64,
+    /// Largest body of a Feast write (`/write-to-online-store`, `/push`):
+    /// Feast's SDK posts a whole DataFrame in one request, so these routes
+    /// take more than --max-body-bytes (an admin route once tokens exist).
+    #[arg(long, env = "FS_MAX_WRITE_BODY_BYTES", default_value_t = 8_388_608,
+          value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_write_body_bytes: u64,
     /// A client connection silent this long (idle keep-alive, a stalled
     /// body) is closed.
     #[arg(long, env = "FS_IDLE_TIMEOUT_MS", default_value_t = 15_000,

@@ -41,6 +41,7 @@ use conn::{ConnConfig, Connections, Ticket};
 use errors::ApiError;
 use http::{Headers, Reply};
 use origin::{BodyKind, OriginPolicy};
+use routes::Endpoint;
 
 /// Everything a request may touch.
 pub struct App {
@@ -70,6 +71,8 @@ pub struct HttpConfig {
     pub addr: String,
     pub threads: usize,
     pub max_body_bytes: usize,
+    /// The same for Feast's write routes (whole DataFrames in one request).
+    pub max_write_body_bytes: usize,
     /// Read/write timeout of every client socket (idle keep-alive included).
     pub io_timeout: Duration,
     /// Total time a request's body may take to arrive (and, added to
@@ -109,12 +112,24 @@ struct Shared {
     origins: OriginPolicy,
     auth: Arc<auth::Auth>,
     body_limit: usize,
+    /// `body_limit` for Feast's write routes (never below `body_limit`).
+    write_body_limit: usize,
     /// Where requests with a body still on the socket are read.
     bodies: Arc<BodyPool>,
     /// How many of those may be in a handler at once (`--threads`).
     body_handlers: Permits,
     access_log: bool,
     slow_request: Duration,
+}
+
+impl Shared {
+    /// The largest body `endpoint` takes.
+    fn body_limit(&self, endpoint: Option<Endpoint>) -> usize {
+        match endpoint {
+            Some(Endpoint::FeastWrite | Endpoint::FeastPush) => self.write_body_limit,
+            _ => self.body_limit,
+        }
+    }
 }
 
 impl HttpServer {
@@ -147,6 +162,7 @@ impl HttpServer {
             origins: OriginPolicy::new(&config.allowed_origins),
             auth: config.auth.clone(),
             body_limit: config.max_body_bytes,
+            write_body_limit: config.max_write_body_bytes.max(config.max_body_bytes),
             bodies: BodyPool::new(max_connections),
             body_handlers: Permits::new(threads),
             access_log: config.access_log,
@@ -216,7 +232,8 @@ fn serve(
 /// thread.
 fn handle(shared: &Arc<Shared>, req: Request) {
     let on_socket = http::body_on_socket(&req);
-    let declared_ok = req.body_length().is_none_or(|n| n <= shared.body_limit);
+    let limit = shared.body_limit(routes::lookup(path_of(req.url())).map(|(e, _)| e));
+    let declared_ok = req.body_length().is_none_or(|n| n <= limit);
     if *req.method() == Method::Post && declared_ok && on_socket {
         let me = shared.clone();
         let job = Box::new(move || answer(&me, req, on_socket, Some(&me.body_handlers)));
@@ -343,10 +360,11 @@ fn route(
         .check(need, http::header(req, "Authorization"))?;
     // Before anything else reads it; GET bodies are never read, so any
     // over the cap is refused too.
-    if let Some(n) = req.body_length().filter(|n| *n > shared.body_limit) {
+    let limit = shared.body_limit(Some(endpoint));
+    if let Some(n) = req.body_length().filter(|n| *n > limit) {
         return Err(ApiError::PayloadTooLarge {
             declared: n as u64,
-            limit: shared.body_limit,
+            limit,
         });
     }
     if allowed == "GET" && on_socket {
@@ -360,7 +378,7 @@ fn route(
     params.add_form(query)?;
     if allowed == "POST" {
         shared.origins.check(req)?;
-        let body = http::read_body(req, shared.body_limit, || ticket.body_deadline_passed())?;
+        let body = http::read_body(req, limit, || ticket.body_deadline_passed())?;
         *body_read = true;
         ticket.body_done();
         if !body.iter().all(u8::is_ascii_whitespace) {

@@ -93,7 +93,10 @@ pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// No client other than `conn` has a reply waiting in Redis's output
 /// buffers (`CLIENT LIST`'s `obl` and `oll` are both 0).
 fn every_reply_sent(conn: &mut redis::Connection) -> bool {
-    let me: i64 = redis::cmd("CLIENT").arg("ID").query(conn).expect("CLIENT ID");
+    let me: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(conn)
+        .expect("CLIENT ID");
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(conn)

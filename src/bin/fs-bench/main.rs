@@ -9,6 +9,7 @@
 
 mod cluster;
 mod event_time;
+mod feast;
 mod http;
 mod idle;
 mod library;
@@ -69,8 +70,11 @@ struct Args {
     /// Run one section alone (to try a change quickly): `sharing` (loading
     /// beside serving, the script costs), `idle` (an idle server on a big
     /// store), `cluster` (the store on a 3-primary cluster against one
-    /// standalone Redis) or `vectors` (the typed-vector rows, `vectors` and
-    /// `v1_features`, on 20,000 loaded users unless `--users` says).
+    /// standalone Redis), `vectors` (the typed-vector rows, `vectors` and
+    /// `v1_features`, on 20,000 loaded users unless `--users` says) or
+    /// `feast` (Feast's Python SDK through our server against the same SDK
+    /// through `feast serve`; needs Python, and installs Feast from PyPI
+    /// into a cached virtualenv the first time).
     #[arg(long, value_enum)]
     only: Option<Section>,
     /// With `--only vectors`: a second fs-server (an older build, say) for
@@ -91,6 +95,7 @@ enum Section {
     Idle,
     Cluster,
     Vectors,
+    Feast,
 }
 
 /// How much each row does.
@@ -108,6 +113,9 @@ pub struct Sizes {
     pub http_batch_iters: usize,
     pub http_clients: usize,
     pub http_seconds: u64,
+    /// Feast SDK calls of 1 user, and of 100 users, each side.
+    pub feast_iters: usize,
+    pub feast_batch_iters: usize,
 }
 
 impl Sizes {
@@ -125,6 +133,8 @@ impl Sizes {
             http_batch_iters: 2_000,
             http_clients: 8,
             http_seconds: 10,
+            feast_iters: 2_000,
+            feast_batch_iters: 500,
         }
     }
 
@@ -142,6 +152,8 @@ impl Sizes {
             http_batch_iters: 100,
             http_clients: 8,
             http_seconds: 2,
+            feast_iters: 200,
+            feast_batch_iters: 50,
         }
     }
 }
@@ -245,6 +257,16 @@ fn run(args: Args) -> BResult<()> {
 
     if matches!(args.only, None | Some(Section::Cluster)) {
         cluster::rows(&sizes, &mut rows)?;
+    }
+
+    match (&server_bin, args.only) {
+        (_, Some(s)) if s != Section::Feast => {}
+        (None, _) => skipped.push("the Feast SDK rows (`--no-http`)".into()),
+        // Python's start-up and `feast serve`'s alone outlast a quick run.
+        (Some(_), None) if args.quick => {
+            skipped.push("the Feast SDK rows (`--quick`; `--only feast --quick` runs them)".into())
+        }
+        (Some(bin), only) => feast::rows(&sizes, bin, only.is_some(), &mut rows, &mut skipped)?,
     }
 
     machine.load_end = report::loadavg();
