@@ -18,15 +18,20 @@
 //!   with a bounded lazy mapping (a length over `isize::MAX` panics instead,
 //!   caught by the request thread), and `conn` ends the drain by closing
 //!   the connection once the answer has left.
+//! * Responses in many small writes: tiny_http writes the head through its
+//!   1 KB buffer and then copies the body in 8 KB reads, so a 25 KB answer
+//!   left in five `send`s, each a TCP segment that can wake the client.
+//!   `respond` writes the head and body itself, in one write (see
+//!   `write_whole`).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tiny_http::{Header, Request, Response, StatusCode};
+use tiny_http::{HTTPVersion, Header, Method, Request, Response, StatusCode};
 
 use super::errors::ApiError;
 
@@ -232,9 +237,27 @@ pub fn respond(
         }
     };
     let len = body.len();
+    let status = StatusCode(status);
+    // The connection's next request may be read once this is written: a
+    // response that closes it keeps tiny_http's path and its `on_sent`.
+    // HEAD never reaches a route (405), but tiny_http knows to send no
+    // body for it, so it keeps that path too.
+    if on_sent.is_none() && *req.method() != Method::Head {
+        let fields = [Some(ctype), Some(&headers.no_store), allow];
+        let version = req.http_version().clone();
+        let mut writer = req.into_writer();
+        // A client that hung up is not our error.
+        let _ = write_whole(
+            &mut writer,
+            &version,
+            status,
+            fields.into_iter().flatten(),
+            &body,
+        );
+        return len;
+    }
     let mut fields = vec![ctype.clone(), headers.no_store.clone()];
     fields.extend(allow.cloned());
-    let status = StatusCode(status);
     let data = std::io::Cursor::new(body);
     // A client that hung up is not our error.
     let _ = match on_sent {
@@ -248,6 +271,77 @@ pub fn respond(
         }
     };
     len
+}
+
+/// Writes a whole response, head and body, in one `write_all` of one
+/// buffer: tiny_http's writer is a 1 KB `BufWriter`, which passes a write
+/// larger than its buffer straight to the socket when empty, so the
+/// response leaves in one `send` (the kernel may still split it). The head
+/// is tiny_http's, byte for byte: `Server`, `Date`, the given fields, then
+/// `Content-Length` (never chunked, whatever the size).
+fn write_whole<'h>(
+    writer: &mut impl Write,
+    version: &HTTPVersion,
+    status: StatusCode,
+    fields: impl Iterator<Item = &'h Header>,
+    body: &[u8],
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(body.len() + 256);
+    write!(
+        out,
+        "HTTP/{}.{} {} {}\r\nServer: tiny-http (Rust)\r\nDate: {}\r\n",
+        version.0,
+        version.1,
+        status.0,
+        status.default_reason_phrase(),
+        http_date(SystemTime::now())
+    )?;
+    for h in fields {
+        out.extend_from_slice(h.field.as_str().as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    write!(out, "Content-Length: {}\r\n\r\n", body.len())?;
+    out.extend_from_slice(body);
+    writer.write_all(&out)?;
+    writer.flush()
+}
+
+/// `t` as an HTTP date (RFC 9110's IMF-fixdate, always GMT), as
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // A clock before 1970 is a broken clock: say 1970 rather than fail.
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// (year, month 1-12, day 1-31) of `days` since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 /// A response body that calls `on_end` when tiny_http has read all of it.
@@ -276,4 +370,127 @@ fn short_error_json(msg: &str) -> Vec<u8> {
         .ok()
         .filter(|b| b.len() <= CLOSING_BODY_MAX)
         .unwrap_or_else(|| br#"{"error":"request refused"}"#.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    /// Counts the writes it is given, keeping their bytes.
+    #[derive(Default)]
+    struct Writes {
+        bytes: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The `Date` header's value blanked, so two heads written a second
+    /// apart compare.
+    fn undated(bytes: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(bytes);
+        text.lines()
+            .map(|l| {
+                if l.starts_with("Date: ") {
+                    "Date: -"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    }
+
+    fn head_fields() -> Vec<Header> {
+        let h = Headers::default();
+        vec![h.json, h.no_store]
+    }
+
+    #[test]
+    fn a_whole_response_is_one_write_of_tiny_https_own_bytes() {
+        // Up to tiny_http's chunking threshold (32 KB) its bytes are ours.
+        for len in [0, 5, 1023, 1024, 8192, 25_000, 32_767] {
+            let body: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut ours = Writes::default();
+            write_whole(
+                &mut ours,
+                &HTTPVersion(1, 1),
+                StatusCode(200),
+                head_fields().iter(),
+                &body,
+            )
+            .expect("writes");
+            assert_eq!(ours.calls, 1, "{len} bytes");
+            let mut theirs = Vec::new();
+            Response::new(
+                StatusCode(200),
+                head_fields(),
+                Cursor::new(body.clone()),
+                Some(len),
+                None,
+            )
+            .raw_print(&mut theirs, HTTPVersion(1, 1), &[], false, None)
+            .expect("prints");
+            assert_eq!(undated(&ours.bytes), undated(&theirs), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_large_answer_keeps_its_content_length_where_tiny_http_would_chunk() {
+        let body = vec![b'x'; 300_000];
+        let mut ours = Writes::default();
+        write_whole(
+            &mut ours,
+            &HTTPVersion(1, 1),
+            StatusCode(200),
+            head_fields().iter(),
+            &body,
+        )
+        .expect("writes");
+        assert_eq!(ours.calls, 1);
+        let text = String::from_utf8_lossy(&ours.bytes);
+        assert!(text.contains("\r\nContent-Length: 300000\r\n\r\n"));
+        assert!(!text.contains("Transfer-Encoding"));
+        assert!(ours.bytes.ends_with(&body));
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        let at = |s: u64| http_date(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // RFC 9110's own example.
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(at(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any second up to year 9999 formats as the `time` crate does.
+        #[test]
+        fn http_dates_agree_with_the_time_crate(secs in 0u64..253_402_300_800) {
+            let fmt = time::format_description::parse_borrowed::<2>(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT",
+            )
+            .expect("a valid description");
+            let want = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                .expect("in range")
+                .format(&fmt)
+                .expect("formats");
+            prop_assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(secs)), want);
+        }
+    }
 }

@@ -133,3 +133,40 @@ fn leading_number(cell: &str) -> f64 {
         .collect();
     text.parse().unwrap_or(f64::NAN)
 }
+
+/// `--only vectors` runs the typed-vector rows alone, and with
+/// `--vs-server-bin` adds the head-to-head row with each server's CPU per
+/// request (here the same build on both sides).
+#[test]
+fn only_vectors_runs_the_vector_rows_and_the_head_to_head() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("BENCHMARKS.md");
+    let run = Command::new(env!("CARGO_BIN_EXE_fs-bench"))
+        .args(["--quick", "--only", "vectors", "--users", "2000"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_fs-server"))
+        .arg("--vs-server-bin")
+        .arg(env!("CARGO_BIN_EXE_fs-server"))
+        .arg("--loader-bin")
+        .arg(env!("CARGO_BIN_EXE_fs-loader"))
+        .arg("--let-cpus-idle")
+        .output()
+        .expect("running fs-bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "fs-bench failed: {stderr}");
+    let report = std::fs::read_to_string(&out).expect("the report was written");
+    for id in ["vectors", "v1_features", "v1_features_vs"] {
+        assert!(
+            report.contains(&format!("- `{id}`: ")),
+            "report lacks row {id}:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("Server CPU (user + system, from /proc) per request"),
+        "{report}"
+    );
+    // Nothing else was measured.
+    assert!(!report.contains("- `bulk_load`: "), "{report}");
+}

@@ -69,6 +69,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's CPU time so far (user + system, all threads), from
+    /// `/proc`; `None` where that cannot be read.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces), which ends
+        // at the last ')': utime and stime are the 12th and 13th of them.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        // In USER_HZ ticks, which Linux fixes at 100 for /proc.
+        Some(Duration::from_millis((utime + stime) * 10))
+    }
+
     pub fn start(bin: &Path, redis_url: &str) -> BResult<Server> {
         Server::start_with_flags(bin, redis_url, &server_flags())
     }

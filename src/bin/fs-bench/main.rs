@@ -69,12 +69,19 @@ struct Args {
     let_cpus_idle: bool,
     /// Run one section alone (to try a change quickly): `sharing` (loading
     /// beside serving, the script costs), `idle` (an idle server on a big
-    /// store) or `cluster` (the store on a 3-primary cluster against one
-    /// standalone Redis) or `feast` (Feast's Python SDK through our server
-    /// against the same SDK through `feast serve`; needs Python, and installs
-    /// Feast from PyPI into a cached virtualenv the first time).
+    /// store), `cluster` (the store on a 3-primary cluster against one
+    /// standalone Redis), `vectors` (the typed-vector rows, `vectors` and
+    /// `v1_features`, on 20,000 loaded users unless `--users` says) or
+    /// `feast` (Feast's Python SDK through our server against the same SDK
+    /// through `feast serve`; needs Python, and installs Feast from PyPI
+    /// into a cached virtualenv the first time).
     #[arg(long, value_enum)]
     only: Option<Section>,
+    /// With `--only vectors`: a second fs-server (an older build, say) for
+    /// an extra row, `POST /v1/features` on `--server-bin` against this
+    /// one, the same requests alternating in blocks of 10 in one run.
+    #[arg(long, value_name = "PATH")]
+    vs_server_bin: Option<PathBuf>,
     /// An argument added to the paced `fs-loader` of the loading-beside-
     /// serving rows (repeatable), to try other pacing flags:
     /// `--loader-arg=--max-rate --loader-arg=50000`.
@@ -87,6 +94,7 @@ enum Section {
     Sharing,
     Idle,
     Cluster,
+    Vectors,
     Feast,
 }
 
@@ -168,6 +176,12 @@ fn run(args: Args) -> BResult<()> {
     if let Some(users) = args.users {
         sizes.bulk_users = users.max(1000);
     }
+    if args.only == Some(Section::Vectors) {
+        // Enough users for random reads; loading a million would dwarf
+        // the rows this section is for.
+        sizes.bulk_users = args.users.unwrap_or(20_000).max(1000);
+        sizes.streaming_events = sizes.bulk_users;
+    }
     if let Some(s) = args.seconds {
         sizes.http_seconds = s.max(1);
     }
@@ -221,6 +235,10 @@ fn run(args: Args) -> BResult<()> {
         all_but_the_sections(&args, &mut ctx, &mut rows, &mut skipped)?;
     }
     let server_bin = server_bin(&args)?;
+    if args.only == Some(Section::Vectors) {
+        let vs = args.vs_server_bin.as_deref();
+        vectors::section(&mut ctx, server_bin.as_deref(), vs, &mut rows)?;
+    }
     let loader_bin = match args.loader_bin.clone() {
         Some(p) => p,
         None => http::sibling_bin("fs-loader")?,

@@ -2,16 +2,107 @@
 //! HMGET, and `POST /v1/features` against `/batch-read` of the same ids and
 //! fields, both 100 entities x 10 features of the demo's user.
 
+use std::path::Path;
 use std::time::Duration;
 
 use feature_store::registry::{Registry, Resolved};
 use feature_store::store::Status;
 
 use crate::http::{check_ok, HttpClient, Server};
-use crate::library::{read_ids, Ctx, PREFIX};
+use crate::library::{self, read_ids, Ctx, PREFIX};
 use crate::measure::paired;
 use crate::report::{Check, Figures, RatioOn, Row};
 use crate::BResult;
+
+/// `--only vectors`: loads the users both rows read (their load rows are
+/// not kept), then the library row and, with a server, the HTTP row; with
+/// `vs` too, the same requests on that server against the first.
+pub fn section(
+    ctx: &mut Ctx,
+    server_bin: Option<&Path>,
+    vs: Option<&Path>,
+    rows: &mut Vec<Row>,
+) -> BResult<()> {
+    library::bulk_load(ctx)?;
+    library::update_streaming(ctx)?;
+    crate::step("vectors", rows, library_row(ctx))?;
+    if let Some(bin) = server_bin {
+        eprintln!("fs-bench: starting {} ...", bin.display());
+        let server = Server::start(bin, &ctx.redis.url())?;
+        crate::step("http /v1/features", rows, http_row(ctx, &server))?;
+        if let Some(other) = vs {
+            eprintln!("fs-bench: starting {} ...", other.display());
+            let other_server = Server::start(other, &ctx.redis.url())?;
+            crate::step(
+                "http /v1/features vs another server",
+                rows,
+                vs_row(ctx, &server, &other_server, other),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The bodies of the `/v1/features` requests: 100 ids each.
+fn v1_bodies(ids: &[String]) -> BResult<Vec<Vec<u8>>> {
+    Ok(ids
+        .chunks(100)
+        .map(|chunk| {
+            serde_json::to_vec(&serde_json::json!({
+                "entity": "user", "features": VECTOR_FEATURES, "ids": chunk,
+            }))
+        })
+        .collect::<Result<_, _>>()?)
+}
+
+/// `POST /v1/features` on `server` against the same on `other` (another
+/// build), alternating in blocks of 10 requests.
+fn vs_row(ctx: &mut Ctx, server: &Server, other: &Server, other_bin: &Path) -> BResult<Row> {
+    let n = ctx.sizes.http_batch_iters;
+    let bodies = v1_bodies(&read_ids(ctx.streamed, n * 100, 10))?;
+    let mut a = HttpClient::connect(server.addr)?;
+    let mut b = HttpClient::connect(other.addr)?;
+    let cpu_before = (server.cpu_time(), other.cpu_time());
+    let (ours, base) = paired(
+        (n / 10).max(5),
+        n,
+        (n / 10).max(1),
+        |i| -> BResult<()> {
+            let (status, body) = a.post("/v1/features", &bodies[i])?;
+            check_ok("POST /v1/features", status, &body)
+        },
+        |i| -> BResult<()> {
+            let (status, body) = b.post("/v1/features", &bodies[i])?;
+            check_ok("POST /v1/features (other server)", status, &body)
+        },
+    )?;
+    Ok(Row {
+        id: "v1_features_vs",
+        operation: "HTTP `POST /v1/features`, 100 entities x 10 typed features, this server".into(),
+        unit: "req",
+        ours: Figures::Timed(ours),
+        baseline_name: format!("the same requests on {}", other_bin.display()),
+        baseline: Figures::Timed(base),
+        ratio_on: RatioOn::P50,
+        goal: vec![],
+        note: format!(
+            "{n} requests each side (after {} warm-up ones), alternating in blocks of 10. \
+             Server CPU (user + system, from /proc) per request, warm-up included: {}.",
+            (n / 10).max(5),
+            match (cpu_before, (server.cpu_time(), other.cpu_time())) {
+                ((Some(a0), Some(b0)), (Some(a1), Some(b1))) => {
+                    let per = |d: Duration| d.as_secs_f64() * 1e6 / (n + (n / 10).max(5)) as f64;
+                    format!(
+                        "this server {:.0} us, the other {:.0} us",
+                        per(a1.saturating_sub(a0)),
+                        per(b1.saturating_sub(b0))
+                    )
+                }
+                _ => "not readable here".into(),
+            }
+        ),
+    })
+}
 
 /// Ten of the demo registry's eleven user features, of every type it
 /// declares (category, int, float, string), batch and stream views.
@@ -110,14 +201,7 @@ pub fn http_row(ctx: &mut Ctx, server: &Server) -> BResult<Row> {
     let n = ctx.sizes.http_batch_iters;
     let ids = read_ids(ctx.streamed, n * 100, 9);
     let fields = fields();
-    let ours_bodies: Vec<Vec<u8>> = ids
-        .chunks(100)
-        .map(|chunk| {
-            serde_json::to_vec(&serde_json::json!({
-                "entity": "user", "features": VECTOR_FEATURES, "ids": chunk,
-            }))
-        })
-        .collect::<Result<_, _>>()?;
+    let ours_bodies = v1_bodies(&ids)?;
     let base_bodies: Vec<Vec<u8>> = ids
         .chunks(100)
         .map(|chunk| serde_json::to_vec(&serde_json::json!({ "ids": chunk, "fields": fields })))
