@@ -761,13 +761,19 @@ fn a_feast_write_past_max_body_bytes_is_taken_up_to_its_own_limit() {
                              "age_days": (0..rows).collect::<Vec<_>>(),
                              "event_timestamp": vec!["2026-12-01T18:00:00"; rows],
                              "created": vec![Json::Null; rows]}});
-    assert!(body.to_string().len() > 65_536, "the body must pass the default limit");
+    assert!(
+        body.to_string().len() > 65_536,
+        "the body must pass the default limit"
+    );
 
     let server = start(&redis, &dir);
     let (status, v) = server.post_json("/write-to-online-store", &body);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["written"], rows, "{v}");
-    assert_eq!(hget(&redis, "fs:user:u02999", "age_days").as_deref(), Some("2999"));
+    assert_eq!(
+        hget(&redis, "fs:user:u02999", "age_days").as_deref(),
+        Some("2999")
+    );
     let (status, v) = server.post_json("/v1/push", &body);
     assert_eq!(status, 413, "other routes keep --max-body-bytes: {v}");
     drop(server);
