@@ -58,6 +58,7 @@
 //! # }
 //! ```
 
+pub mod calendar;
 pub mod capabilities;
 pub mod commandstats;
 pub mod demo;

@@ -146,7 +146,10 @@ fn date_time(b: &[u8]) -> Result<u64, String> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err("no such time of day (a leap second has no epoch time)".into());
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    let seconds = crate::calendar::days_from_civil(year, month, day) * 86_400
+        + hour * 3600
+        + minute * 60
+        + second
         - offset_minutes * 60;
     let ms = seconds * 1000 + millis;
     if ms < 0 {
@@ -167,18 +170,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The offending text, cut short: a failures file names it, not a novel.

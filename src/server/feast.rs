@@ -36,7 +36,7 @@ fn timestamp(ms: i64) -> String {
         return NO_TIME.to_owned();
     }
     let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::calendar::civil_from_days(days);
     let s = ms_of_day / 1000;
     let whole = format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
@@ -48,20 +48,6 @@ fn timestamp(ms: i64) -> String {
         0 => format!("{whole}Z"),
         frac => format!("{whole}.{frac:03}Z"),
     }
-}
-
-/// Days since 1970-01-01 as a proleptic Gregorian (year, month, day): the
-/// inverse of the loader's `days_from_civil` (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// What a request asks for, before the registry resolves it.

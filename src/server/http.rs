@@ -318,7 +318,7 @@ fn http_date(t: SystemTime) -> String {
     // A clock before 1970 is a broken clock: say 1970 rather than fail.
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::calendar::civil_from_days(days as i64);
     format!(
         "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
         DAYS[(days % 7) as usize],
@@ -327,21 +327,6 @@ fn http_date(t: SystemTime) -> String {
         rem / 60 % 60,
         rem % 60
     )
-}
-
-/// (year, month 1-12, day 1-31) of `days` since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// A response body that calls `on_end` when tiny_http has read all of it.
