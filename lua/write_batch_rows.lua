@@ -96,6 +96,20 @@ local ARGV = ARGV
 -- checks cost table look-ups per row.
 local good_view, good_name, r_of, s_of = {}, {}, {}, {}
 local last_t = false
+-- The names at ARGV[from], ARGV[from + step] .. ARGV[to] (the retracted
+-- names, step 1; the pairs' fields, step 2) are non-empty and hold no '@'.
+local function names_ok(from, to, step)
+  for j = from, to, step do
+    local name = ARGV[j]
+    if not good_name[name] then
+      if name == '' or find(name, '@', 1, true) then
+        return false
+      end
+      good_name[name] = true
+    end
+  end
+  return true
+end
 local nargs = #ARGV
 local pos = 2
 for i = 1, n do
@@ -130,23 +144,8 @@ for i = 1, n do
   if last > nargs then
     return fail('row ' .. i .. ': fewer arguments than its counts say')
   end
-  for j = first, first + r - 1 do
-    local name = ARGV[j]
-    if not good_name[name] then
-      if name == '' or find(name, '@', 1, true) then
-        return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
-      end
-      good_name[name] = true
-    end
-  end
-  for j = first + r, last, 2 do
-    local name = ARGV[j]
-    if not good_name[name] then
-      if name == '' or find(name, '@', 1, true) then
-        return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
-      end
-      good_name[name] = true
-    end
+  if not names_ok(first, first + r - 1, 1) or not names_ok(first + r, last, 2) then
+    return fail('row ' .. i .. ": feature names must be non-empty, without '@'")
   end
   pos = last + 1
 end
