@@ -300,8 +300,9 @@ fn spawn_from_lasting_thread(command: Command) -> io::Result<Child> {
 
 /// Asks the kernel to SIGTERM the child when the spawning thread exits
 /// (see the module doc), so redis-server never outlives a killed server.
+/// The bench uses it for `feast serve` too.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: between fork and exec only async-signal-safe calls are made
@@ -329,7 +330,7 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+pub fn die_with_parent(_command: &mut Command) {}
 
 /// Whether the server at `url` answers and is the process `pid`: another
 /// server that took the port first (two starts picking the same free port

@@ -346,7 +346,8 @@ impl FeastServe {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .process_group(0);
-        die_with_parent(&mut cmd);
+        // Spawned from the main thread: the signal comes when fs-bench dies.
+        feature_store::managed_redis::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting feast serve: {e}"))?;
@@ -406,33 +407,6 @@ impl Drop for FeastServe {
         self.signal_group(libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Asks the kernel to SIGTERM `feast serve` when fs-bench's main thread
-/// (which spawns it) dies, so a killed bench leaves no server behind.
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: between fork and exec only async-signal-safe calls are made
-    // (prctl, getppid), and nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("fs-bench exited during spawn"));
-            }
-            Ok(())
-        });
     }
 }
 
