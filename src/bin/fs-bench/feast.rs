@@ -13,8 +13,7 @@
 //! the check that both answer the written values are Feast's SDK's, in
 //! `feast_driver.py`; this side turns its latencies into rows.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 use feature_store::ManagedRedis;
 use serde_json::Value as Json;
 
-use crate::http::Server;
+use crate::http::{HttpClient, Server};
 use crate::measure::{Recorder, Summary};
 use crate::report::{count, Figures, RatioOn, Row};
 use crate::{BResult, Sizes};
@@ -412,16 +411,9 @@ impl Drop for FeastServe {
 
 /// The status of `GET /health`, or `None` while nothing answers.
 fn health(addr: SocketAddr) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut head = [0u8; 16];
-    let n = s.read(&mut head).ok()?;
-    std::str::from_utf8(&head[..n])
-        .ok()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
+    let mut client = HttpClient::connect(addr).ok()?;
+    client
+        .request("GET", "/health", b"")
         .ok()
+        .map(|(status, _)| status)
 }
