@@ -318,20 +318,8 @@ fn resolve(registry: &Registry, request: &Request) -> Result<Resolved, ApiError>
 /// of a stream view's update (which only sets values).
 pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiError> {
     const SHAPE: &str = r#"{"feature_view_name": "<view>", "df": {"<join_key>": [...], "<feature>": [...], "event_timestamp": [...]}}"#;
-    let body = params
-        .json
-        .as_ref()
-        .ok_or_else(|| ApiError::bad(format!("send a JSON body (application/json): {SHAPE}")))?;
-    let name = match body.get("feature_view_name") {
-        Some(Json::String(n)) => n.as_str(),
-        Some(_) => return Err(ApiError::bad("\"feature_view_name\" must be a string")),
-        None => return Err(ApiError::bad(format!("no \"feature_view_name\": {SHAPE}"))),
-    };
-    let Some(Json::Object(df)) = body.get("df") else {
-        return Err(ApiError::bad(format!(
-            "\"df\" must be an object of columns: {SHAPE}"
-        )));
-    };
+    let (name, body) = named_body(params, "feature_view_name", SHAPE)?;
+    let df = columns(body, SHAPE)?;
     let view = app
         .registry
         .views
@@ -363,15 +351,7 @@ pub fn write_to_online_store(app: &App, params: &Params) -> Result<Reply, ApiErr
 /// one is refused rather than half done.
 pub fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
     const SHAPE: &str = r#"{"push_source_name": "<name>", "df": {"<join_key>": [...], "<feature>": [...], "event_timestamp": [...]}, "to": "online"}"#;
-    let body = params
-        .json
-        .as_ref()
-        .ok_or_else(|| ApiError::bad(format!("send a JSON body (application/json): {SHAPE}")))?;
-    let name = match body.get("push_source_name") {
-        Some(Json::String(n)) => n.as_str(),
-        Some(_) => return Err(ApiError::bad("\"push_source_name\" must be a string")),
-        None => return Err(ApiError::bad(format!("no \"push_source_name\": {SHAPE}"))),
-    };
+    let (name, body) = named_body(params, "push_source_name", SHAPE)?;
     match body.get("to") {
         None | Some(Json::Null) => {}
         Some(Json::String(to)) if to == "online" => {}
@@ -386,11 +366,7 @@ pub fn push(app: &App, params: &Params) -> Result<Reply, ApiError> {
             )))
         }
     }
-    let Some(Json::Object(df)) = body.get("df") else {
-        return Err(ApiError::bad(format!(
-            "\"df\" must be an object of columns: {SHAPE}"
-        )));
-    };
+    let df = columns(body, SHAPE)?;
     let views: Vec<&crate::registry::FeatureView> = app
         .registry
         .views
@@ -525,6 +501,37 @@ fn write_rows(
         )));
     }
     Ok((written, skipped_stale))
+}
+
+/// A write's JSON body and the name it is for (`key`, a string), or a 400
+/// that shows `shape`.
+fn named_body<'p>(
+    params: &'p Params,
+    key: &str,
+    shape: &str,
+) -> Result<(&'p str, &'p serde_json::Map<String, Json>), ApiError> {
+    let body = params
+        .json
+        .as_ref()
+        .ok_or_else(|| ApiError::bad(format!("send a JSON body (application/json): {shape}")))?;
+    match body.get(key) {
+        Some(Json::String(n)) => Ok((n.as_str(), body)),
+        Some(_) => Err(ApiError::bad(format!("\"{key}\" must be a string"))),
+        None => Err(ApiError::bad(format!("no \"{key}\": {shape}"))),
+    }
+}
+
+/// A write's `df`: its columns by name, or a 400 that shows `shape`.
+fn columns<'b>(
+    body: &'b serde_json::Map<String, Json>,
+    shape: &str,
+) -> Result<&'b serde_json::Map<String, Json>, ApiError> {
+    match body.get("df") {
+        Some(Json::Object(df)) => Ok(df),
+        _ => Err(ApiError::bad(format!(
+            "\"df\" must be an object of columns: {shape}"
+        ))),
+    }
 }
 
 /// The DataFrame's columns as `/v1/push` rows (`{"id", "features",
