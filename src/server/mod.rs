@@ -232,36 +232,46 @@ fn serve(
 /// thread.
 fn handle(shared: &Arc<Shared>, req: Request) {
     let on_socket = http::body_on_socket(&req);
-    let limit = shared.body_limit(routes::lookup(path_of(req.url())).map(|(e, _)| e));
+    // Looked up once: the body limit, the handler and the metrics use it.
+    let found = routes::lookup(path_of(req.url()));
+    let limit = shared.body_limit(found.map(|(e, _)| e));
     let declared_ok = req.body_length().is_none_or(|n| n <= limit);
     if *req.method() == Method::Post && declared_ok && on_socket {
         let me = shared.clone();
-        let job = Box::new(move || answer(&me, req, on_socket, Some(&me.body_handlers)));
+        let job = Box::new(move || answer(&me, req, found, on_socket, Some(&me.body_handlers)));
         match shared.bodies.submit(job) {
             Ok(()) => {}
             Err(job) => job(), // every body thread busy: read it here
         }
         return;
     }
-    answer(shared, req, on_socket, None)
+    answer(shared, req, found, on_socket, None)
 }
 
 /// Routes and answers one request. Neither a handler's panic nor one in
 /// tiny_http's drain (a declared length over `isize::MAX` makes its
 /// `vec![0; n]` panic) can end the thread: both are caught here, and the
-/// request is never dropped while unwinding. `on_socket`: the body is
+/// request is never dropped while unwinding. `found`: the route table's
+/// entry for the request's path. `on_socket`: the body is
 /// still in the socket (`http::body_on_socket`). `permits`: taken before
 /// the handler runs (on body threads).
-fn answer(shared: &Shared, mut req: Request, on_socket: bool, permits: Option<&Permits>) {
+fn answer(
+    shared: &Shared,
+    mut req: Request,
+    found: Option<(Endpoint, &'static str)>,
+    on_socket: bool,
+    permits: Option<&Permits>,
+) {
     let started = Instant::now();
     let method = req.method().clone();
-    let endpoint = routes::lookup(path_of(req.url())).map(|(e, _)| e);
+    let endpoint = found.map(|(e, _)| e);
     let ticket = shared.conns.begin(req.remote_addr().copied(), on_socket);
     let mut body_read = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
         route(
             shared,
             &mut req,
+            found,
             &ticket,
             on_socket,
             &mut body_read,
@@ -303,7 +313,7 @@ fn path_of(url: &str) -> &str {
 fn observe(
     shared: &Shared,
     method: &Method,
-    endpoint: Option<routes::Endpoint>,
+    endpoint: Option<Endpoint>,
     status: u16,
     took: Duration,
     bytes: usize,
@@ -331,6 +341,7 @@ fn observe(
 fn route(
     shared: &Shared,
     req: &mut Request,
+    found: Option<(Endpoint, &'static str)>,
     ticket: &Ticket,
     on_socket: bool,
     body_read: &mut bool,
@@ -338,7 +349,7 @@ fn route(
 ) -> Result<Reply, ApiError> {
     let url = req.url();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let Some((endpoint, allowed)) = routes::lookup(path) else {
+    let Some((endpoint, allowed)) = found else {
         return Err(ApiError::NotFound(format!("no endpoint at {path}")));
     };
     let method_ok = match req.method() {
@@ -387,7 +398,7 @@ fn route(
             // Content-Type; a read changes nothing, so nothing is lost by
             // taking it as JSON here (every other route still refuses it).
             let kind =
-                if content_type.is_none() && endpoint == routes::Endpoint::FeastOnlineFeatures {
+                if content_type.is_none() && endpoint == Endpoint::FeastOnlineFeatures {
                     BodyKind::Json
                 } else {
                     origin::body_kind(content_type, &body)?
