@@ -488,7 +488,7 @@ mod tests {
         let set = TokenSet::parse_file(&format!(
             "# rotated 2026-12-01\n\nread {READ}\n  admin {ADMIN}  \nread {READ}x\n"
         ))
-        .unwrap();
+        .expect("a valid token file");
         assert_eq!(set.counts(), (2, 1));
         for (text, says) in [
             ("write abcdefghijklmnopq", "line 1: expected"),
@@ -497,7 +497,9 @@ mod tests {
             ("read short", "at least 16"),
             ("# nothing\n", "no tokens"),
         ] {
-            let e = TokenSet::parse_file(text).err().unwrap();
+            let e = TokenSet::parse_file(text)
+                .err()
+                .expect("a bad token file is refused");
             assert!(e.contains(says), "{text:?}: {e}");
             assert!(!e.contains("abcdefgh"), "the error echoes a token: {e}");
         }
@@ -505,7 +507,7 @@ mod tests {
 
     #[test]
     fn the_role_decides_401_403_or_ok() {
-        let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+        let auth = Auth::new(Some(READ), Some(ADMIN), None).expect("two valid tokens");
         let status = |need, h: Option<&str>| auth.check(need, h).map_err(|e| e.status()).err();
         let (read, admin) = (format!("Bearer {READ}"), format!("bearer {ADMIN}"));
         assert_eq!(status(Need::Read, None), Some(401));
@@ -519,13 +521,15 @@ mod tests {
 
     #[test]
     fn the_same_token_for_both_roles_is_refused() {
-        let e = Auth::new(Some(READ), Some(READ), None).err().unwrap();
+        let e = Auth::new(Some(READ), Some(READ), None)
+            .err()
+            .expect("one token in two roles is refused");
         assert!(e.contains("other role") && !e.contains(READ), "{e}");
     }
 
     #[test]
     fn debug_output_never_shows_a_token() {
-        let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+        let auth = Auth::new(Some(READ), Some(ADMIN), None).expect("two valid tokens");
         let shown = format!("{auth:?} {:?}", Secret(READ.into()));
         assert!(!shown.contains(READ) && !shown.contains(ADMIN), "{shown}");
     }
@@ -536,7 +540,7 @@ mod tests {
         /// Whatever the header, only a known token gets through.
         #[test]
         fn no_header_but_a_known_token_passes(h in "(Bearer |bearer |Basic )?[ -~]{0,60}") {
-            let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+            let auth = Auth::new(Some(READ), Some(ADMIN), None).expect("two valid tokens");
             let known = bearer(&h).is_some_and(|t| t == READ || t == ADMIN);
             proptest::prop_assert_eq!(auth.check(Need::Read, Some(&h)).is_ok(), known);
         }
@@ -544,11 +548,11 @@ mod tests {
         /// A token one byte off, anywhere, is refused.
         #[test]
         fn a_token_one_byte_off_is_refused(i in 0..ADMIN.len(), b in 0x21u8..0x7f) {
-            let auth = Auth::new(Some(READ), Some(ADMIN), None).unwrap();
+            let auth = Auth::new(Some(READ), Some(ADMIN), None).expect("two valid tokens");
             let mut t = ADMIN.as_bytes().to_vec();
             proptest::prop_assume!(t[i] != b);
             t[i] = b;
-            let t = String::from_utf8(t).unwrap();
+            let t = String::from_utf8(t).expect("generated as ASCII");
             let got = auth.check(Need::Read, Some(&format!("Bearer {t}")));
             proptest::prop_assert_eq!(got.map_err(|e| e.status()).err(), Some(401));
         }
@@ -575,10 +579,10 @@ mod tests {
         for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
             assert!(check_bind(host, &open, false).is_ok(), "{host}");
         }
-        let e = check_bind("0.0.0.0", &open, false).err().unwrap();
+        let e = check_bind("0.0.0.0", &open, false).expect_err("an open server on all interfaces");
         assert!(e.contains("--insecure-no-auth") && e.contains("--api-token-file"));
         assert!(check_bind("0.0.0.0", &open, true).is_ok());
-        let auth = Auth::new(Some(READ), None, None).unwrap();
+        let auth = Auth::new(Some(READ), None, None).expect("a valid token");
         assert!(check_bind("0.0.0.0", &auth, false).is_ok());
     }
 }

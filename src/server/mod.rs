@@ -397,12 +397,11 @@ fn route(
             // Some releases of Feast's SDK post this read's JSON with no
             // Content-Type; a read changes nothing, so nothing is lost by
             // taking it as JSON here (every other route still refuses it).
-            let kind =
-                if content_type.is_none() && endpoint == Endpoint::FeastOnlineFeatures {
-                    BodyKind::Json
-                } else {
-                    origin::body_kind(content_type, &body)?
-                };
+            let kind = if content_type.is_none() && endpoint == Endpoint::FeastOnlineFeatures {
+                BodyKind::Json
+            } else {
+                origin::body_kind(content_type, &body)?
+            };
             match kind {
                 BodyKind::Json => params.add_json(&body)?,
                 BodyKind::Form => {
