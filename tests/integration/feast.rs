@@ -93,6 +93,17 @@ fn post_untyped(server: &Server, body: &Json) -> (u16, Json) {
     )
 }
 
+/// Each body posted to `path` is answered `want` with an error naming
+/// `says`.
+fn assert_each_refused(server: &Server, path: &str, cases: &[(Json, u16, &str)]) {
+    for (body, want, says) in cases {
+        let (status, v) = server.post_json(path, body);
+        assert_eq!(status, *want, "{body}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}: want {says:?} in {v}");
+    }
+}
+
 fn column(v: &Json, i: usize, what: &str) -> Json {
     v["results"][i][what].clone()
 }
@@ -254,54 +265,53 @@ fn unknown_names_are_404_and_bad_shapes_400_each_saying_why() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&redis, &dir);
     let user = json!({"user_id": ["u1"]});
-    for (body, want, says) in [
-        // Feast knows the view as its feast_name only.
-        (
-            json!({"features": ["user_profile:country"], "entities": user}),
-            404,
-            "feature view \"user_profile\" is not in the registry",
-        ),
-        (
-            json!({"features": ["user_stats:nope"], "entities": user}),
-            404,
-            "feature view \"user_stats\" has no feature \"nope\"",
-        ),
-        (
-            json!({"feature_service": "nope", "entities": user}),
-            404,
-            "feature service \"nope\" is not in the registry",
-        ),
-        (
-            json!({"features": ["user_stats:country"], "entities": {"driver": ["d1"]}}),
-            400,
-            "whose join key is \"user_id\", not \"driver\"",
-        ),
-        (
-            json!({"features": ["user_stats:country", "driver_hourly:trips"], "entities": user}),
-            400,
-            "driver",
-        ),
-        (
-            json!({"features": ["user_stats.country"], "entities": user}),
-            400,
-            "view:feature",
-        ),
-        (
-            json!({"features": ["user_stats:country"]}),
-            400,
-            "no \"entities\"",
-        ),
-        (
-            json!({"features": ["user_stats:country"], "entities": {"user_id": ["bad id!"]}}),
-            400,
-            "id",
-        ),
-    ] {
-        let (status, v) = server.post_json("/get-online-features", &body);
-        assert_eq!(status, want, "{body}: {v}");
-        let error = v["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says), "{body}: want {says:?} in {v}");
-    }
+    assert_each_refused(
+        &server,
+        "/get-online-features",
+        &[
+            // Feast knows the view as its feast_name only.
+            (
+                json!({"features": ["user_profile:country"], "entities": user}),
+                404,
+                "feature view \"user_profile\" is not in the registry",
+            ),
+            (
+                json!({"features": ["user_stats:nope"], "entities": user}),
+                404,
+                "feature view \"user_stats\" has no feature \"nope\"",
+            ),
+            (
+                json!({"feature_service": "nope", "entities": user}),
+                404,
+                "feature service \"nope\" is not in the registry",
+            ),
+            (
+                json!({"features": ["user_stats:country"], "entities": {"driver": ["d1"]}}),
+                400,
+                "whose join key is \"user_id\", not \"driver\"",
+            ),
+            (
+                json!({"features": ["user_stats:country", "driver_hourly:trips"], "entities": user}),
+                400,
+                "driver",
+            ),
+            (
+                json!({"features": ["user_stats.country"], "entities": user}),
+                400,
+                "view:feature",
+            ),
+            (
+                json!({"features": ["user_stats:country"]}),
+                400,
+                "no \"entities\"",
+            ),
+            (
+                json!({"features": ["user_stats:country"], "entities": {"user_id": ["bad id!"]}}),
+                400,
+                "id",
+            ),
+        ],
+    );
     let (status, v) = post_untyped(&server, &json!("not an object"));
     assert_eq!(status, 400, "{v}");
 }
@@ -423,37 +433,36 @@ fn write_to_online_store_writes_nothing_when_one_row_is_bad() {
                "df": {"user_id": ["u1", "u2"], "age_days": ages,
                       "event_timestamp": ["2026-12-01T18:00:00", "2026-12-01T18:00:00"]}})
     };
-    for (body, want, says) in [
-        (df(json!([1, 1.5])), 400, "row 1"),
-        (df(json!([1, "2"])), 400, "row 1"),
-        (df(json!([1])), 400, "differ in length"),
-        (
-            json!({"feature_view_name": "user_stats", "df": {"user_id": ["u1"], "agedays": [1]}}),
-            400,
-            "df.agedays is not a feature of view \"user_stats\"",
-        ),
-        (
-            json!({"feature_view_name": "user_stats", "df": {"age_days": [1]}}),
-            400,
-            "no \"user_id\" column",
-        ),
-        (
-            json!({"feature_view_name": "user_stats",
+    assert_each_refused(
+        &server,
+        "/write-to-online-store",
+        &[
+            (df(json!([1, 1.5])), 400, "row 1"),
+            (df(json!([1, "2"])), 400, "row 1"),
+            (df(json!([1])), 400, "differ in length"),
+            (
+                json!({"feature_view_name": "user_stats", "df": {"user_id": ["u1"], "agedays": [1]}}),
+                400,
+                "df.agedays is not a feature of view \"user_stats\"",
+            ),
+            (
+                json!({"feature_view_name": "user_stats", "df": {"age_days": [1]}}),
+                400,
+                "no \"user_id\" column",
+            ),
+            (
+                json!({"feature_view_name": "user_stats",
                    "df": {"user_id": ["u1"], "age_days": [1], "event_timestamp": ["noon"]}}),
-            400,
-            "event_timestamp",
-        ),
-        (
-            json!({"feature_view_name": "nope", "df": {"user_id": ["u1"]}}),
-            404,
-            "feature view \"nope\" is not in the registry",
-        ),
-    ] {
-        let (status, v) = server.post_json("/write-to-online-store", &body);
-        assert_eq!(status, want, "{body}: {v}");
-        let error = v["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says), "{body}: want {says:?} in {v}");
-    }
+                400,
+                "event_timestamp",
+            ),
+            (
+                json!({"feature_view_name": "nope", "df": {"user_id": ["u1"]}}),
+                404,
+                "feature view \"nope\" is not in the registry",
+            ),
+        ],
+    );
     assert!(common::all_keys(&mut common::raw(&redis)).is_empty());
 }
 
@@ -706,44 +715,43 @@ fn push_refuses_offline_unknown_sources_and_bad_rows_writing_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&redis, &dir);
     let df = json!({"user_id": ["u1"], "tx_count_5m": [3]});
-    for (body, want, says) in [
-        (
-            json!({"push_source_name": "user_push", "df": df, "to": "online_and_offline"}),
-            400,
-            "offline store",
-        ),
-        (
-            json!({"push_source_name": "user_push", "df": df, "to": "sideways"}),
-            400,
-            "must be one of",
-        ),
-        (
-            json!({"push_source_name": "nope", "df": df}),
-            404,
-            "push source \"nope\" feeds no view",
-        ),
-        (
-            json!({"push_source_name": "user_push",
+    assert_each_refused(
+        &server,
+        "/push",
+        &[
+            (
+                json!({"push_source_name": "user_push", "df": df, "to": "online_and_offline"}),
+                400,
+                "offline store",
+            ),
+            (
+                json!({"push_source_name": "user_push", "df": df, "to": "sideways"}),
+                400,
+                "must be one of",
+            ),
+            (
+                json!({"push_source_name": "nope", "df": df}),
+                404,
+                "push source \"nope\" feeds no view",
+            ),
+            (
+                json!({"push_source_name": "user_push",
                    "df": {"user_id": ["u1", "u2"], "tx_count_5m": [3, 1.5], "flagged": [true, true]}}),
-            400,
-            "row 1",
-        ),
-        (
-            json!({"push_source_name": "user_push", "df": {"user_id": ["u1"], "country": ["GB"]}}),
-            400,
-            "df.country is not a feature",
-        ),
-        (
-            json!({"push_source_name": "user_push", "df": {"user_id": ["u1"]}}),
-            400,
-            "df holds no feature",
-        ),
-    ] {
-        let (status, v) = server.post_json("/push", &body);
-        assert_eq!(status, want, "{body}: {v}");
-        let error = v["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says), "{body}: want {says:?} in {v}");
-    }
+                400,
+                "row 1",
+            ),
+            (
+                json!({"push_source_name": "user_push", "df": {"user_id": ["u1"], "country": ["GB"]}}),
+                400,
+                "df.country is not a feature",
+            ),
+            (
+                json!({"push_source_name": "user_push", "df": {"user_id": ["u1"]}}),
+                400,
+                "df holds no feature",
+            ),
+        ],
+    );
     assert!(common::all_keys(&mut common::raw(&redis)).is_empty());
 }
 
