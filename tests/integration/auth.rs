@@ -132,10 +132,10 @@ fn is_bearer_challenge(head: &str) -> bool {
     })
 }
 
-#[test]
-fn every_route_answers_401_403_or_200_by_the_token_it_is_given() {
-    let redis = common::redis();
-    let server = Server::start(
+/// A server on `redis` seeded with 20 demo users, with a read and an
+/// admin token.
+fn seeded_with_both_tokens(redis: &common::TestRedis) -> Server {
+    Server::start(
         &redis.url(),
         &[
             "--seed-demo",
@@ -146,7 +146,13 @@ fn every_route_answers_401_403_or_200_by_the_token_it_is_given() {
             "--admin-token",
             ADMIN,
         ],
-    );
+    )
+}
+
+#[test]
+fn every_route_answers_401_403_or_200_by_the_token_it_is_given() {
+    let redis = common::redis();
+    let server = seeded_with_both_tokens(&redis);
     let tokens: [(&str, Option<&str>); 5] = [
         ("no token", None),
         ("a wrong token", Some("not-a-token-of-this-server")),
@@ -259,18 +265,7 @@ fn no_generated_authorization_header_gets_through() {
 #[test]
 fn a_read_token_changes_nothing_on_an_admin_route() {
     let redis = common::redis();
-    let server = Server::start(
-        &redis.url(),
-        &[
-            "--seed-demo",
-            "--seed-users",
-            "20",
-            "--read-token",
-            READ,
-            "--admin-token",
-            ADMIN,
-        ],
-    );
+    let server = seeded_with_both_tokens(&redis);
     let before = common::all_keys(&mut common::raw(&redis));
     assert!(before.len() >= 20, "{before:?}");
     let (status, _, answer) = call(server.addr, "POST", "/reset", Some(READ), None);
@@ -472,18 +467,7 @@ fn the_page_asks_for_a_token_and_loads_with_the_read_token() {
         return;
     };
     let redis = common::redis();
-    let server = Server::start(
-        &redis.url(),
-        &[
-            "--seed-demo",
-            "--seed-users",
-            "20",
-            "--read-token",
-            READ,
-            "--admin-token",
-            ADMIN,
-        ],
-    );
+    let server = seeded_with_both_tokens(&redis);
     // The token travels in the fragment, which the browser never sends.
     let url = format!("http://{}/?run=login,read,toggle#token={READ}", server.addr);
     let dom = crate::server::run_chromium(&bin, "--dump-dom", &url);
