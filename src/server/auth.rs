@@ -497,9 +497,9 @@ mod tests {
             ("read short", "at least 16"),
             ("# nothing\n", "no tokens"),
         ] {
-            let e = TokenSet::parse_file(text)
-                .err()
-                .expect("a bad token file is refused");
+            let Err(e) = TokenSet::parse_file(text) else {
+                panic!("{text:?} is refused");
+            };
             assert!(e.contains(says), "{text:?}: {e}");
             assert!(!e.contains("abcdefgh"), "the error echoes a token: {e}");
         }
@@ -521,9 +521,9 @@ mod tests {
 
     #[test]
     fn the_same_token_for_both_roles_is_refused() {
-        let e = Auth::new(Some(READ), Some(READ), None)
-            .err()
-            .expect("one token in two roles is refused");
+        let Err(e) = Auth::new(Some(READ), Some(READ), None) else {
+            panic!("one token in two roles is refused");
+        };
         assert!(e.contains("other role") && !e.contains(READ), "{e}");
     }
 
