@@ -50,7 +50,7 @@ pub const ACL_PASSWORD: &str = "fs-test-Pw7";
 /// same rule to operators (a test checks they agree).
 pub const STORE_ACL: &str = "resetkeys ~fs:* resetchannels -@all \
     +evalsha +script|load \
-    +hset +hsetex +hdel +hmget +hkeys +hexpire +httl +expire +ttl +time \
+    +hset +hsetex +hdel +hmget +hkeys +hexpire +httl +expire +ttl +time +exists \
     +type +scan +unlink +dbsize +randomkey \
     +ping +client|setname +cluster|slots +asking";
 

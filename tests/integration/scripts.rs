@@ -190,6 +190,61 @@ fn batch_rows_write_several_entities_in_one_call() {
     );
 }
 
+/// A first load: when none of a call's keys exists, the script reads no
+/// stored time (one EXISTS for the call, no HMGET per row), and a key that
+/// repeats in the call is read again after its first row wrote it, so an
+/// older row for it is still skipped. The same rows again find every key
+/// and read each one.
+#[test]
+fn batch_rows_on_new_keys_read_nothing_but_a_repeated_key() {
+    let redis = common::standalone_redis();
+    let mut c = common::raw(&redis);
+    load_all(&mut c);
+    let keys = ["fs:user:n1", "fs:user:n2", "fs:user:n1", "fs:user:n3"];
+    let args = [
+        "600", T1, "2", "v", "0", "1", "x", "1", //
+        T1, "2", "v", "0", "1", "x", "2", //
+        T, "2", "v", "0", "1", "x", "old", //
+        T1, "1", "w", "1", "1", "gone", "y", "3",
+    ];
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut c)
+        .expect("CONFIG RESETSTAT");
+    let reply = write_ok(&mut c, &WRITE_BATCH_ROWS, &keys, &args);
+    assert_eq!(
+        reply,
+        vec![1, 0, 1, 0, 0, 1, 2, 0],
+        "the older row for n1 is skipped though n1 was new when the call began"
+    );
+    assert_eq!(calls(&mut c, "exists"), 1, "one EXISTS for the call");
+    assert_eq!(calls(&mut c, "hmget"), 1, "only the repeated key is read");
+    assert_eq!(
+        hgetall(&mut c, "fs:user:n1"),
+        map(&[("x", "1"), ("@v", T1)])
+    );
+    assert_eq!(
+        hgetall(&mut c, "fs:user:n3"),
+        map(&[("y", "3"), ("y@t", T1), ("gone@t", T1), ("@w+", T1)]),
+        "part of a view on a new key: own times, the retraction's tombstone, the marker"
+    );
+    for key in ["fs:user:n1", "fs:user:n2", "fs:user:n3"] {
+        assert!(ttl(&mut c, key) > 590, "{key} has its TTL");
+    }
+
+    let again = write_ok(&mut c, &WRITE_BATCH_ROWS, &keys, &args);
+    assert_eq!(
+        again,
+        vec![0, 1, 0, 1, 0, 1, 0, 2],
+        "a retry changes nothing"
+    );
+    assert_eq!(
+        calls(&mut c, "hmget"),
+        1 + 5,
+        "existing keys are read: the view's times for each row, and n3's own times"
+    );
+}
+
 #[test]
 fn batch_rows_retract_in_the_same_call() {
     let redis = common::standalone_redis();
@@ -1088,6 +1143,42 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
     ));
     assert!(err.contains("EXPIRE is refused"), "{err}");
     assert_eq!(common::all_keys(&mut admin), Vec::<String>::new());
+}
+
+/// A user whose ACL predates the first-load check (no `EXISTS`) writes new
+/// keys as before: each row reads its stored times, nothing is refused.
+#[test]
+fn batch_rows_for_a_user_denied_exists_read_each_row_and_write_the_same() {
+    let redis = common::standalone_redis();
+    let mut admin = common::raw(&redis);
+    load_all(&mut admin);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-exists",
+        ])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    let mut c = connect_as(&redis, "writer");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .expect("CONFIG RESETSTAT");
+    let reply = write_ok(
+        &mut c,
+        &WRITE_BATCH_ROWS,
+        &["fs:user:e1", "fs:user:e2"],
+        &[
+            "600", T, "2", "v", "0", "1", "x", "1", T, "2", "v", "0", "1", "x", "2",
+        ],
+    );
+    assert_eq!(reply, vec![1, 0, 1, 0]);
+    assert_eq!(calls(&mut admin, "exists"), 0);
+    assert_eq!(calls(&mut admin, "hmget"), 2, "one read per row");
+    assert_eq!(
+        hgetall(&mut admin, "fs:user:e2"),
+        map(&[("x", "2"), ("@v", T)])
+    );
+    assert_eq!(keys_without_ttl(&mut admin), Vec::<String>::new());
 }
 
 /// An ACL selector lets the TTL command through for `fs:user:a*` only, so
