@@ -61,8 +61,8 @@ second run finds every time equal and changes nothing.
 Cost: a written row runs three commands from Lua (HMGET of @V and @V+,
 HSET, EXPIRE), and each crossing between Lua and Redis costs about as much
 again as a small command; everything else is kept to table look-ups. When
-none of a call's keys exists yet (a first load), one EXISTS for the call
-replaces the rows' HMGETs: nothing stored can be newer.
+none of a call's keys exists yet (a first load), EXISTS (of the first key,
+then of all) replaces the rows' HMGETs: nothing stored can be newer.
 The checks look each distinct time, view, count and feature name up in a
 table of those already checked (a loader's rows repeat them): checking
 every row with pattern matches was a third of the script's Redis time.
@@ -305,14 +305,20 @@ end
 -- to read, and one EXISTS for the call stands for every row's HMGET (a
 -- Lua-to-Redis crossing each, about a tenth of a row's cost). Only when
 -- every key of the call is missing; a key that repeats in the call exists
--- after its first row, so later rows on it read as usual. Without the
--- right to EXISTS (an ACL from before this check) every row reads.
-local fresh = false
+-- after its first row, so later rows on it read as usual (`touched`). The
+-- first key alone is asked first, so that an overwrite, whose first key
+-- exists, pays one small EXISTS per call. Without the right to EXISTS (an
+-- ACL from before this check) every row reads.
+local fresh, touched = false, nil
 if n > 1 and n <= SLICE then
   local ok_exists, may_exists = pcall(redis.acl_check_cmd, 'EXISTS', KEYS[1])
-  fresh = ok_exists and may_exists == true and redis.call('EXISTS', unpack(KEYS)) == 0
+  fresh = ok_exists and may_exists == true
+    and redis.call('EXISTS', KEYS[1]) == 0
+    and redis.call('EXISTS', unpack(KEYS)) == 0
+  if fresh then
+    touched = {}
+  end
 end
-local touched = {}
 
 -- Pass 2: write. A key of the wrong type fails at its first read, before
 -- anything is written to it; the rows around it go on.
@@ -332,8 +338,10 @@ for i = 1, n do
   local first = pos + 5
   pos = first + r + 2 * s
   set_fields, set_time, set_from, set_to = nil, nil, 0, -1
-  local empty = fresh and not touched[key]
-  touched[key] = true
+  local empty = false
+  if fresh and not touched[key] then
+    empty, touched[key] = true, true
+  end
   local written, skipped = write_row(key, t, tn, m, f[1], f[2], first, r, s, empty)
   if written > 0 then
     -- Every written row leaves at least its time in the key, so EXPIRE

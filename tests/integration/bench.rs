@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Every row the issue asks for, by the id the report lists it under.
-const ROWS: [&str; 32] = [
+const ROWS: [&str; 33] = [
     "bulk_load",
     "update_streaming",
     "get_features",
@@ -30,6 +30,7 @@ const ROWS: [&str; 32] = [
     "ping_during_load",
     "paced_loader",
     "read_during_builder",
+    "read_during_held_builder",
     "read_during_full_speed",
     "redis_cpu_per_row",
     "script_cost_batch",

@@ -160,9 +160,19 @@ pub fn raw_bulk(
     rows: &[(String, FeatureMap)],
     ttl: u64,
 ) -> BResult<()> {
+    raw_bulk_under(raw, RAW_PREFIX, rows, ttl)
+}
+
+/// [`raw_bulk`] under a prefix of the caller's.
+pub fn raw_bulk_under(
+    raw: &mut redis::Connection,
+    prefix: &str,
+    rows: &[(String, FeatureMap)],
+    ttl: u64,
+) -> BResult<()> {
     let mut pipe = redis::pipe();
     for (id, features) in rows {
-        let key = format!("{RAW_PREFIX}{id}");
+        let key = format!("{prefix}{id}");
         let mut hset = redis::cmd("HSET");
         hset.arg(&key);
         for (name, value) in features {

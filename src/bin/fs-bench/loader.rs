@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use feature_store::demo::synth;
 use feature_store::ManagedRedis;
@@ -109,6 +109,37 @@ fn builder_rate(users: usize) -> BResult<f64> {
 
 /// Synthesizes `users` and writes them as pipelined HSET + EXPIRE (under
 /// the baseline's prefix) on one connection; users per second.
+/// The plain builder held to `rate` users/s, `per_pipeline` users per
+/// round trip, under `prefix` (fresh keys beside the other phases'): what
+/// any load at that pace does to other clients, with the least Redis work
+/// a row can take. Answers the users/s it reached.
+pub fn build_plain_paced(
+    url: &str,
+    prefix: &str,
+    users: usize,
+    rate: f64,
+    per_pipeline: usize,
+) -> BResult<f64> {
+    let mut raw = library::raw_connection(url)?;
+    let started = Instant::now();
+    let mut rows = synth::users(users, SEED);
+    let mut sent = 0usize;
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(per_pipeline.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1.0));
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        library::raw_bulk_under(&mut raw, prefix, &chunk, 86_400)?;
+        sent += chunk.len();
+    }
+    Ok(users as f64 / started.elapsed().as_secs_f64())
+}
+
 pub fn build_plain(url: &str, users: usize) -> BResult<f64> {
     let mut raw = library::raw_connection(url)?;
     let started = Instant::now();

@@ -10,7 +10,10 @@
 //! 2. a plain builder (synthesis + pipelined HSET + EXPIRE on one
 //!    connection, not atomic) loads the users;
 //! 3. `fs-loader --count N` with its default flags loads the same users;
-//! 4. the same with `--full-speed`.
+//! 4. the plain builder again, onto fresh keys, held to the rate step 3
+//!    reached, 10 users per round trip: the floor a load at that pace sets
+//!    on this machine, whatever its writes cost;
+//! 5. `fs-loader --count N --full-speed`.
 //!
 //! The script rows read `INFO commandstats` around a phase: the script's
 //! own time per row (`EVALSHA`) against the time of the commands it runs
@@ -43,6 +46,10 @@ const READ_USERS: usize = 10_000;
 /// server rather than a client that would itself saturate a core.
 const READ_GAP: Duration = Duration::from_millis(2);
 const PING_GAP: Duration = Duration::from_millis(5);
+/// The held builder's keys: fresh, beside the other phases' keys.
+const HELD_PREFIX: &str = "hb:user:";
+/// Users per round trip of the held builder: the paced loader's pipeline.
+const PACED_PIPELINE: usize = 10;
 /// Streaming events for the `write_streaming` cost row.
 const STREAMING_EVENTS: usize = 100_000;
 
@@ -101,6 +108,12 @@ pub fn rows(
         loader::run_loader(loader_bin, &url, users, &flags)
     })?;
     let batch_cost = script_cost(&mut raw, users)?;
+    eprintln!(
+        "fs-bench:   a plain builder held to {paced_rate:.0} users/s, {PACED_PIPELINE} per pipeline ..."
+    );
+    let (held_rate, held) = during(&server, &url, &ids, || {
+        loader::build_plain_paced(&url, HELD_PREFIX, users, paced_rate, PACED_PIPELINE)
+    })?;
     let full_flag = "--full-speed";
     let full = if loader::supports(loader_bin, full_flag) {
         eprintln!("fs-bench:   fs-loader --count {users} {full_flag} ...");
@@ -206,6 +219,34 @@ pub fn rows(
             ),
         }),
     )?;
+    crate::step(
+        "/read during a held builder",
+        out,
+        Ok(Row {
+            id: "read_during_held_builder",
+            operation: format!(
+                "HTTP `POST /read` while a plain builder loads {n} users at the paced loader's rate"
+            ),
+            unit: "req",
+            ours: Figures::Timed(held.read),
+            baseline_name: "the same reads, idle".into(),
+            baseline: Figures::Timed(idle.read),
+            ratio_on: RatioOn::P50,
+            goal: vec![],
+            note: format!(
+                "the floor for `read_during_load`: pipelined HSET + EXPIRE (no script, no \
+                 event time, half the Redis time per user) held to the rate the paced loader \
+                 reached ({} users/s asked, {} reached), {PACED_PIPELINE} users per round trip \
+                 as the paced loader sends them, onto fresh keys: what a load at that pace does \
+                 to the same reads on this machine whatever its writes cost (PING p50 {}, p99 \
+                 {}). {probes}",
+                crate::report::count(paced_rate),
+                crate::report::count(held_rate),
+                crate::report::ms(held.ping.p50),
+                crate::report::ms(held.ping.p99)
+            ),
+        }),
+    )?;
     if let Some((full_rate, full)) = full {
         crate::step(
             "/read during fs-loader --full-speed",
@@ -250,7 +291,11 @@ pub fn rows(
             ratio_on: RatioOn::P50,
             goal: vec![],
             note: format!(
-                "`used_cpu_user` + `used_cpu_sys` from `INFO cpu` over each phase, over the users                  it loaded (the probes' reads included, on both sides). Unlike the script rows                  below, this counts what `INFO commandstats` leaves out: reading, parsing and                  answering each command, which one `EVALSHA` per {} rows pays once and a plain                  pipeline pays for every `HSET` and `EXPIRE`.",
+                "`used_cpu_user` + `used_cpu_sys` from `INFO cpu` over each phase, over the \
+                 users it loaded (the probes' reads included, on both sides). Unlike the script \
+                 rows below, this counts what `INFO commandstats` leaves out: reading, parsing \
+                 and answering each command, which one `EVALSHA` per {} rows pays once and a \
+                 plain pipeline pays for every `HSET` and `EXPIRE`.",
                 ctx.per_call
             ),
         }),
