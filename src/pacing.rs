@@ -61,6 +61,34 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The name the probe's connection carries in `CLIENT LIST`.
 pub const PROBE_CLIENT_NAME: &str = "fs-pacer-probe";
 
+/// The largest latency budget a flag takes, in ms (a minute).
+pub const MAX_BUDGET_MS: f64 = 60_000.0;
+/// The smallest non-zero budget, in ms: 10 us, about the time Redis takes
+/// for one small command.
+pub const MIN_BUDGET_MS: f64 = 0.01;
+
+/// Parses a `--latency-budget-ms` value: milliseconds, fractions allowed
+/// (`0.2` is 200 us: on a machine where reads take a fraction of a
+/// millisecond, a whole millisecond of added wait is more than doubling
+/// them), 0 for no pacing, at most [`MAX_BUDGET_MS`].
+pub fn parse_budget_ms(text: &str) -> Result<f64, String> {
+    let ms: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of milliseconds (e.g. 1 or 0.25)"))?;
+    if !ms.is_finite() || !(0.0..=MAX_BUDGET_MS).contains(&ms) {
+        return Err(format!(
+            "`{text}`: the budget must be from 0 to {MAX_BUDGET_MS} ms"
+        ));
+    }
+    if ms > 0.0 && ms < MIN_BUDGET_MS {
+        return Err(format!(
+            "`{text}`: a budget under {MIN_BUDGET_MS} ms (10 us) cannot be measured; 0 means no pacing"
+        ));
+    }
+    Ok(ms)
+}
+
 /// How a writer is paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PaceMode {
@@ -74,12 +102,13 @@ pub enum PaceMode {
 }
 
 impl PaceMode {
-    /// `--latency-budget-ms`-style: 0 means full speed.
-    pub fn budget_ms(ms: u64) -> PaceMode {
-        if ms == 0 {
+    /// `--latency-budget-ms`-style (see [`parse_budget_ms`]): 0 means full
+    /// speed.
+    pub fn budget_ms(ms: f64) -> PaceMode {
+        if ms <= 0.0 || !ms.is_finite() {
             PaceMode::FullSpeed
         } else {
-            PaceMode::Budget(Duration::from_millis(ms))
+            PaceMode::Budget(Duration::from_secs_f64(ms / 1e3))
         }
     }
 
@@ -635,13 +664,10 @@ fn ping(c: &mut redis::Connection) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `1`, `0.25`: to the microsecond, no trailing zeros.
 fn fmt_ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms.fract() == 0.0 {
-        format!("{ms:.0}")
-    } else {
-        format!("{ms}")
-    }
+    let text = format!("{:.3}", d.as_secs_f64() * 1e3);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// A poisoned lock only means a thread panicked holding it; the state is
@@ -828,11 +854,26 @@ mod tests {
 
     #[test]
     fn budget_zero_is_full_speed() {
-        assert_eq!(PaceMode::budget_ms(0), PaceMode::FullSpeed);
+        assert_eq!(PaceMode::budget_ms(0.0), PaceMode::FullSpeed);
         assert_eq!(
-            PaceMode::budget_ms(1),
+            PaceMode::budget_ms(1.0),
             PaceMode::Budget(Duration::from_millis(1))
         );
-        assert_eq!(PaceMode::budget_ms(1).describe(), "latency budget 1 ms");
+        assert_eq!(PaceMode::budget_ms(1.0).describe(), "latency budget 1 ms");
+        assert_eq!(
+            PaceMode::budget_ms(0.15).describe(),
+            "latency budget 0.15 ms"
+        );
+    }
+
+    #[test]
+    fn budgets_parse_as_milliseconds_with_fractions() {
+        assert_eq!(parse_budget_ms("1"), Ok(1.0));
+        assert_eq!(parse_budget_ms("0.25"), Ok(0.25));
+        assert_eq!(parse_budget_ms("0"), Ok(0.0));
+        assert_eq!(parse_budget_ms("60000"), Ok(60_000.0));
+        for bad in ["", "-1", "abc", "NaN", "inf", "60001", "0.001", "1ms"] {
+            assert!(parse_budget_ms(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -189,9 +189,10 @@ pub struct CommonArgs {
     /// Share Redis with live traffic: keep the latency the load adds to
     /// other clients' commands (a PING on a side connection, every 20 ms)
     /// under MS milliseconds, slowing down and speeding up as needed.
-    /// Default 1; 0 is --full-speed.
-    #[arg(long, global = true, value_name = "MS", env = "FS_LATENCY_BUDGET_MS")]
-    pub latency_budget_ms: Option<u64>,
+    /// Fractions allowed (0.2 is 200 us). Default 1; 0 is --full-speed.
+    #[arg(long, global = true, value_name = "MS", env = "FS_LATENCY_BUDGET_MS",
+          value_parser = crate::pacing::parse_budget_ms)]
+    pub latency_budget_ms: Option<f64>,
     /// A fixed cap instead of the latency budget: at most this many rows
     /// per second, whatever Redis's latency.
     #[arg(long, global = true, value_name = "ROWS_PER_S", env = "FS_MAX_RATE",
@@ -210,7 +211,7 @@ pub struct CommonArgs {
 }
 
 /// The pacing a load runs with when no flag says otherwise.
-pub const DEFAULT_LATENCY_BUDGET_MS: u64 = 1;
+pub const DEFAULT_LATENCY_BUDGET_MS: f64 = 1.0;
 
 impl CommonArgs {
     pub fn pace_mode(&self) -> PaceMode {
@@ -278,6 +279,12 @@ mod tests {
             pace(&["--max-rate", "500"]).expect("parses"),
             PaceMode::MaxRate(500)
         );
+        assert_eq!(
+            pace(&["--latency-budget-ms", "0.25"]).expect("parses"),
+            PaceMode::Budget(Duration::from_micros(250))
+        );
+        assert!(pace(&["--latency-budget-ms", "0.001"]).is_err());
+        assert!(pace(&["--latency-budget-ms", "-1"]).is_err());
         assert!(pace(&["--max-rate", "0"]).is_err());
         assert!(pace(&["--full-speed", "--max-rate", "5"]).is_err());
         assert!(pace(&["--full-speed", "--latency-budget-ms", "2"]).is_err());

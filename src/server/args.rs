@@ -105,11 +105,11 @@ pub struct Args {
     pub refresh_ms: u64,
     /// `/bulk-load` and the streaming worker keep the latency their writes
     /// add to other clients' commands (reads included) under this many ms,
-    /// slowing down as needed (as fs-loader's --latency-budget-ms); 0: no
-    /// pacing.
-    #[arg(long, env = "FS_WRITE_LATENCY_BUDGET_MS", value_name = "MS", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub write_latency_budget_ms: u64,
+    /// slowing down as needed (as fs-loader's --latency-budget-ms;
+    /// fractions allowed); 0: no pacing.
+    #[arg(long, env = "FS_WRITE_LATENCY_BUDGET_MS", value_name = "MS", default_value_t = 1.0,
+          value_parser = crate::pacing::parse_budget_ms)]
+    pub write_latency_budget_ms: f64,
     /// A bearer token that may call the read routes (see README, "Tokens").
     /// At least 16 visible ASCII characters. Any token given: every route
     /// but the page and /healthz asks for one.

@@ -171,7 +171,7 @@ fn a_store_over_tls_with_the_ca_given_writes_and_reads_back() {
     write_and_read_back(&store, &redis);
     // The pacer's probe connects with the same files: it measures.
     let pacer = feature_store::pacing::Pacer::with_tls(
-        feature_store::pacing::PaceMode::budget_ms(5),
+        feature_store::pacing::PaceMode::budget_ms(5.0),
         &tls_url(&redis),
         &TlsConfig::load(Some(&pki.ca), None, None).expect("the CA file"),
     )
