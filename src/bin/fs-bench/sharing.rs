@@ -238,8 +238,8 @@ pub fn rows(
                  event time, half the Redis time per user) held to the rate the paced loader \
                  reached ({} users/s asked, {} reached), {PACED_PIPELINE} users per round trip \
                  as the paced loader sends them, onto fresh keys: what a load at that pace does \
-                 to the same reads on this machine whatever its writes cost (PING p50 {}, p99 \
-                 {}). {probes}",
+                 to the same reads on this machine when its writes cost Redis as little as they \
+                 can (PING p50 {}, p99 {}). {probes}",
                 crate::report::count(paced_rate),
                 crate::report::count(held_rate),
                 crate::report::ms(held.ping.p50),
