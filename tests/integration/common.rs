@@ -164,16 +164,28 @@ pub trait Backend {
     fn raw(&self) -> Self::Conn;
 }
 
+/// How long a test's own connection waits for Redis before the command
+/// fails: far above any command the tests send.
+const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Backend for ManagedRedis {
     type Conn = redis::Connection;
     fn url(&self) -> String {
         ManagedRedis::url(self)
     }
+    /// With read and write timeouts, as the cluster's connections have: a
+    /// reply that never arrives (seen once on this VM's loopback: Redis had
+    /// sent `+OK`, and it sat in the socket's send queue for minutes) must
+    /// fail the test with an error, not hang the whole suite.
     fn raw(&self) -> redis::Connection {
         let client = redis::Client::open(ManagedRedis::url(self)).expect("url");
-        client
+        let conn = client
             .get_connection_with_timeout(Duration::from_secs(2))
-            .expect("connecting to the test redis")
+            .expect("connecting to the test redis");
+        conn.set_read_timeout(Some(RAW_TIMEOUT))
+            .and_then(|()| conn.set_write_timeout(Some(RAW_TIMEOUT)))
+            .expect("setting the test connection's timeouts");
+        conn
     }
 }
 
