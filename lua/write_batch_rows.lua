@@ -196,27 +196,23 @@ local set_fields, set_time, set_from, set_to = nil, nil, 0, -1
 local function write_row(key, t, tn, m, vt, vm, first, r, s, empty)
   local last = first + r + 2 * s - 1
   local g, x = nil, nil
-  if empty then
-    if m == '2' then
-      redis.call('HSET', key, vt, t, unpack(ARGV, first + r, last))
-      set_time, set_from, set_to = vt, first + r, last
-      return r + s, 0
+  if m ~= '0' then
+    if not empty then
+      local got = redis.pcall('HMGET', key, vt, vm)
+      if got.err then
+        return -1, 0
+      end
+      g, x = got[1], got[2]
+      if g then g = stored_time(g) end
+      if x then x = stored_time(x) end
     end
-  elseif m ~= '0' then
-    local got = redis.pcall('HMGET', key, vt, vm)
-    if got.err then
-      return -1, 0
-    end
-    g, x = got[1], got[2]
-    if g then g = stored_time(g) end
-    if x then x = stored_time(x) end
     if m == '2' then
       if g and tn <= g then
         return 0, r + s
       end
       if not x or tn > x then
         -- Every feature is older than this row: one write, one time.
-        if r > 0 then
+        if r > 0 and not empty then
           redis.call('HDEL', key, unpack(ARGV, first, first + r - 1))
         end
         -- The time first, so the row's pairs go straight from ARGV.
