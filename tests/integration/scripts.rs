@@ -999,6 +999,16 @@ fn connect_as(redis: &feature_store::ManagedRedis, user: &str) -> redis::Connect
         .expect("connecting as the ACL user")
 }
 
+/// Creates `user` (password `pw`): every key, channel and command, then
+/// `rules` (e.g. `-expire`, or a selector) on top.
+fn acl_user(admin: &mut redis::Connection, user: &str, rules: &[&str]) {
+    redis::cmd("ACL")
+        .arg(&["SETUSER", user, "on", ">pw", "~*", "&*", "+@all"])
+        .arg(rules)
+        .query::<()>(admin)
+        .unwrap_or_else(|e| panic!("ACL SETUSER {user} {rules:?}: {e}"));
+}
+
 /// Every key with no TTL (TTL -1): what a refused TTL must never leave.
 fn keys_without_ttl(c: &mut impl redis::ConnectionLike) -> Vec<String> {
     common::all_keys(c)
@@ -1120,12 +1130,7 @@ fn write_scripts_for_a_user_denied_expire_leave_no_key_without_a_ttl() {
     let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-expire",
-        ])
-        .query::<()>(&mut admin)
-        .expect("ACL SETUSER");
+    acl_user(&mut admin, "writer", &["-expire"]);
     let mut c = connect_as(&redis, "writer");
     let err = error_text(evalsha(
         &mut c,
@@ -1161,12 +1166,7 @@ fn batch_rows_for_a_user_denied_exists_read_each_row_and_write_the_same() {
     let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-exists",
-        ])
-        .query::<()>(&mut admin)
-        .expect("ACL SETUSER");
+    acl_user(&mut admin, "writer", &["-exists"]);
     let mut c = connect_as(&redis, "writer");
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -1203,14 +1203,11 @@ fn a_ttl_refused_after_the_write_takes_the_entity_back() {
         ("batch", &["expire"][..]),
         ("stream", &["hsetex", "hexpire"]),
     ] {
-        let mut setuser = redis::cmd("ACL");
-        setuser.arg(&["SETUSER", user, "on", ">pw", "~*", "&*", "+@all"]);
-        for cmd in cmds {
-            setuser.arg(format!("-{cmd}"));
-        }
+        let mut rules: Vec<String> = cmds.iter().map(|c| format!("-{c}")).collect();
         let allowed: Vec<String> = cmds.iter().map(|c| format!("+{c}")).collect();
-        setuser.arg(format!("(~fs:user:a* {})", allowed.join(" ")));
-        setuser.query::<()>(&mut admin).expect("ACL SETUSER");
+        rules.push(format!("(~fs:user:a* {})", allowed.join(" ")));
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        acl_user(&mut admin, user, &rules);
     }
     seed_batch_row(&mut admin, "fs:user:b2");
 
@@ -1306,20 +1303,7 @@ fn a_ttl_refused_after_the_write_takes_back_only_what_the_row_wrote() {
     let redis = common::standalone_redis();
     let mut admin = common::raw(&redis);
     load_all(&mut admin);
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "batch",
-            "on",
-            ">pw",
-            "~*",
-            "&*",
-            "+@all",
-            "-expire",
-            "(~fs:user:a* +expire)",
-        ])
-        .query::<()>(&mut admin)
-        .expect("ACL SETUSER");
+    acl_user(&mut admin, "batch", &["-expire", "(~fs:user:a* +expire)"]);
     // b1: a whole row at T, then country_iso alone at T2.
     let b1 = ["fs:user:b1"];
     let whole_at_t = [

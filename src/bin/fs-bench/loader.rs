@@ -107,8 +107,6 @@ fn builder_rate(users: usize) -> BResult<f64> {
     build_plain(&redis.url(), users)
 }
 
-/// Synthesizes `users` and writes them as pipelined HSET + EXPIRE (under
-/// the baseline's prefix) on one connection; users per second.
 /// The plain builder held to `rate` users/s, `per_pipeline` users per
 /// round trip, under `prefix` (fresh keys beside the other phases'): what
 /// any load at that pace does to other clients, with the least Redis work
@@ -140,16 +138,8 @@ pub fn build_plain_paced(
     Ok(users as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Synthesizes `users` and writes them as pipelined HSET + EXPIRE (under
+/// the baseline's prefix) on one connection, unpaced; users per second.
 pub fn build_plain(url: &str, users: usize) -> BResult<f64> {
-    let mut raw = library::raw_connection(url)?;
-    let started = Instant::now();
-    let mut rows = synth::users(users, SEED);
-    loop {
-        let chunk: Vec<_> = rows.by_ref().take(CHUNK).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        library::raw_bulk(&mut raw, &chunk, 86_400)?;
-    }
-    Ok(users as f64 / started.elapsed().as_secs_f64())
+    build_plain_paced(url, library::RAW_PREFIX, users, f64::INFINITY, CHUNK)
 }
