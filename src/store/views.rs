@@ -3,9 +3,10 @@
 //! the loader share; every writer of a keyspace must use the same one, or
 //! one writer's per-view time would not see another's per-feature times.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::fast_hash::FxHashMap;
 use crate::registry::Registry;
 
 /// How a write is dated, as the write scripts' `M` argument says.
@@ -36,10 +37,12 @@ struct View {
     features: BTreeSet<String>,
 }
 
-/// Feature -> view, per key prefix.
+/// Feature -> view, per key prefix. Looked up for every name of every row
+/// written: the maps hash with `fast_hash` (their keys come from the
+/// registry, not from the rows; a row's names are only looked up).
 #[derive(Debug, Default, Clone)]
 pub struct ViewMap {
-    by_prefix: HashMap<String, HashMap<String, Arc<View>>>,
+    by_prefix: FxHashMap<String, FxHashMap<String, Arc<View>>>,
 }
 
 /// The view argument sent when the features belong to none (the scripts
@@ -48,7 +51,7 @@ const NO_VIEW: &str = "-";
 
 impl ViewMap {
     pub fn from_registry(registry: &Registry) -> ViewMap {
-        let mut by_prefix: HashMap<String, HashMap<String, Arc<View>>> = HashMap::new();
+        let mut by_prefix: FxHashMap<String, FxHashMap<String, Arc<View>>> = FxHashMap::default();
         for view in &registry.views {
             let Some(entity) = registry.entity(&view.entity) else {
                 continue;
