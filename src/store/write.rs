@@ -4,6 +4,7 @@
 //! `event_clock`); and the per-row checks callers can run before queueing.
 
 use super::*;
+use crate::fast_hash::FxHashMap;
 use crate::scripts::{decode_written, Written};
 
 impl FeatureStore {
@@ -51,7 +52,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let times = undated_times(rows);
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
@@ -62,7 +63,7 @@ impl FeatureStore {
                 let key = self.check_batch_row(row)?;
                 self.batch_entity(
                     key,
-                    row.event_time_ms.unwrap_or(times[i]),
+                    row.event_time_ms.unwrap_or_else(|| times[i]),
                     row.retract.iter().map(String::as_str).collect(),
                     row.set
                         .iter()
@@ -195,7 +196,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let times = undated_times(rows);
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
@@ -206,7 +207,7 @@ impl FeatureStore {
                 let key = self.check_streaming_row(row)?;
                 self.streaming_entity(
                     key,
-                    row.event_time_ms.unwrap_or(times[i]),
+                    row.event_time_ms.unwrap_or_else(|| times[i]),
                     row.set
                         .iter()
                         .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
@@ -443,9 +444,14 @@ pub(super) fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
 /// own: the call's time (`event_clock`), one millisecond later for each
 /// earlier row of the same id, so a later row of an id still wins over an
 /// earlier one in the same call (an equal time would be a replay).
+///
+/// The map hashes with `fast_hash`: its ids may be chosen by a client (a
+/// push), but it lives for one call, whose rows are bounded (a push carries
+/// at most 1000), so even ids chosen to collide cost a few milliseconds,
+/// less than writing them does.
 pub(super) fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64> {
     let now = event_clock::now_ms();
-    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut seen: FxHashMap<&str, u64> = FxHashMap::default();
     let times: Vec<u64> = ids
         .map(|id| {
             let k = seen.entry(id).or_insert(0);
@@ -458,6 +464,16 @@ pub(super) fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64>
         event_clock::not_before(*last);
     }
     times
+}
+
+/// `implicit_times` for rows that may carry their own times, indexed like
+/// them; empty when every row does (the loader dates its chunks before
+/// writing them): no row then takes a time from it.
+fn undated_times(rows: &[BatchRow]) -> Vec<u64> {
+    if rows.iter().all(|r| r.event_time_ms.is_some()) {
+        return Vec::new();
+    }
+    implicit_times(rows.iter().map(|r| r.id.as_str()))
 }
 
 #[cfg(test)]
@@ -499,6 +515,25 @@ mod tests {
                 start += len;
             }
         }
+    }
+
+    #[test]
+    fn a_repeated_id_is_dated_a_millisecond_later_each_time_and_dated_rows_need_no_times() {
+        let t = implicit_times(["a", "b", "a", "a", "c", "b"].into_iter());
+        let base = t[0];
+        assert_eq!(t, [base, base, base + 1, base + 2, base, base + 1]);
+        // The clock moved past every time handed out.
+        assert!(event_clock::now_ms() > base + 2);
+
+        let row = |id: &str, t: Option<u64>| BatchRow {
+            id: id.into(),
+            event_time_ms: t,
+            ..BatchRow::default()
+        };
+        assert!(undated_times(&[row("a", Some(5)), row("a", Some(6))]).is_empty());
+        let mixed = undated_times(&[row("a", Some(5)), row("a", None), row("b", None)]);
+        assert_eq!(mixed.len(), 3);
+        assert_eq!(mixed[1], mixed[2] + 1, "the second row of a is a ms later");
     }
 
     #[test]
