@@ -33,11 +33,9 @@ impl FeatureStore {
                 self.batch_entity(
                     self.key_for(id)?,
                     times[i],
-                    Vec::new(),
-                    features
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_wire()))
-                        .collect(),
+                    std::iter::empty(),
+                    features.keys().map(String::as_str),
+                    features.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
                 )
             },
         );
@@ -64,11 +62,11 @@ impl FeatureStore {
                 self.batch_entity(
                     key,
                     row.event_time_ms.unwrap_or_else(|| times[i]),
-                    row.retract.iter().map(String::as_str).collect(),
+                    row.retract.iter().map(String::as_str),
+                    row.set.iter().map(|(k, _)| k.as_str()),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
-                        .collect(),
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
                 )
             },
         );
@@ -208,10 +206,10 @@ impl FeatureStore {
                 self.streaming_entity(
                     key,
                     row.event_time_ms.unwrap_or_else(|| times[i]),
+                    row.set.iter().map(|(k, _)| k.as_str()),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
-                        .collect(),
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
                 )
             },
         );
@@ -336,34 +334,37 @@ impl FeatureStore {
         self.streaming_entity(
             key,
             event_time_ms,
-            fields
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_wire()))
-                .collect(),
+            fields.keys().map(String::as_str),
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
         )
     }
 
     /// One batch row's part of a write call: a segment per view its
     /// features belong to (`views::ViewMap::segments`), all at time `t`.
+    /// `set_names` are the names of `set`, in its order (read without
+    /// making its values).
     pub(super) fn batch_entity<'a>(
         &'a self,
         key: String,
         t: u64,
-        retract: Vec<&'a str>,
-        set: Vec<(&'a str, Cow<'a, str>)>,
+        retract: impl ExactSizeIterator<Item = &'a str> + Clone,
+        set_names: impl Iterator<Item = &'a str> + Clone,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Result<EntityArgs<'a>, StoreError> {
         check_event_time(Some(t))?;
-        let names = retract.iter().copied().chain(set.iter().map(|(k, _)| *k));
-        let segments = self.views.segments(&self.config.key_prefix, names);
+        let prefix = &self.config.key_prefix;
+        let names = retract.clone().chain(set_names);
         let mut entity = EntityArgs::new(key);
-        if let [one] = segments.as_slice() {
-            entity.push_batch(dated(t, one), retract.into_iter(), set.into_iter());
+        // Most rows are one segment: laid out as they come.
+        if let Some((dating, view)) = self.views.sole(prefix, names.clone()) {
+            entity.push_batch(dated_with(t, dating, view), retract, set);
             return Ok(entity);
         }
+        let segments = self.views.segments(prefix, names);
+        let set: Vec<_> = set.collect();
         for segment in &segments {
             let r: Vec<&str> = retract
-                .iter()
-                .copied()
+                .clone()
                 .filter(|n| segment.names.contains(n))
                 .collect();
             let s: Vec<_> = set
@@ -382,16 +383,18 @@ impl FeatureStore {
         &'a self,
         key: String,
         t: u64,
-        set: Vec<(&'a str, Cow<'a, str>)>,
+        set_names: impl Iterator<Item = &'a str> + Clone,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Result<EntityArgs<'a>, StoreError> {
         check_event_time(Some(t))?;
-        let names = set.iter().map(|(k, _)| *k);
-        let segments = self.views.segments(&self.config.key_prefix, names);
+        let prefix = &self.config.key_prefix;
         let mut entity = EntityArgs::new(key);
-        if let [one] = segments.as_slice() {
-            entity.push_streaming(dated(t, one), set.into_iter());
+        if let Some((dating, view)) = self.views.sole(prefix, set_names.clone()) {
+            entity.push_streaming(dated_with(t, dating, view), set);
             return Ok(entity);
         }
+        let segments = self.views.segments(prefix, set_names);
+        let set: Vec<_> = set.collect();
         for segment in &segments {
             let s: Vec<_> = set
                 .iter()
@@ -433,10 +436,14 @@ pub fn split_calls(costs: impl IntoIterator<Item = (usize, usize)>, per_call: us
 }
 
 pub(super) fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
+    dated_with(t, segment.dating, segment.view)
+}
+
+fn dated_with(t: u64, dating: views::Dating, view: &str) -> Dated<'_> {
     Dated {
         event_time_ms: t,
-        dating: segment.dating,
-        view: segment.view,
+        dating,
+        view,
     }
 }
 
