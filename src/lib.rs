@@ -64,6 +64,7 @@ pub mod commandstats;
 pub mod demo;
 pub mod error;
 pub mod event_clock;
+mod fast_hash;
 pub mod logging;
 pub mod managed_cluster;
 pub mod managed_redis;

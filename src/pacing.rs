@@ -354,8 +354,8 @@ struct State {
     controller: Controller,
     last_admit: Option<Instant>,
     probe_idle: bool,
-    /// (when, rows) of recent completed batches, for the measured rate.
-    recent: VecDeque<(Instant, u64)>,
+    /// Recent completed batches, for the measured rate.
+    recent: Recent,
     first_admit: Option<Instant>,
     rows_total: u64,
     reading: Option<Reading>,
@@ -374,13 +374,7 @@ impl State {
     }
 
     fn measured(&mut self, now: Instant) -> f64 {
-        while self
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > MEASURE_SPAN)
-        {
-            self.recent.pop_front();
-        }
+        self.recent.expire(now);
         let Some(first) = self.first_admit else {
             return 0.0;
         };
@@ -388,8 +382,40 @@ impl State {
         if span < Duration::from_millis(50) {
             return 0.0;
         }
-        let rows: u64 = self.recent.iter().map(|(_, n)| n).sum();
-        rows as f64 / span.as_secs_f64()
+        self.recent.rows() as f64 / span.as_secs_f64()
+    }
+}
+
+/// The batches completed over the last `MEASURE_SPAN`, and their rows
+/// summed as they come and go: `Pacer::done` runs after every pipeline
+/// (thousands in the window when they are small), so the sum is kept, not
+/// recomputed.
+#[derive(Debug, Default)]
+struct Recent {
+    /// (when, rows), oldest first.
+    batches: VecDeque<(Instant, u64)>,
+    rows: u64,
+}
+
+impl Recent {
+    fn push(&mut self, at: Instant, rows: u64) {
+        self.batches.push_back((at, rows));
+        self.rows += rows;
+    }
+
+    /// Forgets the batches older than `MEASURE_SPAN` at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, n)) = self.batches.front() {
+            if now.duration_since(t) <= MEASURE_SPAN {
+                break;
+            }
+            self.batches.pop_front();
+            self.rows -= n;
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
     }
 }
 
@@ -441,7 +467,7 @@ impl Pacer {
                 controller,
                 last_admit: None,
                 probe_idle: true,
-                recent: VecDeque::new(),
+                recent: Recent::default(),
                 first_admit: None,
                 rows_total: 0,
                 reading: None,
@@ -498,8 +524,8 @@ impl Pacer {
     pub fn done(&self, rows: u64) {
         let now = Instant::now();
         let mut s = lock(&self.shared.state);
-        s.recent.push_back((now, rows));
-        s.measured(now);
+        s.recent.push(now, rows);
+        s.recent.expire(now);
     }
 
     pub fn snapshot(&self) -> PaceSnapshot {
@@ -850,6 +876,42 @@ mod tests {
         assert_eq!(s.book(t1, 10, 5_000.0), t1 + ms(300.0));
         // Unlimited: never waits.
         assert_eq!(s.book(t1, 1_000_000, f64::INFINITY), t1);
+    }
+
+    proptest::proptest! {
+        /// The kept sum is the sum of the batches kept, whatever the
+        /// pushes and expiries, and only batches within the span are kept.
+        #[test]
+        fn the_recent_rows_are_the_sum_of_the_recent_batches(
+            steps in proptest::collection::vec((0u64..1500, 0u64..5000, proptest::bool::ANY), 0..400),
+        ) {
+            let t0 = Instant::now();
+            let mut recent = Recent::default();
+            // Every batch pushed, and the time of the last expiry.
+            let mut pushed: Vec<(Instant, u64)> = Vec::new();
+            let mut expired_at = t0;
+            let mut clock = Duration::ZERO;
+            for (advance_ms, rows, expire) in steps {
+                clock += Duration::from_millis(advance_ms);
+                let now = t0 + clock;
+                if expire {
+                    recent.expire(now);
+                    expired_at = now;
+                } else {
+                    recent.push(now, rows);
+                    pushed.push((now, rows));
+                }
+                // Kept: what was pushed, less what the last expiry found
+                // older than the span.
+                let kept: Vec<(Instant, u64)> = pushed
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| *t > expired_at || expired_at.duration_since(*t) <= MEASURE_SPAN)
+                    .collect();
+                proptest::prop_assert_eq!(recent.batches.iter().copied().collect::<Vec<_>>(), kept.clone());
+                proptest::prop_assert_eq!(recent.rows(), kept.iter().map(|(_, n)| n).sum::<u64>());
+            }
+        }
     }
 
     #[test]

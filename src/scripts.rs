@@ -65,9 +65,18 @@ impl LuaScript {
         head: &[u64],
         entities: impl Iterator<Item = &'e EntityArgs<'a>> + Clone,
     ) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.sha())
-            .arg(entities.clone().map(|e| e.segments).sum::<usize>());
+        // Sized once for what follows (at most: a number is at most 20
+        // digits), instead of grown argument by argument.
+        let (mut args, mut bytes) = (3 + head.len(), 7 + 40 + 20 + 20 * head.len());
+        let mut keys = 0;
+        for e in entities.clone() {
+            let (a, b) = e.cost();
+            args += a;
+            bytes += b;
+            keys += e.segments;
+        }
+        let mut cmd = Cmd::with_capacity(args, bytes);
+        cmd.arg("EVALSHA").arg(self.sha()).arg(keys);
         for e in entities.clone() {
             for _ in 0..e.segments {
                 cmd.arg(&e.key);
@@ -118,6 +127,17 @@ pub struct Dated<'a> {
     pub view: &'a str,
 }
 
+/// A count argument: "0" to "255" borrowed from a table made once, not
+/// formatted anew for every row.
+fn count_arg(n: usize) -> Cow<'static, str> {
+    static SMALL: LazyLock<Box<[String]>> =
+        LazyLock::new(|| (0..=255u32).map(|n| n.to_string()).collect());
+    match SMALL.get(n) {
+        Some(text) => Cow::Borrowed(text.as_str()),
+        None => Cow::Owned(n.to_string()),
+    }
+}
+
 impl<'a> Dated<'a> {
     fn push_to(self, args: &mut Vec<Cow<'a, str>>) {
         args.push(Cow::Owned(self.event_time_ms.to_string()));
@@ -157,8 +177,8 @@ impl<'a> EntityArgs<'a> {
     ) {
         self.args.reserve(5 + retract.len() + 2 * set.len());
         dated.push_to(&mut self.args);
-        self.args.push(Cow::Owned(retract.len().to_string()));
-        self.args.push(Cow::Owned(set.len().to_string()));
+        self.args.push(count_arg(retract.len()));
+        self.args.push(count_arg(set.len()));
         self.args.extend(retract.map(Cow::Borrowed));
         for (name, value) in set {
             self.args.push(Cow::Borrowed(name));
@@ -175,7 +195,7 @@ impl<'a> EntityArgs<'a> {
     ) {
         self.args.reserve(4 + 2 * set.len());
         dated.push_to(&mut self.args);
-        self.args.push(Cow::Owned(set.len().to_string()));
+        self.args.push(count_arg(set.len()));
         for (name, value) in set {
             self.args.push(Cow::Borrowed(name));
             self.args.push(value);
@@ -308,6 +328,58 @@ mod tests {
     #[test]
     fn read_fresh_is_declared_read_only() {
         assert!(READ_FRESH.source.starts_with("#!lua flags=no-writes"));
+    }
+
+    #[test]
+    fn a_call_lays_out_keys_head_and_each_segment_as_the_contract_says() {
+        use crate::store::views::Dating;
+        let at = |dating, view| Dated {
+            event_time_ms: 1_716_998_413_541,
+            dating,
+            view,
+        };
+        let mut narrow = EntityArgs::new("fs:user:u1".into());
+        narrow.push_batch(
+            at(Dating::WholeView, "profile"),
+            ["a", "b"].into_iter(),
+            [("x", Cow::Borrowed("1")), ("y", Cow::Owned("2.5".into()))].into_iter(),
+        );
+        narrow.push_batch(at(Dating::PerFeature, "-"), [].into_iter(), [].into_iter());
+        // Past the table of small counts.
+        let names: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+        let mut wide = EntityArgs::new("fs:user:u2".into());
+        wide.push_streaming(
+            at(Dating::PartOfView, "activity"),
+            names.iter().map(|n| (n.as_str(), Cow::Borrowed("v"))),
+        );
+
+        let got = WRITE_BATCH_ROWS.call(&[86_400, 300], [&narrow, &wide].into_iter());
+        let t = "1716998413541";
+        let mut want: Vec<String> = ["EVALSHA", WRITE_BATCH_ROWS.sha(), "3"]
+            .into_iter()
+            .chain(["fs:user:u1", "fs:user:u1", "fs:user:u2", "86400", "300"])
+            .chain([t, "2", "profile", "2", "2", "a", "b", "x", "1", "y", "2.5"])
+            .chain([t, "0", "-", "0", "0"])
+            .chain([t, "1", "activity", "300"])
+            .map(String::from)
+            .collect();
+        for n in &names {
+            want.extend([n.clone(), "v".into()]);
+        }
+        let mut expected = redis::cmd(&want[0]);
+        for a in &want[1..] {
+            expected.arg(a);
+        }
+        assert_eq!(got.get_packed_command(), expected.get_packed_command());
+        // 16 arguments and 2 keys; 48 bytes of arguments and 2 keys of 10.
+        assert_eq!(narrow.cost(), (16 + 2, 48 + 2 * 10));
+    }
+
+    #[test]
+    fn count_arguments_are_their_decimal_text() {
+        for n in (0..1000).chain([3000, 5000, usize::MAX]) {
+            assert_eq!(count_arg(n), n.to_string());
+        }
     }
 
     #[test]

@@ -27,6 +27,17 @@ impl FeatureValue {
         self.to_string()
     }
 
+    /// Appends the wire form (what `encode` returns) to `out`: a row's
+    /// value written into a reused buffer, with no String of its own.
+    pub fn write_wire(&self, out: &mut String) {
+        match self {
+            FeatureValue::Str(s) => out.push_str(s),
+            FeatureValue::Int(i) => push_int(out, *i),
+            FeatureValue::Float(x) => push_float(out, *x),
+            FeatureValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+
     /// The wire form, borrowed when the value already is a string.
     pub fn as_wire(&self) -> Cow<'_, str> {
         match self {
@@ -58,12 +69,58 @@ impl fmt::Display for FeatureValue {
 /// never uses an exponent, so 1e308 would be 309 digits. Ties keep the plain
 /// form (`100`, not `1e2`). The std formatter suffices; no `ryu` needed.
 fn shortest_float(x: f64) -> String {
-    let plain = format!("{x}");
-    let exp = format!("{x:e}");
-    if exp.len() < plain.len() {
-        exp
+    let mut text = String::new();
+    push_float(&mut text, x);
+    text
+}
+
+/// Appends `shortest_float(x)` to `out`. The exponent form is only made
+/// when it can be the shorter: both forms carry the same digits, and the
+/// plain one is longer only by the zeros it spells out, so `{:e}` can win
+/// only when the plain form ends in two zeros (`1200000`) or starts with
+/// `0.0` (`0.0015`); for any other number it is at least as long.
+pub(crate) fn push_float(out: &mut String, x: f64) {
+    let start = out.len();
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{x}");
+    let plain = &out[start..];
+    let digits = plain.strip_prefix('-').unwrap_or(plain);
+    if !(digits.ends_with("00") || digits.starts_with("0.0")) {
+        return;
+    }
+    let mid = out.len();
+    let _ = write!(out, "{x:e}");
+    if out.len() - mid < mid - start {
+        out.replace_range(start..mid, "");
     } else {
-        plain
+        out.truncate(mid);
+    }
+}
+
+/// Appends `n` in decimal (as `{n}` prints it), without the formatter.
+pub(crate) fn push_int(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_digits(out, n.unsigned_abs(), 1);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (at most
+/// 20, `u64::MAX`'s).
+pub(crate) fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let at = at.min(buf.len().saturating_sub(width));
+    for &d in &buf[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -199,6 +256,110 @@ impl From<bool> for FeatureValue {
 #[cfg(test)]
 mod tests {
     use super::FeatureValue::*;
+    use super::{push_digits, push_float, push_int};
+    use proptest::prelude::*;
+
+    /// The shortest text as it was first written: both forms made, the
+    /// shorter kept (the plain one on a tie).
+    fn both_forms(x: f64) -> String {
+        let plain = format!("{x}");
+        let exp = format!("{x:e}");
+        if exp.len() < plain.len() {
+            exp
+        } else {
+            plain
+        }
+    }
+
+    fn pushed(x: f64) -> String {
+        // After other text: only the end of the buffer is the number's.
+        let mut out = String::from("x=");
+        push_float(&mut out, x);
+        out.split_off(2)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn floats_of_any_bits_print_as_the_shorter_of_both_forms(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assert_eq!(pushed(x), both_forms(x));
+        }
+
+        /// Decimal-looking numbers, where the zeros are: `d * 10^k`.
+        #[test]
+        fn decimal_floats_print_as_the_shorter_of_both_forms(
+            digits in -99_999_999i64..99_999_999,
+            k in -30i32..30,
+        ) {
+            let x = digits as f64 * 10f64.powi(k);
+            prop_assert_eq!(pushed(x), both_forms(x));
+            let y = format!("{digits}e{k}").parse::<f64>().expect("parses");
+            prop_assert_eq!(pushed(y), both_forms(y));
+        }
+
+        #[test]
+        fn integers_print_as_the_formatter_does(n in any::<i64>(), width in 0usize..22) {
+            let mut out = String::from("x");
+            push_int(&mut out, n);
+            prop_assert_eq!(&out[1..], n.to_string());
+            let u = n.unsigned_abs();
+            let mut out = String::new();
+            push_digits(&mut out, u, width);
+            prop_assert_eq!(out, format!("{u:0w$}", w = width.min(20)));
+        }
+    }
+
+    #[test]
+    fn the_edges_print_as_the_formatter_does() {
+        for n in [0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN] {
+            let mut out = String::new();
+            push_int(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        let mut out = String::new();
+        push_digits(&mut out, u64::MAX, 0);
+        assert_eq!(out, u64::MAX.to_string());
+        for x in [
+            0.0,
+            -0.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            100.0,
+            1000.0,
+            0.01,
+            0.001,
+            -0.001,
+            12000.0,
+            120000.0,
+            1e21,
+        ] {
+            assert_eq!(pushed(x), both_forms(x), "{x}");
+            assert_eq!(Float(x).encode(), both_forms(x), "{x}");
+        }
+    }
+
+    #[test]
+    fn wire_text_is_the_encoding() {
+        for v in [
+            Str("US".into()),
+            Int(-14),
+            Int(i64::MIN),
+            Float(92.4),
+            Float(1e308),
+            Bool(true),
+            Bool(false),
+        ] {
+            let mut out = String::from("a");
+            v.write_wire(&mut out);
+            assert_eq!(&out[1..], v.encode(), "{v:?}");
+        }
+    }
 
     #[test]
     fn encodes_each_type_as_its_text_form() {

@@ -33,35 +33,103 @@ const DEVICE_KINDS: [&str; 3] = ["ios", "android", "web"];
 
 /// The demo's entity ids: `u0001`, `u0002`, ... (1-based, at least 4 digits).
 pub fn user_id(n: usize) -> String {
-    format!("u{n:04}")
+    let mut id = String::with_capacity(8);
+    push_user_id(&mut id, n);
+    id
+}
+
+/// Appends `user_id(n)` to `out`.
+pub fn push_user_id(out: &mut String, n: usize) {
+    out.push('u');
+    crate::value::push_digits(out, n as u64, 4);
 }
 
 /// `count` users `u0001..`, the same rows for the same seed.
 pub fn users(count: usize, seed: u64) -> impl Iterator<Item = (String, FeatureMap)> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = rng(seed);
     (1..=count).map(move |n| (user_id(n), batch_features(&mut rng)))
+}
+
+/// The generator `users` draws from for `seed`: `BatchDraw::draw` on it,
+/// once per user, gives the same users.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
 }
 
 /// One user's six batch features.
 pub fn batch_features(rng: &mut impl Rng) -> FeatureMap {
-    let mut f = FeatureMap::new();
-    f.insert("country_iso".into(), pick(rng, &COUNTRIES).into());
-    f.insert("risk_segment".into(), weighted(rng, &RISK_SEGMENTS).into());
-    f.insert(
-        "account_age_days".into(),
-        FeatureValue::Int(rng.gen_range(7..=2400)),
-    );
-    f.insert(
-        "tx_count_7d".into(),
-        FeatureValue::Int(rng.gen_range(0..=80)),
-    );
-    let amount = (rng.gen_range(5.0..350.0f64) * 100.0).round() / 100.0;
-    f.insert("avg_amount_30d".into(), FeatureValue::Float(amount));
-    f.insert(
-        "chargeback_count_180d".into(),
-        FeatureValue::Int(weighted(rng, &CHARGEBACKS)),
-    );
-    f
+    BatchDraw::draw(rng)
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_value()))
+        .collect()
+}
+
+/// One user's six batch features as drawn, before they are named: what a
+/// writer that lays rows out itself (the loader) takes, instead of a map
+/// of freshly allocated names and strings per user.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchDraw {
+    country_iso: &'static str,
+    risk_segment: &'static str,
+    account_age_days: i64,
+    tx_count_7d: i64,
+    avg_amount_30d: f64,
+    chargeback_count_180d: i64,
+}
+
+/// One drawn value, its text borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Drawn {
+    Str(&'static str),
+    Int(i64),
+    Float(f64),
+}
+
+impl Drawn {
+    pub fn to_value(self) -> FeatureValue {
+        match self {
+            Drawn::Str(s) => FeatureValue::Str(s.to_owned()),
+            Drawn::Int(i) => FeatureValue::Int(i),
+            Drawn::Float(x) => FeatureValue::Float(x),
+        }
+    }
+}
+
+impl BatchDraw {
+    /// The next user's features from `rng` (the draws `users` makes).
+    pub fn draw(rng: &mut impl Rng) -> BatchDraw {
+        // In this order: the same seed gives the same users as ever.
+        let country_iso = pick(rng, &COUNTRIES);
+        let risk_segment = weighted(rng, &RISK_SEGMENTS);
+        let account_age_days = rng.gen_range(7..=2400);
+        let tx_count_7d = rng.gen_range(0..=80);
+        let avg_amount_30d = (rng.gen_range(5.0..350.0f64) * 100.0).round() / 100.0;
+        let chargeback_count_180d = weighted(rng, &CHARGEBACKS);
+        BatchDraw {
+            country_iso,
+            risk_segment,
+            account_age_days,
+            tx_count_7d,
+            avg_amount_30d,
+            chargeback_count_180d,
+        }
+    }
+
+    /// The features by name, in name order (a `FeatureMap`'s order).
+    pub fn fields(&self) -> [(&'static str, Drawn); 6] {
+        [
+            ("account_age_days", Drawn::Int(self.account_age_days)),
+            ("avg_amount_30d", Drawn::Float(self.avg_amount_30d)),
+            (
+                "chargeback_count_180d",
+                Drawn::Int(self.chargeback_count_180d),
+            ),
+            ("country_iso", Drawn::Str(self.country_iso)),
+            ("risk_segment", Drawn::Str(self.risk_segment)),
+            ("tx_count_7d", Drawn::Int(self.tx_count_7d)),
+        ]
+    }
 }
 
 /// One streaming update: the five streaming features as of `now_ms`.
@@ -139,6 +207,66 @@ mod tests {
             assert!((5.0..=350.0).contains(&amt));
             let seg = f["risk_segment"].encode();
             assert!(["low", "medium", "high"].contains(&seg.as_str()));
+        }
+    }
+
+    /// The batch features as they were first drawn, into a map directly.
+    fn drawn_into_a_map(rng: &mut impl Rng) -> FeatureMap {
+        let mut f = FeatureMap::new();
+        f.insert("country_iso".into(), pick(rng, &COUNTRIES).into());
+        f.insert("risk_segment".into(), weighted(rng, &RISK_SEGMENTS).into());
+        f.insert(
+            "account_age_days".into(),
+            FeatureValue::Int(rng.gen_range(7..=2400)),
+        );
+        f.insert(
+            "tx_count_7d".into(),
+            FeatureValue::Int(rng.gen_range(0..=80)),
+        );
+        let amount = (rng.gen_range(5.0..350.0f64) * 100.0).round() / 100.0;
+        f.insert("avg_amount_30d".into(), FeatureValue::Float(amount));
+        f.insert(
+            "chargeback_count_180d".into(),
+            FeatureValue::Int(weighted(rng, &CHARGEBACKS)),
+        );
+        f
+    }
+
+    #[test]
+    fn a_seed_gives_the_users_it_always_gave() {
+        for seed in [0, 1, 7, 42] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let want: Vec<_> = (1..=3000)
+                .map(|n| (format!("u{n:04}"), drawn_into_a_map(&mut rng)))
+                .collect();
+            let got: Vec<_> = users(3000, seed).collect();
+            assert_eq!(got, want, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn drawn_fields_are_in_name_order_and_are_the_batch_features() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let fields = BatchDraw::draw(&mut rng).fields();
+        let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+        let mut sorted = BATCH_FEATURES.to_vec();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn user_ids_are_zero_padded_to_four_digits() {
+        for (n, want) in [
+            (0, "u0000"),
+            (1, "u0001"),
+            (999, "u0999"),
+            (1000, "u1000"),
+            (12345, "u12345"),
+        ] {
+            assert_eq!(user_id(n), want);
+        }
+        for n in (0..20_000).chain([usize::MAX]) {
+            assert_eq!(user_id(n), format!("u{n:04}"));
         }
     }
 

@@ -20,6 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::scripts::{MAX_RETRACT_PER_ENTITY, MAX_SET_PER_ENTITY};
 use crate::store::BatchRow;
+use crate::value::FeatureValue;
 
 /// Where a row came from: which input (`Loader::sources` index) and which
 /// line of it (1-based; the row number for synthetic input).
@@ -324,6 +325,11 @@ impl RowBuilder<'_> {
         let _ = write!(self.row.id, "{id}");
     }
 
+    /// Writes the id with `write`, appending to the (empty) id buffer.
+    pub fn id_with(&mut self, write: impl FnOnce(&mut String)) {
+        write(&mut self.row.id);
+    }
+
     pub fn id_str(&self) -> &str {
         &self.row.id
     }
@@ -339,6 +345,15 @@ impl RowBuilder<'_> {
         let mut text = self.take("");
         // Writing into a String cannot fail.
         let _ = write!(text, "{value}");
+        self.row.set.push((name, text));
+    }
+
+    /// Sets `name` to `value`'s wire text (`FeatureValue::encode`), written
+    /// straight into a reused buffer.
+    pub fn set_value(&mut self, name: &str, value: &FeatureValue) {
+        let name = self.take(name);
+        let mut text = self.take("");
+        value.write_wire(&mut text);
         self.row.set.push((name, text));
     }
 

@@ -16,8 +16,9 @@ use super::chunk::{Chunk, Origin};
 use super::error::LoaderError;
 use super::event_time;
 use super::schema::Schema;
-use crate::demo::synth;
-use crate::value::{FeatureMap, FeatureValue};
+use crate::demo::synth::{self, Drawn};
+use crate::value::FeatureValue;
+use rand::rngs::StdRng;
 
 /// Large reads: most lines of a refill are then parsed without a syscall.
 const READ_BUFFER: usize = 256 * 1024;
@@ -236,34 +237,41 @@ fn read_error(name: &str, e: impl std::fmt::Display) -> LoaderError {
 
 // ---- synthetic ---------------------------------------------------------
 
-/// `--count N --seed S`: the users `synth::users` makes, row number = line.
-pub struct Synthetic<I> {
-    users: I,
-    n: u64,
+/// `--count N --seed S`: the users `synth::users` makes, row number = line,
+/// drawn the same way but laid out straight into the chunk (no map of
+/// names and strings per user).
+pub struct Synthetic {
+    rng: StdRng,
+    count: usize,
+    n: usize,
 }
 
-pub fn synthetic(count: usize, seed: u64) -> Synthetic<impl Iterator<Item = (String, FeatureMap)>> {
+pub fn synthetic(count: usize, seed: u64) -> Synthetic {
     Synthetic {
-        users: synth::users(count, seed),
+        rng: synth::rng(seed),
+        count,
         n: 0,
     }
 }
 
-impl<I: Iterator<Item = (String, FeatureMap)>> RowSource for Synthetic<I> {
+impl RowSource for Synthetic {
     fn next(&mut self, chunk: &mut Chunk, source: u32) -> Result<Step, LoaderError> {
-        let Some((id, features)) = self.users.next() else {
+        if self.n >= self.count {
             return Ok(Step::End);
-        };
+        }
         self.n += 1;
+        let n = self.n;
+        let draw = synth::BatchDraw::draw(&mut self.rng);
         let mut row = chunk.push(Origin {
             source,
-            line: self.n,
+            line: n as u64,
         });
-        row.id(&id);
-        for (name, value) in &features {
+        row.id_with(|id| synth::push_user_id(id, n));
+        for (name, value) in draw.fields() {
             match value {
-                FeatureValue::Str(s) => row.set(name, s),
-                other => row.set_display(name, other),
+                Drawn::Str(s) => row.set(name, s),
+                Drawn::Int(i) => row.set_value(name, &FeatureValue::Int(i)),
+                Drawn::Float(x) => row.set_value(name, &FeatureValue::Float(x)),
             }
         }
         Ok(Step::Row)
@@ -640,12 +648,13 @@ fn parse_json_row(
             Value::Bool(b) => row.set(name, if *b { "true" } else { "false" }),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    row.set_display(name, i);
+                    row.set_value(name, &FeatureValue::Int(i));
                 } else if let Some(u) = n.as_u64() {
                     row.set_display(name, u);
                 } else {
                     // Floats in shortest round-trip form, as `FeatureValue::encode` writes them.
-                    row.set_display(name, FeatureValue::Float(n.as_f64().unwrap_or(f64::NAN)));
+                    let x = n.as_f64().unwrap_or(f64::NAN);
+                    row.set_value(name, &FeatureValue::Float(x));
                 }
             }
             Value::Null if options.allow_retract => row.retract(name),
@@ -730,6 +739,33 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn synthetic_rows_are_the_demo_users_in_their_wire_form() {
+        // Read through a reused chunk, as the loader does: strings recycled.
+        let mut source = synthetic(2500, 11);
+        let mut chunk = Chunk::new(4);
+        let mut got = Vec::new();
+        loop {
+            if chunk.len() == 4 {
+                got.extend(chunk.rows().iter().cloned());
+                chunk.clear();
+            }
+            match source.next(&mut chunk, 3).expect("reads") {
+                Step::Row => {}
+                Step::End => break,
+                other => panic!("{other:?}"),
+            }
+            let origin = chunk.origins()[chunk.len() - 1][0];
+            assert_eq!(origin.source, 3);
+            assert_eq!(origin.line as usize, got.len() + chunk.len());
+        }
+        got.extend(chunk.rows().iter().cloned());
+        let want: Vec<BatchRow> = synth::users(2500, 11)
+            .map(|(id, features)| BatchRow::from_features(&id, &features))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

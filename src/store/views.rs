@@ -3,9 +3,10 @@
 //! the loader share; every writer of a keyspace must use the same one, or
 //! one writer's per-view time would not see another's per-feature times.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::fast_hash::FxHashMap;
 use crate::registry::Registry;
 
 /// How a write is dated, as the write scripts' `M` argument says.
@@ -36,10 +37,12 @@ struct View {
     features: BTreeSet<String>,
 }
 
-/// Feature -> view, per key prefix.
+/// Feature -> view, per key prefix. Looked up for every name of every row
+/// written: the maps hash with `fast_hash` (their keys come from the
+/// registry, not from the rows; a row's names are only looked up).
 #[derive(Debug, Default, Clone)]
 pub struct ViewMap {
-    by_prefix: HashMap<String, HashMap<String, Arc<View>>>,
+    by_prefix: FxHashMap<String, FxHashMap<String, Arc<View>>>,
 }
 
 /// The view argument sent when the features belong to none (the scripts
@@ -48,7 +51,7 @@ const NO_VIEW: &str = "-";
 
 impl ViewMap {
     pub fn from_registry(registry: &Registry) -> ViewMap {
-        let mut by_prefix: HashMap<String, HashMap<String, Arc<View>>> = HashMap::new();
+        let mut by_prefix: FxHashMap<String, FxHashMap<String, Arc<View>>> = FxHashMap::default();
         for view in &registry.views {
             let Some(entity) = registry.entity(&view.entity) else {
                 continue;
@@ -71,6 +74,51 @@ impl ViewMap {
             .get(prefix)?
             .get(feature)
             .map(|v| v.name.as_str())
+    }
+
+    /// What `segments` answers when that is one segment (the names all of
+    /// one view, or all of none), its dating and view, found without
+    /// building it: the common write, checked for every row. `None` when
+    /// the names span several views, when there are none, or when only
+    /// counting them as a set can tell whole from part of a view (a name
+    /// given twice, or a view of more than `SOLE_MAX_PAIRWISE` features):
+    /// then `segments` answers.
+    pub fn sole<'n>(
+        &self,
+        prefix: &str,
+        names: impl Iterator<Item = &'n str> + Clone,
+    ) -> Option<(Dating, &str)> {
+        let mut rest = names.clone();
+        let first = rest.next()?;
+        let Some(features) = self.by_prefix.get(prefix) else {
+            return Some((Dating::PerFeature, NO_VIEW));
+        };
+        let view = features.get(first);
+        let mut count = 1usize;
+        for name in rest {
+            let same = match (view, features.get(name)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return None;
+            }
+            count += 1;
+        }
+        let Some(v) = view else {
+            return Some((Dating::PerFeature, NO_VIEW));
+        };
+        let whole = v.features.len();
+        // Fewer names than the view has features: part of it, whatever
+        // repeats. As many: the whole view if no name repeats.
+        if count < whole {
+            Some((Dating::PartOfView, v.name.as_str()))
+        } else if count == whole && count <= SOLE_MAX_PAIRWISE && distinct(names) {
+            Some((Dating::WholeView, v.name.as_str()))
+        } else {
+            None
+        }
     }
 
     /// How a write of `names` under `prefix` is dated: one segment per view
@@ -119,6 +167,20 @@ impl ViewMap {
     }
 }
 
+/// The most names `ViewMap::sole` compares pair by pair to tell that none
+/// repeats.
+const SOLE_MAX_PAIRWISE: usize = 32;
+
+fn distinct<'n>(names: impl Iterator<Item = &'n str> + Clone) -> bool {
+    let mut rest = names;
+    while let Some(a) = rest.next() {
+        if rest.clone().any(|b| a == b) {
+            return false;
+        }
+    }
+    true
+}
+
 /// The features of one write that one view (or none) dates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment<'v, 'n> {
@@ -130,6 +192,7 @@ pub struct Segment<'v, 'n> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_write_is_dated_by_the_views_it_covers_one_segment_each() {
@@ -190,5 +253,55 @@ mod tests {
         // Another prefix knows no views.
         let other = map.segments("fs:other:", batch_features.iter().map(String::as_str));
         assert_eq!(other[0].dating, Dating::PerFeature);
+    }
+
+    /// Names to draw writes from: every feature of the demo's views, and
+    /// names of none.
+    fn pool() -> Vec<String> {
+        let registry = Registry::demo();
+        let mut names: Vec<String> = registry
+            .views
+            .iter()
+            .flat_map(|v| v.features.iter().map(|f| f.name.clone()))
+            .collect();
+        names.extend(["mine", "yours", "theirs"].map(String::from));
+        names
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// `sole` answers only what `segments` does, and for every write of
+        /// distinct names that `segments` finds to be one segment.
+        #[test]
+        fn the_sole_segment_is_the_one_segments_finds(
+            picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..16),
+            view in any::<prop::sample::Index>(),
+            mode in 0..3u8,
+            other_prefix in any::<bool>(),
+        ) {
+            let registry = Registry::demo();
+            let map = ViewMap::from_registry(&registry);
+            let prefix = if other_prefix { "fs:other:" } else { "fs:user:" };
+            let pool = pool();
+            let view = view.get(&registry.views);
+            let names: Vec<&str> = match mode {
+                // Any names.
+                0 => picks.iter().map(|i| i.get(&pool).as_str()).collect(),
+                // Names of one view, some maybe twice.
+                1 => picks.iter().map(|i| i.get(&view.features).name.as_str()).collect(),
+                // A whole view, in another order.
+                _ => view.features.iter().rev().map(|f| f.name.as_str()).collect(),
+            };
+            let segments = map.segments(prefix, names.iter().copied());
+            let sole = map.sole(prefix, names.iter().copied());
+            if let Some((dating, view)) = sole {
+                prop_assert_eq!(segments.len(), 1);
+                prop_assert_eq!((dating, view), (segments[0].dating, segments[0].view));
+            } else if segments.len() == 1 {
+                let unique: BTreeSet<&str> = names.iter().copied().collect();
+                prop_assert!(unique.len() < names.len(), "{:?}", names);
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `event_clock`); and the per-row checks callers can run before queueing.
 
 use super::*;
+use crate::fast_hash::FxHashMap;
 use crate::scripts::{decode_written, Written};
 
 impl FeatureStore {
@@ -32,11 +33,9 @@ impl FeatureStore {
                 self.batch_entity(
                     self.key_for(id)?,
                     times[i],
-                    Vec::new(),
-                    features
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_wire()))
-                        .collect(),
+                    std::iter::empty(),
+                    features.keys().map(String::as_str),
+                    features.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
                 )
             },
         );
@@ -51,7 +50,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let times = undated_times(rows);
         let report = self.write_scripted(
             &WRITE_BATCH_ROWS,
             &self.counters.batch_writes,
@@ -62,12 +61,12 @@ impl FeatureStore {
                 let key = self.check_batch_row(row)?;
                 self.batch_entity(
                     key,
-                    row.event_time_ms.unwrap_or(times[i]),
-                    row.retract.iter().map(String::as_str).collect(),
+                    row.event_time_ms.unwrap_or_else(|| times[i]),
+                    row.retract.iter().map(String::as_str),
+                    row.set.iter().map(|(k, _)| k.as_str()),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
-                        .collect(),
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
                 )
             },
         );
@@ -195,7 +194,7 @@ impl FeatureStore {
         ttl_seconds: u64,
     ) -> Result<WriteReport, StoreError> {
         check_ttl("ttl", ttl_seconds)?;
-        let times = implicit_times(rows.iter().map(|r| r.id.as_str()));
+        let times = undated_times(rows);
         let report = self.write_scripted(
             &WRITE_STREAMING,
             &self.counters.streaming_writes,
@@ -206,11 +205,11 @@ impl FeatureStore {
                 let key = self.check_streaming_row(row)?;
                 self.streaming_entity(
                     key,
-                    row.event_time_ms.unwrap_or(times[i]),
+                    row.event_time_ms.unwrap_or_else(|| times[i]),
+                    row.set.iter().map(|(k, _)| k.as_str()),
                     row.set
                         .iter()
-                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
-                        .collect(),
+                        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
                 )
             },
         );
@@ -335,34 +334,37 @@ impl FeatureStore {
         self.streaming_entity(
             key,
             event_time_ms,
-            fields
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_wire()))
-                .collect(),
+            fields.keys().map(String::as_str),
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_wire())),
         )
     }
 
     /// One batch row's part of a write call: a segment per view its
     /// features belong to (`views::ViewMap::segments`), all at time `t`.
+    /// `set_names` are the names of `set`, in its order (read without
+    /// making its values).
     pub(super) fn batch_entity<'a>(
         &'a self,
         key: String,
         t: u64,
-        retract: Vec<&'a str>,
-        set: Vec<(&'a str, Cow<'a, str>)>,
+        retract: impl ExactSizeIterator<Item = &'a str> + Clone,
+        set_names: impl Iterator<Item = &'a str> + Clone,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Result<EntityArgs<'a>, StoreError> {
         check_event_time(Some(t))?;
-        let names = retract.iter().copied().chain(set.iter().map(|(k, _)| *k));
-        let segments = self.views.segments(&self.config.key_prefix, names);
+        let prefix = &self.config.key_prefix;
+        let names = retract.clone().chain(set_names);
         let mut entity = EntityArgs::new(key);
-        if let [one] = segments.as_slice() {
-            entity.push_batch(dated(t, one), retract.into_iter(), set.into_iter());
+        // Most rows are one segment: laid out as they come.
+        if let Some((dating, view)) = self.views.sole(prefix, names.clone()) {
+            entity.push_batch(dated_with(t, dating, view), retract, set);
             return Ok(entity);
         }
+        let segments = self.views.segments(prefix, names);
+        let set: Vec<_> = set.collect();
         for segment in &segments {
             let r: Vec<&str> = retract
-                .iter()
-                .copied()
+                .clone()
                 .filter(|n| segment.names.contains(n))
                 .collect();
             let s: Vec<_> = set
@@ -381,16 +383,18 @@ impl FeatureStore {
         &'a self,
         key: String,
         t: u64,
-        set: Vec<(&'a str, Cow<'a, str>)>,
+        set_names: impl Iterator<Item = &'a str> + Clone,
+        set: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)>,
     ) -> Result<EntityArgs<'a>, StoreError> {
         check_event_time(Some(t))?;
-        let names = set.iter().map(|(k, _)| *k);
-        let segments = self.views.segments(&self.config.key_prefix, names);
+        let prefix = &self.config.key_prefix;
         let mut entity = EntityArgs::new(key);
-        if let [one] = segments.as_slice() {
-            entity.push_streaming(dated(t, one), set.into_iter());
+        if let Some((dating, view)) = self.views.sole(prefix, set_names.clone()) {
+            entity.push_streaming(dated_with(t, dating, view), set);
             return Ok(entity);
         }
+        let segments = self.views.segments(prefix, set_names);
+        let set: Vec<_> = set.collect();
         for segment in &segments {
             let s: Vec<_> = set
                 .iter()
@@ -432,10 +436,14 @@ pub fn split_calls(costs: impl IntoIterator<Item = (usize, usize)>, per_call: us
 }
 
 pub(super) fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
+    dated_with(t, segment.dating, segment.view)
+}
+
+fn dated_with(t: u64, dating: views::Dating, view: &str) -> Dated<'_> {
     Dated {
         event_time_ms: t,
-        dating: segment.dating,
-        view: segment.view,
+        dating,
+        view,
     }
 }
 
@@ -443,9 +451,14 @@ pub(super) fn dated<'a>(t: u64, segment: &views::Segment<'a, '_>) -> Dated<'a> {
 /// own: the call's time (`event_clock`), one millisecond later for each
 /// earlier row of the same id, so a later row of an id still wins over an
 /// earlier one in the same call (an equal time would be a replay).
+///
+/// The map hashes with `fast_hash`: its ids may be chosen by a client (a
+/// push), but it lives for one call, whose rows are bounded (a push carries
+/// at most 1000), so even ids chosen to collide cost a few milliseconds,
+/// less than writing them does.
 pub(super) fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64> {
     let now = event_clock::now_ms();
-    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut seen: FxHashMap<&str, u64> = FxHashMap::default();
     let times: Vec<u64> = ids
         .map(|id| {
             let k = seen.entry(id).or_insert(0);
@@ -458,6 +471,16 @@ pub(super) fn implicit_times<'i>(ids: impl Iterator<Item = &'i str>) -> Vec<u64>
         event_clock::not_before(*last);
     }
     times
+}
+
+/// `implicit_times` for rows that may carry their own times, indexed like
+/// them; empty when every row does (the loader dates its chunks before
+/// writing them): no row then takes a time from it.
+fn undated_times(rows: &[BatchRow]) -> Vec<u64> {
+    if rows.iter().all(|r| r.event_time_ms.is_some()) {
+        return Vec::new();
+    }
+    implicit_times(rows.iter().map(|r| r.id.as_str()))
 }
 
 #[cfg(test)]
@@ -499,6 +522,25 @@ mod tests {
                 start += len;
             }
         }
+    }
+
+    #[test]
+    fn a_repeated_id_is_dated_a_millisecond_later_each_time_and_dated_rows_need_no_times() {
+        let t = implicit_times(["a", "b", "a", "a", "c", "b"].into_iter());
+        let base = t[0];
+        assert_eq!(t, [base, base, base + 1, base + 2, base, base + 1]);
+        // The clock moved past every time handed out.
+        assert!(event_clock::now_ms() > base + 2);
+
+        let row = |id: &str, t: Option<u64>| BatchRow {
+            id: id.into(),
+            event_time_ms: t,
+            ..BatchRow::default()
+        };
+        assert!(undated_times(&[row("a", Some(5)), row("a", Some(6))]).is_empty());
+        let mixed = undated_times(&[row("a", Some(5)), row("a", None), row("b", None)]);
+        assert_eq!(mixed.len(), 3);
+        assert_eq!(mixed[1], mixed[2] + 1, "the second row of a is a ms later");
     }
 
     #[test]
