@@ -96,12 +96,7 @@ impl ViewMap {
         let view = features.get(first);
         let mut count = 1usize;
         for name in rest {
-            let same = match (view, features.get(name)) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
+            if !same_view(view, features.get(name)) {
                 return None;
             }
             count += 1;
@@ -134,11 +129,7 @@ impl ViewMap {
         let mut out: Vec<(Option<&Arc<View>>, BTreeSet<&'n str>)> = Vec::new();
         for name in names {
             let view = features.and_then(|f| f.get(name));
-            let at = out.iter().position(|(v, _)| match (v, view) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            });
+            let at = out.iter().position(|(v, _)| same_view(*v, view));
             match at {
                 Some(i) => {
                     out[i].1.insert(name);
@@ -164,6 +155,15 @@ impl ViewMap {
                 },
             })
             .collect()
+    }
+}
+
+/// Whether two names' views are one: the same view, or both of none.
+fn same_view(a: Option<&Arc<View>>, b: Option<&Arc<View>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
