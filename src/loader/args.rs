@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::limits;
+use super::priority::CpuPriority;
 use crate::pacing::PaceMode;
 
 /// The only place the conventional local Redis is named: the loader is what
@@ -204,6 +205,19 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "FS_FULL_SPEED",
           conflicts_with_all = ["latency_budget_ms", "max_rate"])]
     pub full_speed: bool,
+    /// The loader's own CPU priority on its host, so that Redis and the
+    /// servers beside it get a core first: `idle` (Linux's SCHED_IDLE: any
+    /// other process that wakes runs first; the default when paced), `low`
+    /// (nice 19; the paced default off Linux) or `normal` (as started; the
+    /// default with --full-speed).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PRIORITY",
+        env = "FS_CPU_PRIORITY",
+        value_enum
+    )]
+    pub cpu_priority: Option<CpuPriority>,
     /// When stderr is not a terminal: a progress line every MS milliseconds.
     #[arg(long, global = true, value_name = "MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(50..))]
@@ -220,6 +234,10 @@ impl CommonArgs {
             (false, Some(rate), _) => PaceMode::MaxRate(rate),
             (false, None, ms) => PaceMode::budget_ms(ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS)),
         }
+    }
+    pub fn cpu_priority(&self) -> CpuPriority {
+        self.cpu_priority
+            .unwrap_or_else(|| CpuPriority::default_for(self.pace_mode() != PaceMode::FullSpeed))
     }
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
@@ -289,6 +307,34 @@ mod tests {
         assert!(pace(&["--full-speed", "--max-rate", "5"]).is_err());
         assert!(pace(&["--full-speed", "--latency-budget-ms", "2"]).is_err());
         assert!(pace(&["--max-rate", "5", "--latency-budget-ms", "2"]).is_err());
+    }
+
+    #[test]
+    fn a_paced_load_gives_way_on_the_cpu_unless_told_and_full_speed_does_not() {
+        let priority = |args: &[&str]| {
+            let argv = ["fs-loader", "--count", "1"].iter().chain(args);
+            Cli::try_parse_from(argv)
+                .expect("parses")
+                .common
+                .cpu_priority()
+        };
+        let paced = if cfg!(target_os = "linux") {
+            CpuPriority::Idle
+        } else {
+            CpuPriority::Low
+        };
+        assert_eq!(priority(&[]), paced);
+        assert_eq!(priority(&["--max-rate", "500"]), paced);
+        assert_eq!(priority(&["--full-speed"]), CpuPriority::Normal);
+        assert_eq!(priority(&["--latency-budget-ms", "0"]), CpuPriority::Normal);
+        assert_eq!(priority(&["--cpu-priority", "low"]), CpuPriority::Low);
+        assert_eq!(
+            priority(&["--full-speed", "--cpu-priority", "idle"]),
+            CpuPriority::Idle
+        );
+        assert!(
+            Cli::try_parse_from(["fs-loader", "--count", "1", "--cpu-priority", "high"]).is_err()
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod event_time;
 pub mod input;
 pub mod limits;
 pub mod pipeline;
+pub mod priority;
 pub mod progress;
 pub mod schema;
 pub mod scripts;
@@ -30,7 +31,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::capabilities;
 use crate::demo::synth;
@@ -43,6 +44,7 @@ use error::{exit, LoaderError};
 use input::ReadOptions;
 use limits::Limits;
 use pipeline::{Input, Settings, WriteMode};
+use priority::CpuPriority;
 use progress::Progress;
 use schema::Schema;
 use summary::{Ending, FailureSink};
@@ -298,6 +300,26 @@ struct Plan {
     inputs: Vec<Input>,
 }
 
+/// Sets the run's CPU priority (see `priority`) and says which it got: one
+/// asked for by flag must take, the default may fall back to normal (with a
+/// warning) where the system refuses it.
+fn lower_cpu_priority(common: &CommonArgs) -> Result<CpuPriority, LoaderError> {
+    let wanted = common.cpu_priority();
+    match wanted.apply() {
+        Ok(()) => Ok(wanted),
+        Err(e) if common.cpu_priority.is_some() => Err(usage(&format!(
+            "--cpu-priority {}: {e}",
+            wanted
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_owned())
+        ))),
+        Err(e) => {
+            eprintln!("fs-loader: warning: kept the normal CPU priority ({wanted} refused: {e})");
+            Ok(CpuPriority::Normal)
+        }
+    }
+}
+
 fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let tls = common.tls.load()?;
     let config = StoreConfig {
@@ -325,6 +347,9 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let mut failures = FailureSink::create(common.failures.as_deref())?;
     // Its probe sleeps until the first write, and stops when it is dropped.
     let pacer = Pacer::with_tls(common.pace_mode(), &common.redis_url, &tls)?;
+    // After the probe started (it keeps the priority of the clients it
+    // stands for), before the writers do (they inherit this thread's).
+    let priority = lower_cpu_priority(common)?;
     let mut progress = Progress::new(common.quiet, plan.total)
         .with_pace(&pacer, Duration::from_millis(common.progress_ms));
     let mut settings = Settings {
@@ -396,7 +421,10 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         last_read: outcome.last_read.clone(),
         failures_listed: failures.listed(),
         failures_to: failures.describe(),
-        pace: Some(pacer.snapshot().summary_text()),
+        pace: Some(format!(
+            "{}; cpu priority {priority}",
+            pacer.snapshot().summary_text()
+        )),
     };
     // A closed stdout must not turn a finished load into a panic.
     let text = summary::render(plan.what, &outcome.counts, elapsed, &ending);

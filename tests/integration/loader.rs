@@ -24,6 +24,7 @@ pub(crate) fn loader_cmd(redis: &impl common::Backend) -> Command {
         .env_remove("FS_CHUNK_SIZE")
         .env_remove("FS_REGISTRY")
         .env_remove("FS_EVENT_TIME_COLUMN")
+        .env_remove("FS_CPU_PRIORITY")
         .args(["--redis-url", &redis.url(), "--quiet"])
         .stdin(Stdio::null());
     cmd

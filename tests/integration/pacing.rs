@@ -1,7 +1,8 @@
 //! Pacing: the loader (the real binary) slows down while another client
 //! stalls Redis and speeds up again after, without losing or repeating a
 //! row; `--max-rate` caps it; `--full-speed` and a zero budget turn pacing
-//! off; conflicting flags are refused; the pacer's probe goes away with it.
+//! off; conflicting flags are refused; the pacer's probe goes away with it;
+//! a paced load gives way on the CPU (every thread at nice 19).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +32,7 @@ fn loader_cmd(redis: &impl common::Backend) -> Command {
         "FS_MAX_RATE",
         "FS_FULL_SPEED",
         "FS_EVENT_TIME_COLUMN",
+        "FS_CPU_PRIORITY",
     ] {
         cmd.env_remove(var);
     }
@@ -380,4 +382,120 @@ fn server_bulk_load_goes_through_the_pacer_and_state_shows_it() {
     assert_eq!(state["write_pacing"]["mode"], "full speed", "{state}");
     assert_eq!(state["write_pacing"]["limit_rows_per_s"], Value::Null);
     assert_eq!(state["write_pacing"]["rows_total"], 3000, "{state}");
+}
+
+/// One thread of a running process, from `/proc/<pid>/task/<tid>/stat`.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct ThreadSched {
+    name: String,
+    nice: i64,
+    /// 0 SCHED_OTHER, 3 SCHED_BATCH, 5 SCHED_IDLE.
+    policy: i64,
+}
+
+/// Every thread of process `pid` (empty once it is gone).
+#[cfg(target_os = "linux")]
+fn threads_of(pid: u32) -> Vec<ThreadSched> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // `pid (comm) state ...`: the name may hold spaces and ')'.
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // Fields after the name start at field 3; nice is 19, policy 41.
+            Some(ThreadSched {
+                name: stat[open + 1..close].to_owned(),
+                nice: fields.get(16)?.parse().ok()?,
+                policy: fields.get(38)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Starts the loader on an open, empty stdin (so it waits with all its
+/// threads up) until it has `threads` of them, and hands them back with the
+/// summary it prints once stdin closes.
+#[cfg(target_os = "linux")]
+fn threads_of_a_waiting_load(args: &[&str], threads: usize) -> (Vec<ThreadSched>, Output) {
+    let redis = ManagedRedis::start().expect("starting redis");
+    let mut child = loader_cmd(&redis)
+        .args(["--quiet", "--from", "-", "--format", "csv"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fs-loader");
+    let pid = child.id();
+    let mut seen = Vec::new();
+    wait_until(
+        &format!("fs-loader {args:?} to start {threads} threads"),
+        Duration::from_secs(10),
+        || {
+            seen = threads_of(pid);
+            seen.len() >= threads
+        },
+    );
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("fs-loader ends");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    (seen, out)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_paced_load_gives_way_on_the_cpu_but_its_probe_and_a_full_speed_load_do_not() {
+    let caller = threads_of(std::process::id());
+    let caller = caller.first().expect("this test's own threads");
+    // main, the pacer's probe, the pool's workers, 2 writers.
+    let (paced, out) = threads_of_a_waiting_load(&[], 5);
+    let (probe, rest): (Vec<_>, Vec<_>) = paced.iter().partition(|t| t.name == PROBE_CLIENT_NAME);
+    let (pool, ours): (Vec<_>, Vec<_>) = rest.into_iter().partition(|t| t.name.starts_with("r2d2"));
+    assert_eq!(probe.len(), 1, "{paced:?}");
+    assert!(ours.len() >= 3, "main and 2 writers at least: {paced:?}");
+    assert!(
+        ours.iter().all(|t| t.policy == 5),
+        "all SCHED_IDLE: {paced:?}"
+    );
+    // The probe measures what the other clients wait: at their priority.
+    assert!(
+        probe
+            .iter()
+            .chain(&pool)
+            .all(|t| t.policy == caller.policy && t.nice == caller.nice),
+        "{paced:?}"
+    );
+    let said = summary(&out);
+    assert!(
+        said["pace"].ends_with("cpu priority idle (SCHED_IDLE)"),
+        "{said:?}"
+    );
+
+    let (low, _) = threads_of_a_waiting_load(&["--cpu-priority", "low"], 5);
+    let lowered: Vec<_> = low
+        .iter()
+        .filter(|t| t.name != PROBE_CLIENT_NAME && !t.name.starts_with("r2d2"))
+        .collect();
+    assert!(
+        lowered.len() >= 3 && lowered.iter().all(|t| t.nice == 19),
+        "{low:?}"
+    );
+
+    for args in [&["--full-speed"][..], &["--cpu-priority", "normal"]] {
+        let (kept, out) = threads_of_a_waiting_load(args, 5);
+        assert!(
+            kept.iter()
+                .all(|t| t.policy == caller.policy && t.nice == caller.nice),
+            "{args:?}: {kept:?}, the caller at {caller:?}"
+        );
+        assert!(
+            summary(&out)["pace"].ends_with("cpu priority normal"),
+            "{args:?}"
+        );
+    }
 }
