@@ -6,7 +6,8 @@
 //! connection about 500 times a second, and `PING` on a connection of its
 //! own every few milliseconds. The phases, in one run:
 //!
-//! 1. idle: nothing else runs;
+//! 1. idle: nothing else runs (again before each later loading phase; the
+//!    idle figures pool those windows);
 //! 2. a plain builder (synthesis + pipelined HSET + EXPIRE on one
 //!    connection, not atomic) loads the users;
 //! 3. `fs-loader --count N` with its default flags loads the same users;
@@ -64,6 +65,45 @@ struct Seen {
     redis_cpu: f64,
 }
 
+/// The probes' samples of the idle windows, pooled: one before each loading
+/// phase, so the idle figures cover the whole run (this machine's quiet and
+/// noisy minutes alike) as the loading phases do, not only its first
+/// seconds.
+#[derive(Default)]
+struct Idle {
+    read: Recorder,
+    ping: Recorder,
+    windows: u32,
+}
+
+impl Idle {
+    fn window(
+        &mut self,
+        server: &Server,
+        url: &str,
+        ids: &Arc<Vec<String>>,
+        for_: Duration,
+    ) -> BResult<()> {
+        eprintln!("fs-bench:   idle, {for_:?} ...");
+        let ((), probed) = probe_during(server, url, ids, || {
+            std::thread::sleep(for_);
+            Ok(())
+        })?;
+        self.read.merge(&probed.read);
+        self.ping.merge(&probed.ping);
+        self.windows += 1;
+        Ok(())
+    }
+
+    fn seen(&self) -> Seen {
+        Seen {
+            read: self.read.summary(),
+            ping: self.ping.summary(),
+            redis_cpu: 0.0,
+        }
+    }
+}
+
 pub fn rows(
     ctx: &Ctx,
     server_bin: &Path,
@@ -74,9 +114,9 @@ pub fn rows(
     let users = ctx.sizes.bulk_users;
     let quick = users < 100_000;
     let idle_for = if quick {
-        Duration::from_secs(1)
+        Duration::from_millis(250)
     } else {
-        Duration::from_secs(5)
+        Duration::from_secs(3)
     };
     eprintln!("fs-bench: loading beside serving: a fresh Redis and fs-server ...");
     let redis = ManagedRedis::start()?;
@@ -94,13 +134,11 @@ pub fn rows(
     let server = Server::start(server_bin, &url)?;
     let mut raw = library::raw_connection(&url)?;
 
-    eprintln!("fs-bench:   idle, {idle_for:?} ...");
-    let (_, idle) = during(&server, &url, &ids, || {
-        std::thread::sleep(idle_for);
-        Ok(())
-    })?;
+    let mut idle = Idle::default();
+    idle.window(&server, &url, &ids, idle_for)?;
     eprintln!("fs-bench:   a plain builder, {users} users ...");
     let (builder_rate, builder) = during(&server, &url, &ids, || loader::build_plain(&url, users))?;
+    idle.window(&server, &url, &ids, idle_for)?;
     eprintln!("fs-bench:   fs-loader --count {users} (default flags) ...");
     reset_stats(&mut raw)?;
     let (paced_rate, paced) = during(&server, &url, &ids, || {
@@ -108,6 +146,7 @@ pub fn rows(
         loader::run_loader(loader_bin, &url, users, &flags)
     })?;
     let batch_cost = script_cost(&mut raw, users)?;
+    idle.window(&server, &url, &ids, idle_for)?;
     eprintln!(
         "fs-bench:   a plain builder held to {paced_rate:.0} users/s, {PACED_PIPELINE} per pipeline ..."
     );
@@ -116,6 +155,7 @@ pub fn rows(
     })?;
     let full_flag = "--full-speed";
     let full = if loader::supports(loader_bin, full_flag) {
+        idle.window(&server, &url, &ids, idle_for)?;
         eprintln!("fs-bench:   fs-loader --count {users} {full_flag} ...");
         Some(during(&server, &url, &ids, || {
             loader::run_loader(loader_bin, &url, users, &[full_flag])
@@ -129,16 +169,19 @@ pub fn rows(
     stream_events(&store, events)?;
     let streaming_cost = script_cost(&mut raw, events)?;
     drop(server);
+    let idle_windows = idle.windows;
+    let idle = idle.seen();
 
     let n = crate::report::count(users as f64);
     let probes = format!(
         "The probes: `POST /read` (5 fields) on one keep-alive connection every {} ms among \
          {} preloaded users, and `PING` on a connection of its own every {} ms, through each \
-         phase; idle ran {} s.",
+         phase. The idle figures pool {idle_windows} idle windows of {} s, one before each \
+         loading phase.",
         READ_GAP.as_millis(),
         crate::report::count(READ_USERS.min(users) as f64),
         PING_GAP.as_millis(),
-        idle_for.as_secs()
+        idle_for.as_secs_f64()
     );
     crate::step(
         "/read during fs-loader",
@@ -361,12 +404,37 @@ pub fn rows(
 
 /// Runs `work` while the two probes run; returns its result and what the
 /// probes saw.
+/// The probes' samples over one phase.
+struct Probed {
+    read: Recorder,
+    ping: Recorder,
+    redis_cpu: f64,
+}
+
+/// Runs `work` with the probes going, and summarizes what they saw.
 fn during<T>(
     server: &Server,
     url: &str,
     ids: &Arc<Vec<String>>,
     work: impl FnOnce() -> BResult<T>,
 ) -> BResult<(T, Seen)> {
+    let (result, probed) = probe_during(server, url, ids, work)?;
+    Ok((
+        result,
+        Seen {
+            read: probed.read.summary(),
+            ping: probed.ping.summary(),
+            redis_cpu: probed.redis_cpu,
+        },
+    ))
+}
+
+fn probe_during<T>(
+    server: &Server,
+    url: &str,
+    ids: &Arc<Vec<String>>,
+    work: impl FnOnce() -> BResult<T>,
+) -> BResult<(T, Probed)> {
     let mut raw = library::raw_connection(url)?;
     let cpu_before = library::redis_cpu_seconds(&mut raw)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -379,7 +447,7 @@ fn during<T>(
     let redis_cpu = library::redis_cpu_seconds(&mut raw)? - cpu_before;
     Ok((
         result?,
-        Seen {
+        Probed {
             read,
             ping,
             redis_cpu,
@@ -387,9 +455,8 @@ fn during<T>(
     ))
 }
 
-fn join(h: JoinHandle<BResult<Recorder>>) -> BResult<Summary> {
-    let recorder = h.join().map_err(|_| "a probe thread panicked")??;
-    Ok(recorder.summary())
+fn join(h: JoinHandle<BResult<Recorder>>) -> BResult<Recorder> {
+    h.join().map_err(|_| "a probe thread panicked")?
 }
 
 fn spawn_reader(
