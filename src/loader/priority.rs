@@ -14,13 +14,14 @@
 //!
 //! Measured on 2 cores beside a `/read` client, 1,000,000 rows at the
 //! default pacing, `fs-bench --only sharing` runs alternated: `/read`'s p50
-//! at 1.7x and 2.1x of idle at normal priority, 1.0x to 1.6x (median 1.2x)
-//! at nice 19 over six runs, 0.85x to 1.5x (median 1.1x) under SCHED_IDLE
-//! over five; and the load ran faster (Redis, no longer waiting for a core,
-//! answers the loader sooner too).
+//! at 1.32x to 2.12x of idle at normal priority (median 1.67x, five runs),
+//! 1.03x to 1.58x at nice 19 (median 1.24x, six), 0.85x to 1.54x under
+//! SCHED_IDLE (median 1.18x, eight), at the same load rates. The p99 moved
+//! within the machine's noise.
 //!
-//! Lowering is allowed to any process; raising it back is not, so it is
-//! done once, for the whole run. On Linux priority is per thread and a
+//! Lowering is allowed to any process; raising it back may not be (that
+//! takes a privilege or a nice limit few hosts grant), so it is done once,
+//! for the whole run. On Linux priority is per thread and a
 //! thread inherits its creator's: [`CpuPriority::apply`] runs on the main
 //! thread after the pacer's probe started (the probe stands for the other
 //! clients and measures what they wait, so it keeps their priority) and
