@@ -206,10 +206,10 @@ pub struct CommonArgs {
           conflicts_with_all = ["latency_budget_ms", "max_rate"])]
     pub full_speed: bool,
     /// The loader's own CPU priority on its host, so that Redis and the
-    /// servers beside it get a core first: `idle` (Linux's SCHED_IDLE: any
-    /// other process that wakes runs first; the default when paced), `low`
-    /// (nice 19; the paced default off Linux) or `normal` (as started; the
-    /// default with --full-speed).
+    /// servers beside it get a core first: `low` (nice 19; the default when
+    /// paced), `idle` (Linux's SCHED_IDLE: any other process that wakes runs
+    /// first; on a busy host the load may barely progress) or `normal` (as
+    /// started; the default with --full-speed).
     #[arg(
         long,
         global = true,
@@ -318,13 +318,8 @@ mod tests {
                 .common
                 .cpu_priority()
         };
-        let paced = if cfg!(target_os = "linux") {
-            CpuPriority::Idle
-        } else {
-            CpuPriority::Low
-        };
-        assert_eq!(priority(&[]), paced);
-        assert_eq!(priority(&["--max-rate", "500"]), paced);
+        assert_eq!(priority(&[]), CpuPriority::Low);
+        assert_eq!(priority(&["--max-rate", "500"]), CpuPriority::Low);
         assert_eq!(priority(&["--full-speed"]), CpuPriority::Normal);
         assert_eq!(priority(&["--latency-budget-ms", "0"]), CpuPriority::Normal);
         assert_eq!(priority(&["--cpu-priority", "low"]), CpuPriority::Low);

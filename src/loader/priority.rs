@@ -4,13 +4,13 @@
 //! too: a box that runs Redis and a model server, or a small VM. There the
 //! loader's own threads (reading, checking and encoding rows) compete for
 //! the same cores as Redis and the server answering reads, and every time
-//! the scheduler lets a loader thread finish its time slice while a read is
-//! ready, the read waits. So a paced load gives way by default: on Linux it
-//! runs under SCHED_IDLE, which a normal process that wakes always
-//! preempts at once (a low nice level only shrinks the loader's share, and
-//! the scheduler may still let it run out its slice first); elsewhere at
-//! nice 19. `--full-speed` (nothing else runs) keeps the priority it was
-//! started with.
+//! the scheduler runs a loader thread while a read is ready, the read
+//! waits. So a paced load gives way by default: it runs at nice 19, the
+//! lowest share. `--full-speed` (nothing else runs) keeps the priority it
+//! was started with. `idle` (Linux's SCHED_IDLE, which any normal process
+//! that wakes preempts at once) is there to choose, not the default: on a
+//! host kept busy by other work it starves the load more than nice 19
+//! does, and it measured no better.
 //!
 //! Measured on 2 cores beside a `/read` client, 1,000,000 rows at the
 //! default pacing, `fs-bench --only sharing` runs alternated: `/read`'s p50
@@ -47,13 +47,13 @@ pub enum CpuPriority {
 const LOWEST_NICE: libc::c_int = 19;
 
 impl CpuPriority {
-    /// The priority a load runs at when no flag says: idle when it is paced
-    /// (sharing; low where SCHED_IDLE does not exist), normal at full speed.
+    /// The priority a load runs at when no flag says: low when it is paced
+    /// (sharing), normal at full speed.
     pub fn default_for(paced: bool) -> CpuPriority {
-        match paced {
-            false => CpuPriority::Normal,
-            true if cfg!(target_os = "linux") => CpuPriority::Idle,
-            true => CpuPriority::Low,
+        if paced {
+            CpuPriority::Low
+        } else {
+            CpuPriority::Normal
         }
     }
 

@@ -323,6 +323,10 @@ fn loader(cluster: &ManagedCluster) -> Child {
         .env_remove("FS_REGISTRY")
         .env_remove("FS_EVENT_TIME_COLUMN")
         .args(["--redis-url", &cluster.url(), "--quiet", "--from", "-"])
+        // The tests interleave their steps (a migration, a failover) with
+        // the load: on a test machine kept busy by the other tests, a
+        // loader that gives way on the CPU would fall behind those steps.
+        .args(["--cpu-priority", "normal"])
         .args([
             "--chunk-size",
             "50",

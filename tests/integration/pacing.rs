@@ -2,7 +2,7 @@
 //! stalls Redis and speeds up again after, without losing or repeating a
 //! row; `--max-rate` caps it; `--full-speed` and a zero budget turn pacing
 //! off; conflicting flags are refused; the pacer's probe goes away with it;
-//! a paced load gives way on the CPU (every thread at nice 19).
+//! a paced load gives way on the CPU (its threads at nice 19).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -447,50 +447,63 @@ fn threads_of_a_waiting_load(args: &[&str], threads: usize) -> (Vec<ThreadSched>
     (seen, out)
 }
 
+/// How many of `threads` are the pacer's probe, and the loader's own
+/// threads: neither the probe (it measures what the other clients wait, at
+/// their priority) nor the pool's workers (started before the priority is
+/// set).
+#[cfg(target_os = "linux")]
+fn probes_and_own_threads(threads: &[ThreadSched]) -> (usize, Vec<&ThreadSched>) {
+    let probes = threads
+        .iter()
+        .filter(|t| t.name == PROBE_CLIENT_NAME)
+        .count();
+    let own = threads
+        .iter()
+        .filter(|t| t.name != PROBE_CLIENT_NAME && !t.name.starts_with("r2d2"))
+        .collect();
+    (probes, own)
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn a_paced_load_gives_way_on_the_cpu_but_its_probe_and_a_full_speed_load_do_not() {
     let caller = threads_of(std::process::id());
     let caller = caller.first().expect("this test's own threads");
+    let as_caller = |t: &ThreadSched| t.policy == caller.policy && t.nice == caller.nice;
     // main, the pacer's probe, the pool's workers, 2 writers.
     let (paced, out) = threads_of_a_waiting_load(&[], 5);
-    let (probe, rest): (Vec<_>, Vec<_>) = paced.iter().partition(|t| t.name == PROBE_CLIENT_NAME);
-    let (pool, ours): (Vec<_>, Vec<_>) = rest.into_iter().partition(|t| t.name.starts_with("r2d2"));
-    assert_eq!(probe.len(), 1, "{paced:?}");
+    let (probes, ours) = probes_and_own_threads(&paced);
+    assert_eq!(probes, 1, "{paced:?}");
     assert!(ours.len() >= 3, "main and 2 writers at least: {paced:?}");
     assert!(
-        ours.iter().all(|t| t.policy == 5),
-        "all SCHED_IDLE: {paced:?}"
+        ours.iter().all(|t| t.nice == 19),
+        "all at nice 19: {paced:?}"
     );
-    // The probe measures what the other clients wait: at their priority.
     assert!(
-        probe
+        paced
             .iter()
-            .chain(&pool)
-            .all(|t| t.policy == caller.policy && t.nice == caller.nice),
-        "{paced:?}"
+            .filter(|t| t.name == PROBE_CLIENT_NAME)
+            .all(as_caller),
+        "the probe at the caller's priority {caller:?}: {paced:?}"
     );
     let said = summary(&out);
     assert!(
-        said["pace"].ends_with("cpu priority idle (SCHED_IDLE)"),
+        said["pace"].ends_with("cpu priority low (nice 19)"),
         "{said:?}"
     );
 
-    let (low, _) = threads_of_a_waiting_load(&["--cpu-priority", "low"], 5);
-    let lowered: Vec<_> = low
-        .iter()
-        .filter(|t| t.name != PROBE_CLIENT_NAME && !t.name.starts_with("r2d2"))
-        .collect();
+    let (idle, out) = threads_of_a_waiting_load(&["--cpu-priority", "idle"], 5);
+    let (_, ours) = probes_and_own_threads(&idle);
     assert!(
-        lowered.len() >= 3 && lowered.iter().all(|t| t.nice == 19),
-        "{low:?}"
+        ours.len() >= 3 && ours.iter().all(|t| t.policy == 5),
+        "all SCHED_IDLE: {idle:?}"
     );
+    assert!(summary(&out)["pace"].ends_with("cpu priority idle (SCHED_IDLE)"));
 
     for args in [&["--full-speed"][..], &["--cpu-priority", "normal"]] {
         let (kept, out) = threads_of_a_waiting_load(args, 5);
         assert!(
-            kept.iter()
-                .all(|t| t.policy == caller.policy && t.nice == caller.nice),
+            kept.iter().all(as_caller),
             "{args:?}: {kept:?}, the caller at {caller:?}"
         );
         assert!(

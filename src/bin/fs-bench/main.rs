@@ -87,6 +87,11 @@ struct Args {
     /// `--loader-arg=--max-rate --loader-arg=50000`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     loader_arg: Vec<String>,
+    /// An argument added to the loading-beside-serving rows' redis-server
+    /// (repeatable), to see what a Redis setting does to the reads' tail:
+    /// `--redis-arg=--activerehashing --redis-arg=no`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    redis_arg: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -247,7 +252,14 @@ fn run(args: Args) -> BResult<()> {
         None => skipped.push("loading beside serving, the idle server (`--no-http`)".into()),
         Some(bin) => {
             if matches!(args.only, None | Some(Section::Sharing)) {
-                sharing::rows(&ctx, bin, &loader_bin, &args.loader_arg, &mut rows)?;
+                sharing::rows(
+                    &ctx,
+                    bin,
+                    &loader_bin,
+                    &args.loader_arg,
+                    &args.redis_arg,
+                    &mut rows,
+                )?;
             }
             if matches!(args.only, None | Some(Section::Idle)) {
                 idle::rows(bin, args.quick, &mut rows)?;

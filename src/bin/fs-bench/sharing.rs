@@ -109,6 +109,7 @@ pub fn rows(
     server_bin: &Path,
     loader_bin: &Path,
     paced_args: &[String],
+    redis_args: &[String],
     out: &mut Vec<Row>,
 ) -> BResult<()> {
     let users = ctx.sizes.bulk_users;
@@ -119,7 +120,8 @@ pub fn rows(
         Duration::from_secs(3)
     };
     eprintln!("fs-bench: loading beside serving: a fresh Redis and fs-server ...");
-    let redis = ManagedRedis::start()?;
+    let redis_args: Vec<&str> = redis_args.iter().map(String::as_str).collect();
+    let redis = ManagedRedis::start_with_args(&redis_args)?;
     let url = redis.url();
     let store = FeatureStore::open(&url, StoreConfig::default())?
         .with_registry(&feature_store::registry::Registry::demo());
@@ -183,6 +185,19 @@ pub fn rows(
         PING_GAP.as_millis(),
         idle_for.as_secs_f64()
     );
+    let mut probes = probes;
+    if !redis_args.is_empty() {
+        probes.push_str(&format!(
+            " redis-server started with `{}`.",
+            redis_args.join(" ")
+        ));
+    }
+    if !paced_args.is_empty() {
+        probes.push_str(&format!(
+            " The paced loader given `{}`.",
+            paced_args.join(" ")
+        ));
+    }
     crate::step(
         "/read during fs-loader",
         out,
