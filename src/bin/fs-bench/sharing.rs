@@ -175,7 +175,7 @@ pub fn rows(
     let idle = idle.seen();
 
     let n = crate::report::count(users as f64);
-    let probes = format!(
+    let mut probes = format!(
         "The probes: `POST /read` (5 fields) on one keep-alive connection every {} ms among \
          {} preloaded users, and `PING` on a connection of its own every {} ms, through each \
          phase. The idle figures pool {idle_windows} idle windows of {} s, one before each \
@@ -185,7 +185,6 @@ pub fn rows(
         PING_GAP.as_millis(),
         idle_for.as_secs_f64()
     );
-    let mut probes = probes;
     if !redis_args.is_empty() {
         probes.push_str(&format!(
             " redis-server started with `{}`.",
