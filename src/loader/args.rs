@@ -269,10 +269,15 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Stream(_))));
     }
 
-    fn pace(args: &[&str]) -> Result<PaceMode, clap::Error> {
+    /// The common flags of `fs-loader --count 1 <args>`.
+    fn common(args: &[&str]) -> Result<CommonArgs, clap::Error> {
         let mut argv = vec!["fs-loader", "--count", "1"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|c| c.common.pace_mode())
+        Cli::try_parse_from(argv).map(|c| c.common)
+    }
+
+    fn pace(args: &[&str]) -> Result<PaceMode, clap::Error> {
+        common(args).map(|c| c.pace_mode())
     }
 
     #[test]
@@ -311,13 +316,7 @@ mod tests {
 
     #[test]
     fn a_paced_load_gives_way_on_the_cpu_unless_told_and_full_speed_does_not() {
-        let priority = |args: &[&str]| {
-            let argv = ["fs-loader", "--count", "1"].iter().chain(args);
-            Cli::try_parse_from(argv)
-                .expect("parses")
-                .common
-                .cpu_priority()
-        };
+        let priority = |args: &[&str]| common(args).expect("parses").cpu_priority();
         assert_eq!(priority(&[]), CpuPriority::Low);
         assert_eq!(priority(&["--max-rate", "500"]), CpuPriority::Low);
         assert_eq!(priority(&["--full-speed"]), CpuPriority::Normal);
@@ -327,20 +326,12 @@ mod tests {
             priority(&["--full-speed", "--cpu-priority", "idle"]),
             CpuPriority::Idle
         );
-        assert!(
-            Cli::try_parse_from(["fs-loader", "--count", "1", "--cpu-priority", "high"]).is_err()
-        );
+        assert!(common(&["--cpu-priority", "high"]).is_err());
     }
 
     #[test]
     fn pipelines_are_short_when_paced_and_long_at_full_speed_unless_given() {
-        let chunk = |args: &[&str]| {
-            let argv = ["fs-loader", "--count", "1"].iter().chain(args);
-            Cli::try_parse_from(argv)
-                .expect("parses")
-                .common
-                .chunk_size()
-        };
+        let chunk = |args: &[&str]| common(args).expect("parses").chunk_size();
         assert_eq!(chunk(&[]), 10);
         assert_eq!(chunk(&["--max-rate", "500"]), 10);
         assert_eq!(chunk(&["--full-speed"]), 1000);

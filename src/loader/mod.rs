@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::capabilities;
 use crate::demo::synth;
@@ -307,12 +307,9 @@ fn lower_cpu_priority(common: &CommonArgs) -> Result<CpuPriority, LoaderError> {
     let wanted = common.cpu_priority();
     match wanted.apply() {
         Ok(()) => Ok(wanted),
-        Err(e) if common.cpu_priority.is_some() => Err(usage(&format!(
-            "--cpu-priority {}: {e}",
-            wanted
-                .to_possible_value()
-                .map_or("?".into(), |v| v.get_name().to_owned())
-        ))),
+        Err(e) if common.cpu_priority.is_some() => {
+            Err(usage(&format!("--cpu-priority {wanted}: {e}")))
+        }
         Err(e) => {
             eprintln!("fs-loader: warning: kept the normal CPU priority ({wanted} refused: {e})");
             Ok(CpuPriority::Normal)

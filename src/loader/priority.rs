@@ -124,47 +124,36 @@ mod tests {
         unsafe { libc::sched_getscheduler(0) }
     }
 
-    // Each case runs on a thread of its own: priority is per thread on
-    // Linux, and a lowered one cannot be raised back.
+    /// Applies `priority` on a fresh thread (priority is per thread on
+    /// Linux, and a lowered one cannot be raised back), then reads `read`
+    /// there and on a thread that one starts after: (own, child).
+    fn read_after_applying<T: Send + 'static>(priority: CpuPriority, read: fn() -> T) -> (T, T) {
+        std::thread::spawn(move || {
+            priority.apply().expect("lowering is allowed to anyone");
+            let child = std::thread::spawn(read).join().expect("joins");
+            (read(), child)
+        })
+        .join()
+        .expect("joins")
+    }
 
     #[test]
     fn low_sets_the_lowest_nice_and_threads_started_after_inherit_it() {
-        let (own, child) = std::thread::spawn(|| {
-            CpuPriority::Low
-                .apply()
-                .expect("lowering is always allowed");
-            let child = std::thread::spawn(own_nice).join().expect("joins");
-            (own_nice(), child)
-        })
-        .join()
-        .expect("joins");
-        assert_eq!((own, child), (LOWEST_NICE, LOWEST_NICE));
+        let seen = read_after_applying(CpuPriority::Low, own_nice);
+        assert_eq!(seen, (LOWEST_NICE, LOWEST_NICE));
     }
 
     #[test]
     fn normal_leaves_the_priority_as_it_was() {
-        let (before, after) = std::thread::spawn(|| {
-            let before = own_nice();
-            CpuPriority::Normal.apply().expect("a no-op");
-            (before, own_nice())
-        })
-        .join()
-        .expect("joins");
-        assert_eq!(before, after);
+        let before = std::thread::spawn(own_nice).join().expect("joins");
+        let seen = read_after_applying(CpuPriority::Normal, own_nice);
+        assert_eq!(seen, (before, before));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn idle_switches_to_sched_idle_and_threads_started_after_inherit_it() {
-        let (own, child) = std::thread::spawn(|| {
-            CpuPriority::Idle
-                .apply()
-                .expect("SCHED_IDLE is allowed to anyone");
-            let child = std::thread::spawn(own_policy).join().expect("joins");
-            (own_policy(), child)
-        })
-        .join()
-        .expect("joins");
-        assert_eq!((own, child), (libc::SCHED_IDLE, libc::SCHED_IDLE));
+        let seen = read_after_applying(CpuPriority::Idle, own_policy);
+        assert_eq!(seen, (libc::SCHED_IDLE, libc::SCHED_IDLE));
     }
 }

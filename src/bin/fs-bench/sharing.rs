@@ -71,8 +71,7 @@ struct Seen {
 /// seconds.
 #[derive(Default)]
 struct Idle {
-    read: Recorder,
-    ping: Recorder,
+    pooled: Probed,
     windows: u32,
 }
 
@@ -89,18 +88,9 @@ impl Idle {
             std::thread::sleep(for_);
             Ok(())
         })?;
-        self.read.merge(&probed.read);
-        self.ping.merge(&probed.ping);
+        self.pooled.merge(&probed);
         self.windows += 1;
         Ok(())
-    }
-
-    fn seen(&self) -> Seen {
-        Seen {
-            read: self.read.summary(),
-            ping: self.ping.summary(),
-            redis_cpu: 0.0,
-        }
     }
 }
 
@@ -172,7 +162,7 @@ pub fn rows(
     let streaming_cost = script_cost(&mut raw, events)?;
     drop(server);
     let idle_windows = idle.windows;
-    let idle = idle.seen();
+    let idle = idle.pooled.seen();
 
     let n = crate::report::count(users as f64);
     let mut probes = format!(
@@ -419,10 +409,27 @@ pub fn rows(
 /// Runs `work` while the two probes run; returns its result and what the
 /// probes saw.
 /// The probes' samples over one phase.
+#[derive(Default)]
 struct Probed {
     read: Recorder,
     ping: Recorder,
     redis_cpu: f64,
+}
+
+impl Probed {
+    fn merge(&mut self, other: &Probed) {
+        self.read.merge(&other.read);
+        self.ping.merge(&other.ping);
+        self.redis_cpu += other.redis_cpu;
+    }
+
+    fn seen(&self) -> Seen {
+        Seen {
+            read: self.read.summary(),
+            ping: self.ping.summary(),
+            redis_cpu: self.redis_cpu,
+        }
+    }
 }
 
 /// Runs `work` with the probes going, and summarizes what they saw.
@@ -433,14 +440,7 @@ fn during<T>(
     work: impl FnOnce() -> BResult<T>,
 ) -> BResult<(T, Seen)> {
     let (result, probed) = probe_during(server, url, ids, work)?;
-    Ok((
-        result,
-        Seen {
-            read: probed.read.summary(),
-            ping: probed.ping.summary(),
-            redis_cpu: probed.redis_cpu,
-        },
-    ))
+    Ok((result, probed.seen()))
 }
 
 fn probe_during<T>(
