@@ -132,6 +132,26 @@ impl PaceMode {
         }
     }
 
+    /// Pipelines in flight that suit this mode, when no flag says otherwise.
+    ///
+    /// A writer sends one pipeline and waits for its reply, so with short
+    /// paced pipelines each writer is bound by the round trip (on a VM that
+    /// halts idle vCPUs, waking the peer adds tens of microseconds to
+    /// each), not by Redis: a third writer keeps the rate the pacer allows
+    /// while each call stays 10 rows long. Measured (`fs-bench --only
+    /// sharing`, 1,000,000 users, 2 cores, CPUs left to idle as the machine
+    /// is configured): 2 writers loaded at 41,700 to 49,300 rows/s (three
+    /// runs of five under 45,000), 3 writers at 51,000 to 67,500, `/read`
+    /// p99 within 1.1x to 1.7x of idle either way; a fourth writer raised
+    /// `/read` p99 to 2.2x. At full speed two writers already keep Redis
+    /// busy (1,000-row pipelines).
+    pub fn writers_in_flight(&self) -> u32 {
+        match self {
+            PaceMode::FullSpeed => 2,
+            PaceMode::Budget(_) | PaceMode::MaxRate(_) => 3,
+        }
+    }
+
     /// As the summary and `/state` say it.
     pub fn describe(&self) -> String {
         match self {

@@ -175,9 +175,10 @@ pub struct CommonArgs {
     #[arg(long, global = true, value_name = "MS", default_value_t = 1000)]
     pub connect_timeout_ms: u64,
     /// Pipelines in flight at once: while Redis runs one, the loader builds
-    /// the next.
-    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
-    pub writers: u32,
+    /// the next. Default: 3 when paced (each short pipeline is a round
+    /// trip), 2 at full speed.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub writers: Option<u32>,
     /// The most bytes one feature value may have; a row with a larger one
     /// is rejected, not sent. (Also capped by the Redis's own
     /// proto-max-bulk-len when CONFIG GET is allowed.)
@@ -242,6 +243,10 @@ impl CommonArgs {
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
             .unwrap_or_else(|| self.pace_mode().rows_per_pipeline())
+    }
+    pub fn writers(&self) -> u32 {
+        self.writers
+            .unwrap_or_else(|| self.pace_mode().writers_in_flight())
     }
     pub fn retry_backoff(&self) -> Duration {
         Duration::from_millis(self.retry_backoff_ms)
@@ -338,6 +343,19 @@ mod tests {
         assert_eq!(chunk(&["--latency-budget-ms", "0"]), 1000);
         assert_eq!(chunk(&["--chunk-size", "64"]), 64);
         assert_eq!(chunk(&["--full-speed", "--chunk-size", "64"]), 64);
+    }
+
+    #[test]
+    fn a_paced_load_keeps_three_pipelines_in_flight_and_full_speed_two_unless_given() {
+        let writers = |args: &[&str]| common(args).expect("parses").writers();
+        assert_eq!(writers(&[]), 3);
+        assert_eq!(writers(&["--max-rate", "500"]), 3);
+        assert_eq!(writers(&["--full-speed"]), 2);
+        assert_eq!(writers(&["--latency-budget-ms", "0"]), 2);
+        assert_eq!(writers(&["--writers", "5"]), 5);
+        assert_eq!(writers(&["--full-speed", "--writers", "1"]), 1);
+        assert!(common(&["--writers", "0"]).is_err());
+        assert!(common(&["--writers", "17"]).is_err());
     }
 
     #[test]

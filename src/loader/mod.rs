@@ -325,7 +325,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
         streaming_ttl_seconds: plan.streaming_ttl,
         chunk_size: common.chunk_size(),
         pool: PoolConfig {
-            max_size: common.writers + 1,
+            max_size: common.writers() + 1,
             connect_timeout: common.connect_timeout(),
             io_timeout: IO_TIMEOUT,
             checkout_timeout: common.connect_timeout(),
@@ -352,7 +352,7 @@ fn load(common: &CommonArgs, plan: Plan) -> Result<u8, LoaderError> {
     let mut settings = Settings {
         mode: plan.mode,
         chunk_size: common.chunk_size(),
-        writers: common.writers as usize,
+        writers: common.writers() as usize,
         retries: common.retries,
         backoff: common.retry_backoff(),
         strict: common.strict,
