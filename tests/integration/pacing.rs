@@ -455,22 +455,25 @@ fn main_and_writers(threads: &[ThreadSched]) -> usize {
     threads.iter().filter(|t| t.name == "fs-loader").count()
 }
 
-/// How many of `threads` are the pacer's probe, and the loader's own
+/// The pacer's probe threads among `threads`, and the loader's own
 /// threads: neither the probe (it measures what the other clients wait, at
 /// their priority) nor the pool's workers (started before the priority is
 /// set).
 #[cfg(target_os = "linux")]
-fn probes_and_own_threads(threads: &[ThreadSched]) -> (usize, Vec<&ThreadSched>) {
-    let probes = threads
-        .iter()
-        .filter(|t| t.name == PROBE_CLIENT_NAME)
-        .count();
-    let own = threads
-        .iter()
-        .filter(|t| t.name != PROBE_CLIENT_NAME && !t.name.starts_with("r2d2"))
+fn probes_and_own_threads(threads: &[ThreadSched]) -> (Vec<&ThreadSched>, Vec<&ThreadSched>) {
+    let (probes, rest): (Vec<_>, Vec<_>) =
+        threads.iter().partition(|t| t.name == PROBE_CLIENT_NAME);
+    let own = rest
+        .into_iter()
+        .filter(|t| !t.name.starts_with("r2d2"))
         .collect();
     (probes, own)
 }
+
+/// Threads of its own a waiting loader has besides its writers: main and
+/// its Ctrl-C handler.
+#[cfg(target_os = "linux")]
+const OWN_BESIDES_WRITERS: usize = 2;
 
 #[cfg(target_os = "linux")]
 #[test]
@@ -478,21 +481,17 @@ fn a_paced_load_gives_way_on_the_cpu_but_its_probe_and_a_full_speed_load_do_not(
     let caller = threads_of(std::process::id());
     let caller = caller.first().expect("this test's own threads");
     let as_caller = |t: &ThreadSched| t.policy == caller.policy && t.nice == caller.nice;
-    // main, its Ctrl-C handler and 3 writers (a paced load's default),
-    // besides the pacer's probe and the pool's workers.
-    let (paced, out) = threads_of_a_waiting_load(&[], 5);
+    // 3 writers: a paced load's default.
+    let (paced, out) = threads_of_a_waiting_load(&[], OWN_BESIDES_WRITERS + 3);
     let (probes, ours) = probes_and_own_threads(&paced);
-    assert_eq!(probes, 1, "{paced:?}");
+    assert_eq!(probes.len(), 1, "{paced:?}");
     assert_eq!(main_and_writers(&paced), 4, "main and 3 writers: {paced:?}");
     assert!(
         ours.iter().all(|t| t.nice == 19),
         "all at nice 19: {paced:?}"
     );
     assert!(
-        paced
-            .iter()
-            .filter(|t| t.name == PROBE_CLIENT_NAME)
-            .all(as_caller),
+        probes.into_iter().all(as_caller),
         "the probe at the caller's priority {caller:?}: {paced:?}"
     );
     let said = summary(&out);
@@ -501,7 +500,8 @@ fn a_paced_load_gives_way_on_the_cpu_but_its_probe_and_a_full_speed_load_do_not(
         "{said:?}"
     );
 
-    let (idle, out) = threads_of_a_waiting_load(&["--cpu-priority", "idle"], 5);
+    let (idle, out) =
+        threads_of_a_waiting_load(&["--cpu-priority", "idle"], OWN_BESIDES_WRITERS + 3);
     let (_, ours) = probes_and_own_threads(&idle);
     assert!(
         ours.len() >= 3 && ours.iter().all(|t| t.policy == 5),
@@ -509,16 +509,18 @@ fn a_paced_load_gives_way_on_the_cpu_but_its_probe_and_a_full_speed_load_do_not(
     );
     assert!(summary(&out)["pace"].ends_with("cpu priority idle (SCHED_IDLE)"));
 
-    // main, Ctrl-C and the writers: 2 at full speed, 3 paced.
-    for (args, own) in [
-        (&["--full-speed"][..], 4),
-        (&["--cpu-priority", "normal"], 5),
+    // Two writers at full speed (1,000-row pipelines keep Redis busy), 3
+    // paced.
+    for (args, writers) in [
+        (&["--full-speed"][..], 2),
+        (&["--cpu-priority", "normal"], 3),
     ] {
-        let (kept, out) = threads_of_a_waiting_load(args, own);
-        if args == ["--full-speed"] {
-            // Two writers at full speed: 1,000-row pipelines keep Redis busy.
-            assert_eq!(main_and_writers(&kept), 3, "main and 2 writers: {kept:?}");
-        }
+        let (kept, out) = threads_of_a_waiting_load(args, OWN_BESIDES_WRITERS + writers);
+        assert_eq!(
+            main_and_writers(&kept),
+            1 + writers,
+            "{args:?}: main and {writers} writers: {kept:?}"
+        );
         assert!(
             kept.iter().all(as_caller),
             "{args:?}: {kept:?}, the caller at {caller:?}"
